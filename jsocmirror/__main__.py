@@ -1,0 +1,3 @@
+from jsocmirror.cli import main
+
+main()

@@ -1,0 +1,174 @@
+"""The catalog: a DuckDB file. The only module that runs SQL.
+
+SQL lives in named ``.sql`` files under the top-level ``sql/`` directory (shipped in the wheel
+as ``jsocmirror/sql``):
+
+- ``sql/migrations/NNNN_name.sql`` are applied in order, once each, and recorded in
+  ``schema_migrations``; a catalog from a newer jsocmirror (a migration we do not know) is
+  refused rather than damaged.
+- ``sql/queries/*.sql`` hold blocks headed ``-- name: query_name``; ``Catalog.q("query_name",
+  param=...)`` runs one with DuckDB ``$param`` parameters.
+
+Every JSOC name that becomes an SQL identifier goes through ``quote_ident``.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from jsocmirror import log
+from jsocmirror.errors import CatalogError
+
+_NAME_RE = re.compile(r"^--\s*name:\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*$", re.M)
+_MIGRATION_RE = re.compile(r"^(?P<num>\d{4})_(?P<desc>[a-z0-9_]+)\.sql$")
+
+
+def sql_dir() -> Path:
+    """The SQL directory: inside the installed package, or the source tree's top-level ``sql/``."""
+    packaged = resources.files("jsocmirror") / "sql"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    source = Path(__file__).resolve().parent.parent / "sql"
+    if source.is_dir():
+        return source
+    raise CatalogError("jsocmirror's SQL files are missing from this installation (reinstall jsocmirror)")
+
+
+@lru_cache(maxsize=1)
+def queries() -> dict[str, str]:
+    """Every named query in ``sql/queries/*.sql``."""
+    named: dict[str, str] = {}
+    for path in sorted((sql_dir() / "queries").glob("*.sql")):
+        text = path.read_text(encoding="utf-8")
+        marks = list(_NAME_RE.finditer(text))
+        for mark, nxt in zip(marks, marks[1:] + [None]):
+            body = text[mark.end(): nxt.start() if nxt else len(text)].strip()
+            if mark["name"] in named:
+                raise CatalogError(f"query {mark['name']!r} is defined twice (second time in {path.name})")
+            named[mark["name"]] = body
+    return named
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(number, name, sql) of every migration, in order."""
+    out = []
+    for path in sorted((sql_dir() / "migrations").glob("*.sql")):
+        match = _MIGRATION_RE.match(path.name)
+        if match is None:
+            raise CatalogError(f"migration file name {path.name!r} is not NNNN_snake_name.sql")
+        out.append((int(match["num"]), path.stem, path.read_text(encoding="utf-8")))
+    return out
+
+
+def quote_ident(name: str) -> str:
+    """Quote any JSOC name (series, keyword, segment) as a DuckDB identifier."""
+    if "\x00" in name:
+        raise CatalogError(f"name {name!r} cannot be an SQL identifier (it contains NUL)")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def series_slug(series: str) -> str:
+    """``hmi.M_720s`` -> ``hmi_m_720s``: the stem of a series' table and view names."""
+    return re.sub(r"[^a-z0-9]+", "_", series.lower()).strip("_")
+
+
+def keyword_table(series: str) -> str:
+    """Name of the typed keyword table of a series (quote it with ``quote_ident``)."""
+    return f"kw_{series_slug(series)}"
+
+
+class Catalog:
+    """An open DuckDB catalog. Use as a context manager, or call ``close()``."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False, migrate: bool = True):
+        self.path = str(path)
+        self.read_only = read_only
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as exc:
+            raise CatalogError(f"cannot open catalog {self.path}: {_first_line(exc)}") from None
+        except duckdb.Error as exc:
+            raise CatalogError(f"{self.path} is not a usable DuckDB catalog: {_first_line(exc)}") from None
+        try:
+            if migrate and not read_only:
+                self.migrate()
+            else:
+                self._check_not_newer()
+        except Exception:
+            self.con.close()
+            raise
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- migrations ------------------------------------------------------------------------
+    def applied_migrations(self) -> set[int]:
+        exists = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        ).fetchall()[0][0]
+        if not exists:
+            return set()
+        return {row[0] for row in self.con.execute("SELECT number FROM schema_migrations").fetchall()}
+
+    def _check_not_newer(self) -> None:
+        known = {num for num, _, _ in migrations()}
+        unknown = sorted(self.applied_migrations() - known)
+        if unknown:
+            raise CatalogError(
+                f"catalog {self.path} has schema migration {unknown[-1]:04d}, newer than this jsocmirror "
+                f"knows (up to {max(known):04d}); upgrade jsocmirror"
+            )
+
+    def migrate(self) -> list[str]:
+        """Apply the migrations this catalog lacks, each in its own transaction. Returns their names."""
+        self._check_not_newer()
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " number INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+            " applied_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'))"
+        )
+        done = self.applied_migrations()
+        applied = []
+        for number, name, sql in migrations():
+            if number in done:
+                continue
+            try:
+                self.con.execute("BEGIN TRANSACTION")
+                self.con.execute(sql)
+                self.con.execute("INSERT INTO schema_migrations (number, name) VALUES (?, ?)", [number, name])
+                self.con.execute("COMMIT")
+            except duckdb.Error as exc:
+                self.con.execute("ROLLBACK")
+                raise CatalogError(f"migration {name} failed on {self.path}: {_first_line(exc)}") from None
+            log.info("applied migration %s to %s", name, self.path)
+            applied.append(name)
+        return applied
+
+    # -- queries ---------------------------------------------------------------------------
+    def q(self, name: str, **params: Any) -> duckdb.DuckDBPyConnection:
+        """Run the named query with ``$param`` parameters; returns the cursor for fetching."""
+        try:
+            sql = queries()[name]
+        except KeyError:
+            raise CatalogError(f"no SQL query named {name!r} in sql/queries") from None
+        return self.con.execute(sql, params or None)
+
+    def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
+        """Run SQL built in code (only for statements whose identifiers come from ``quote_ident``)."""
+        return self.con.execute(sql, params)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

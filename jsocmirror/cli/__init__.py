@@ -1,0 +1,72 @@
+"""The ``jsocmirror`` command: a thin layer over the library.
+
+Each command parses its options, calls one library function and renders what it returns.
+Library errors (``JsocMirrorError``) become a one-line message and the error's exit code
+(2 for usage/config errors, 1 for runtime failures). Command groups live in sibling modules
+and register themselves on ``cli`` when imported below.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from jsocmirror import __version__
+from jsocmirror.errors import JsocMirrorError
+
+
+class _Group(click.Group):
+    """Turns library errors into one clean line and the right exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except JsocMirrorError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="jsocmirror")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Mirror SDO data from JSOC: catalog, diff, stage and download; and a JSOC emulator."""
+    ctx.ensure_object(dict)
+    ctx.obj["quiet"] = quiet
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("jsocmirror")
+    if not logger.handlers:
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def show_progress(ctx: click.Context | None = None) -> bool:
+    """Progress bars only for a human at a terminal, and never with --quiet."""
+    ctx = ctx or click.get_current_context(silent=True)
+    quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
+    return not quiet and sys.stderr.isatty()
+
+
+def _register_commands() -> None:
+    # Each module adds its commands to ``cli``; a module that is not written yet is skipped.
+    import importlib
+
+    for name in ("emulator", "catalog", "mirror", "transfer"):
+        try:
+            importlib.import_module(f"jsocmirror.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"jsocmirror.cli.{name}":
+                raise
+
+
+_register_commands()
+
+
+def main() -> None:
+    cli(prog_name="jsocmirror")

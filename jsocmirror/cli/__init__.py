@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 import click
 
@@ -51,6 +54,30 @@ def show_progress(ctx: click.Context | None = None) -> bool:
     ctx = ctx or click.get_current_context(silent=True)
     quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
     return not quiet and sys.stderr.isatty()
+
+
+REAL_JSOC_URL = "http://jsoc.stanford.edu/"
+
+
+@contextmanager
+def jsoc_server(server: str, mirror_dir: str | Path | None = None) -> Iterator[str]:
+    """The JSOC base URL a command should talk to.
+
+    ``"jsoc"`` is the real JSOC; ``"embedded"`` starts the emulator in this process with its
+    state kept under ``<mirror_dir>/.emulator`` (so successive commands see the same world);
+    anything else is taken as a URL. Only the CLI starts the emulator: the library never
+    imports it.
+    """
+    if server == "jsoc":
+        yield REAL_JSOC_URL
+    elif server == "embedded":
+        from jsocmirror.emulator import Emulator
+
+        state_dir = Path(mirror_dir or ".") / ".emulator"
+        with Emulator(state_dir=state_dir) as emulator:
+            yield emulator.url
+    else:
+        yield server if server.endswith("/") else server + "/"
 
 
 def _register_commands() -> None:

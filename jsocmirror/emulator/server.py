@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     length: int | None = None  # Content-Length for a streamed body (bytes bodies set it themselves)
     abort: bool = False  # drop the connection without answering (fault injection)
+    cut_after: int | None = None  # stop the body after this many bytes, then close (fault injection)
+    reset: bool = False  # with cut_after: reset the connection (RST) instead of closing it cleanly
 
     @property
     def is_streamed(self) -> bool:
@@ -214,7 +217,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if head:
                 _close_iter(response.body)
                 return
-            if response.is_streamed:
+            if response.cut_after is not None and not response.is_streamed:
+                self._write_cut(response)
+            elif response.is_streamed:
                 for chunk in response.body:  # type: ignore[union-attr]
                     if chunk:
                         self.wfile.write(chunk)
@@ -223,6 +228,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             log.debug("client went away during %s", self.path)
             _close_iter(response.body)
+
+
+    def _write_cut(self, response: Response) -> None:
+        """Fault injection (exports/faults): part of the body, then a clean close or a reset."""
+        self.wfile.write(bytes(response.body[: response.cut_after]))  # type: ignore[index]
+        self.close_connection = True
+        if response.reset:  # SO_LINGER 0 makes close() send RST instead of FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        else:
+            self.connection.shutdown(socket.SHUT_RDWR)
 
 
 def _close_iter(body: Any) -> None:

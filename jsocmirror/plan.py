@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from itertools import product
 from typing import Any, Iterable, Mapping, Sequence
 
-from jsocmirror import drmstime
-from jsocmirror.errors import UsageError
-from jsocmirror.series import SeriesDef, Slotting
+from jsocmirror import recordset
+from jsocmirror.errors import RecordSetError, UsageError
+from jsocmirror.series import SeriesDef
 
 #: 100 GB: jsoc_fetch's cap for straight (uncompressed) exports (LANDSCAPE (d)).
 DEFAULT_MAX_BYTES = 100 * 10**9
@@ -126,54 +126,34 @@ def split_record_key(record_key: str) -> list[str]:
 # -- the run axis -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Axis:
-    """How values of the run key map to integer positions and back to record-set text."""
+    """How values of the run key map to integer positions (slot indices) and back to text."""
 
+    definition: SeriesDef
     index: int  # position of the run key among the prime keys
-    slotting: Slotting | None
-    zone: str | None  # print zone for time keys
-    step_seconds: float | None
+    key: str
+    slotted: bool
 
     def position(self, text: str) -> int:
-        if self.slotting is None:
+        if not self.slotted:
             return int(text, 0)
-        value = drmstime.parse_time(text) if self.zone else float(text)
-        return self.slotting.index(value)
-
-    def text(self, position: int) -> str:
-        if self.slotting is None:
-            return str(position)
-        value = self.slotting.value(position)
-        if self.zone:
-            return drmstime.format_time(value, self.zone)
-        return _number(value)
+        return recordset.slot_of_value(self.definition, self.key, text)
 
     def range_text(self, first: int, last: int, stride: int) -> str:
+        if self.slotted:
+            return recordset.format_range(self.definition, self.key, first, last, stride if stride > 1 else None)
         if first == last:
-            return self.text(first)
-        text = f"{self.text(first)}-{self.text(last)}"
-        if stride > 1:
-            if self.slotting is None:
-                # DRMS takes @n on a plain integer key as every n-th value.
-                text += f"@{stride}"
-            elif self.zone:
-                text += f"@{_number(stride * self.slotting.step)}s"
-            else:
-                text += f"@{_number(stride * self.slotting.step)}"
-        return text
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+            return str(first)
+        # DRMS takes @n on a plain integer key as every n-th value.
+        return f"{first}-{last}" + (f"@{stride}" if stride > 1 else "")
 
 
 def _run_axis(definition: SeriesDef) -> _Axis | None:
     for i, kw in enumerate(definition.primekey_keywords):
-        slot = definition.slottings.get(kw.name)
-        if slot is not None:
-            return _Axis(i, slot, kw.zone if kw.is_time else None, slot.step)
+        if kw.name in definition.slottings:
+            return _Axis(definition, i, kw.name, True)
     for i, kw in enumerate(definition.primekey_keywords):
         if kw.is_int:
-            return _Axis(i, None, None, None)
+            return _Axis(definition, i, kw.name, False)
     return None
 
 
@@ -263,7 +243,7 @@ def _plan_group(definition: SeriesDef, axis: _Axis | None, segments: tuple[str, 
         return _plan_explicit(definition, segments, keys, split, sizes, limits)
     try:
         positions = {k: axis.position(v[axis.index]) for k, v in split.items()}
-    except ValueError as exc:
+    except (ValueError, RecordSetError) as exc:
         raise UsageError(f"{definition.name}: {exc}") from None
     # (combo of the other prime keys) -> position -> record key
     cells: dict[tuple[str, ...], dict[int, str]] = {}

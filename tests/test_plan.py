@@ -1,0 +1,154 @@
+"""The planner: planned record sets select exactly the gap set, in few queries, under the caps."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jsocmirror import drmstime, recordset
+from jsocmirror.errors import UsageError
+from jsocmirror.plan import (
+    Gap, PlanLimits, compress_positions, per_record_query_count, per_run_query_count, plan_gaps,
+)
+from jsocmirror.series import builtin_series
+
+REGISTRY = builtin_series()
+
+
+def universe(series: str, start: str, n_slots: int, others: list[str]) -> list[list[str]]:
+    """Prime-key value lists of n_slots consecutive slots x each value of the other prime key."""
+    definition = REGISTRY.get(series)
+    first = recordset.slot_of_value(definition, "T_REC", start)
+    out = []
+    t_index = [k.upper() for k in definition.primekeys].index("T_REC")
+    for i in range(n_slots):
+        for other in others:
+            values = [other, other]
+            values[t_index] = recordset.format_slot(definition, "T_REC", first + i)
+            out.append(values)
+    return out
+
+
+def selected(query: str, records: list[list[str]]) -> set[str]:
+    """Which of ``records`` the record-set string selects, evaluated with the shared parser."""
+    hits = set()
+    for spec in recordset.parse_recordset(query, REGISTRY.get):
+        definition = spec.series
+        for values in records:
+            ok = True
+            for flt in spec.filters:
+                assert isinstance(flt, recordset.KeyFilter), flt
+                pos = [k.upper() for k in definition.primekeys].index(flt.key.upper())
+                if definition.slotting(flt.key):
+                    value = recordset.slot_of_value(definition, flt.key, values[pos])
+                else:
+                    value = int(values[pos])
+                if not any(recordset.item_matches(item, value) for item in flt.items):
+                    ok = False
+                    break
+            if ok:
+                hits.add(recordset.record_key(values))
+    return hits
+
+
+def check_exact(plan, series: str, records: list[list[str]], gap_keys: set[str]) -> None:
+    covered: list[str] = []
+    for query in plan.queries:
+        got = selected(query.recordset, records)
+        assert got == set(query.record_keys), query.recordset
+        covered.extend(query.record_keys)
+    assert sorted(covered) == sorted(gap_keys)  # every gap exactly once
+
+
+def test_plan_gaps_runs_steps_and_lists_for_hmi():
+    records = universe("hmi.M_720s", "2024.06.01_00:00:00_TAI", 120, ["3"])
+    picks = list(range(0, 30)) + list(range(40, 80, 4)) + [90, 97, 101]
+    gaps = [Gap("hmi.M_720s", recordset.record_key(records[i]), "magnetogram") for i in picks]
+    plan = plan_gaps(gaps, REGISTRY)
+    assert len(plan.queries) == 1
+    text = plan.queries[0].recordset
+    assert text.startswith("hmi.M_720s[2024.06.01_00:00:00_TAI-2024.06.01_05:48:00_TAI,")
+    assert "@2880s" in text and text.endswith("[3]{magnetogram}")
+    check_exact(plan, "hmi.M_720s", records, {g.record_key for g in gaps})
+
+
+def test_plan_gaps_groups_wavelengths_and_segments_for_aia():
+    records = universe("aia.lev1_euv_12s", "2024-06-01T00:00:00Z", 50, ["171", "193", "304"])
+    by_key = {recordset.record_key(v): v for v in records}
+    gaps = []
+    for key, values in by_key.items():
+        if values[1] in ("171", "193"):
+            gaps += [Gap("aia.lev1_euv_12s", key, "image"), Gap("aia.lev1_euv_12s", key, "spikes")]
+    keys_304 = [k for k, v in by_key.items() if v[1] == "304"][::5]
+    gaps += [Gap("aia.lev1_euv_12s", k, "image") for k in keys_304]
+    plan = plan_gaps(gaps, REGISTRY)
+    texts = sorted(q.recordset for q in plan.queries)
+    assert len(texts) == 2
+    assert any(t.endswith("[171,193]{image,spikes}") for t in texts)
+    assert any(t.endswith("[304]{image}") and "@60s" in t for t in texts)
+    check_exact(plan, "aia.lev1_euv_12s", records, {g.record_key for g in gaps})
+    assert per_record_query_count(gaps) == 110 and per_run_query_count(gaps, REGISTRY) == 12
+
+
+def test_plan_gaps_splits_under_record_byte_and_length_caps():
+    records = universe("hmi.M_45s", "2024.06.01_00:00:00_TAI", 400, ["2"])
+    gaps = [Gap("hmi.M_45s", recordset.record_key(v), "magnetogram", size=1000) for v in records]
+    by_records = plan_gaps(gaps, REGISTRY, PlanLimits(max_records=150))
+    assert [q.n_records for q in by_records.queries] == [150, 150, 100]
+    by_bytes = plan_gaps(gaps, REGISTRY, PlanLimits(max_bytes=50_000))
+    assert len(by_bytes.queries) == 8 and all(q.est_bytes <= 50_000 for q in by_bytes.queries)
+    scattered = [g for i, g in enumerate(gaps) if i % 3 != 1 and i % 7 != 0]
+    short = plan_gaps(scattered, REGISTRY, PlanLimits(max_query_chars=300))
+    assert len(short.queries) > 1 and all(len(q.recordset) <= 300 for q in short.queries)
+    for plan, gap_set in ((by_records, gaps), (by_bytes, gaps), (short, scattered)):
+        check_exact(plan, "hmi.M_45s", records, {g.record_key for g in gap_set})
+
+
+def test_plan_gaps_defaults_follow_jsoc_advice():
+    assert PlanLimits().records_for("aia.lev1_euv_12s") == 15_000
+    assert PlanLimits().records_for("hmi.M_45s") == 30_000
+    assert PlanLimits().max_bytes == 100 * 10**9
+
+
+def test_plan_gaps_sharp_lists_harpnums():
+    definition = REGISTRY.get("hmi.sharp_720s")
+    first = recordset.slot_of_value(definition, "T_REC", "2024.06.01_00:00:00_TAI")
+    records = [[str(h), recordset.format_slot(definition, "T_REC", first + i)]
+               for h in (11465, 11466, 11470) for i in range(20)]
+    gaps = [Gap("hmi.sharp_720s", recordset.record_key(v), seg) for v in records if v[0] != "11470"
+            for seg in ("magnetogram", "bitmap")]
+    plan = plan_gaps(gaps, REGISTRY)
+    assert len(plan.queries) == 1
+    assert plan.queries[0].recordset.startswith("hmi.sharp_720s[11465,11466][")
+    assert plan.queries[0].recordset.endswith("{magnetogram,bitmap}")
+    check_exact(plan, "hmi.sharp_720s", records, {g.record_key for g in gaps})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1), st.floats(0.05, 0.95))
+def test_plan_gaps_is_exact_for_random_gap_sets(seed, density):
+    records = universe("aia.lev1_euv_12s", "2024-06-01T00:00:00Z", 60, ["94", "171", "193"])
+    rng = random.Random(seed)
+    gaps = [Gap("aia.lev1_euv_12s", recordset.record_key(v), "image") for v in records if rng.random() < density]
+    if not gaps:
+        return
+    plan = plan_gaps(gaps, REGISTRY, PlanLimits(max_records=rng.choice([7, 40, 1000])))
+    check_exact(plan, "aia.lev1_euv_12s", records, {g.record_key for g in gaps})
+    assert len(plan.queries) <= per_record_query_count(gaps)
+
+
+def test_compress_positions_prefers_ranges():
+    assert compress_positions([1, 2, 3, 7, 9, 11, 13, 20]) == [(1, 3, 1), (7, 13, 2), (20, 20, 1)]
+    assert compress_positions([5, 8]) == [(5, 5, 1), (8, 8, 1)]
+
+
+def test_plan_gaps_rejects_bad_keys_and_unknown_series():
+    with pytest.raises(UsageError, match="not a record key"):
+        plan_gaps([Gap("hmi.M_720s", "2024.06.01_TAI", "magnetogram")], REGISTRY)
+    with pytest.raises(UsageError, match="no series definition"):
+        plan_gaps([Gap("hmi.nope", "[1]", "x")], REGISTRY)
+    with pytest.raises(UsageError, match="prime keys"):
+        plan_gaps([Gap("hmi.M_720s", "[2024.06.01_00:00:00_TAI]", "magnetogram")], REGISTRY)

@@ -83,6 +83,78 @@ def keyword_table(series: str) -> str:
     return f"kw_{series_slug(series)}"
 
 
+# -- keyword tables (one per series) ---------------------------------------------------------
+# DRMS keyword type -> DuckDB column type. Floats are DOUBLE whatever their DRMS width, so the
+# value equals the decimal JSOC printed; times are TIMESTAMP holding UTC (see docs/sql.md).
+DRMS_TO_DUCKDB = {
+    "char": "TINYINT", "short": "SMALLINT", "int": "INTEGER", "longlong": "BIGINT",
+    "float": "DOUBLE", "double": "DOUBLE", "time": "TIMESTAMP", "string": "VARCHAR",
+}
+
+#: Bookkeeping columns every keyword table has after its keyword columns (architecture.md).
+RECORD_COLUMNS = (
+    ("_recnum", "BIGINT"), ("_sunum", "BIGINT"), ("_online", "BOOLEAN"), ("_size", "BIGINT"),
+    ("_prev_recnum", "BIGINT"), ("_gone_at", "TIMESTAMP"), ("_synced_at", "TIMESTAMP"),
+)
+
+
+class Column:
+    """One column of a keyword table and where its values come from.
+
+    ``kind`` is ``key`` (the record key), ``keyword`` (a JSOC keyword of DRMS type ``drms_type``),
+    ``time_str`` (the JSOC string of a time prime key, ``T_REC_str``), ``slot`` (the slot index
+    of a slotted prime key, ``T_REC_index``) or ``record`` (the ``_recnum``... bookkeeping).
+    """
+
+    __slots__ = ("name", "sql_type", "kind", "keyword", "drms_type")
+
+    def __init__(self, name: str, sql_type: str, kind: str, keyword: str | None = None, drms_type: str | None = None):
+        self.name, self.sql_type, self.kind, self.keyword, self.drms_type = name, sql_type, kind, keyword, drms_type
+
+    def __repr__(self) -> str:
+        return f"Column({self.name!r}, {self.sql_type!r}, {self.kind!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Column) and (self.name, self.sql_type, self.kind) == (other.name, other.sql_type, other.kind)
+
+
+def keyword_columns(series_def, keywords: list[str] | None = None) -> list[Column]:
+    """The columns of a series' keyword table, in order.
+
+    ``_key``; the slot index of each slotted prime key (``T_REC_index``); one column per
+    keyword (all visible ones, or ``keywords`` plus the prime keys and QUALITY); the JSOC string
+    of each time prime key (``T_REC_str``); then ``RECORD_COLUMNS``.
+    """
+    wanted = None
+    if keywords is not None:
+        wanted = {k.lower() for k in keywords} | {k.lower() for k in series_def.primekeys} | {"quality"}
+    cols = [Column("_key", "VARCHAR", "key")]
+    for key in series_def.primekeys:
+        if series_def.slotting(key) is not None:
+            cols.append(Column(f"{series_def.keyword(key).name}_index", "BIGINT", "slot", keyword=key))
+    for kw in series_def.visible_keywords:
+        if wanted is not None and kw.name.lower() not in wanted:
+            continue
+        sql_type = DRMS_TO_DUCKDB.get(kw.type, "VARCHAR")
+        cols.append(Column(kw.name, sql_type, "keyword", keyword=kw.name, drms_type=kw.type))
+    for kw in series_def.primekey_keywords:
+        if kw.is_time:
+            cols.append(Column(f"{kw.name}_str", "VARCHAR", "time_str", keyword=kw.name))
+    cols.extend(Column(name, sql_type, "record") for name, sql_type in RECORD_COLUMNS)
+    seen: set[str] = set()
+    for col in cols:
+        if col.name.lower() in seen:
+            raise CatalogError(f"series {series_def.name}: column name {col.name!r} occurs twice")
+        seen.add(col.name.lower())
+    return cols
+
+
+def _catalog_now():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
 class Catalog:
     """An open DuckDB catalog. Use as a context manager, or call ``close()``."""
 
@@ -168,6 +240,42 @@ class Catalog:
     def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         """Run SQL built in code (only for statements whose identifiers come from ``quote_ident``)."""
         return self.con.execute(sql, params)
+
+    # -- keyword tables (one per series) ---------------------------------------------------
+    def table_columns(self, table: str) -> dict[str, str]:
+        rows = self.con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+            "AND table_schema = 'main' ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+        return {name: dtype for name, dtype in rows}
+
+    def has_table(self, table: str) -> bool:
+        return bool(self.table_columns(table))
+
+    def ensure_keyword_table(self, series_def, keywords: list[str] | None = None) -> list[Column]:
+        """Create ``kw_<slug>`` and its view ``<slug>``, or add columns a changed definition needs.
+
+        Columns are never dropped or retyped: a keyword JSOC removed keeps its past values.
+        Returns the columns sync fills (those of the current definition).
+        """
+        table = keyword_table(series_def.name)
+        cols = keyword_columns(series_def, keywords)
+        existing = {name.lower(): dtype for name, dtype in self.table_columns(table).items()}
+        if not existing:
+            body = ",\n    ".join(
+                f"{quote_ident(c.name)} {c.sql_type}" + (" NOT NULL" if c.kind == "key" else "") for c in cols
+            )
+            self.con.execute(f"CREATE TABLE {quote_ident(table)} (\n    {body}\n)")
+        else:
+            for c in cols:
+                if c.name.lower() not in existing:
+                    self.con.execute(f"ALTER TABLE {quote_ident(table)} ADD COLUMN {quote_ident(c.name)} {c.sql_type}")
+        self.con.execute(
+            f"CREATE OR REPLACE VIEW {quote_ident(series_slug(series_def.name))} AS "
+            f"SELECT * EXCLUDE (_gone_at) FROM {quote_ident(table)} WHERE _gone_at IS NULL"
+        )
+        return cols
 
 
 def _first_line(exc: BaseException) -> str:

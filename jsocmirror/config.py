@@ -1,0 +1,571 @@
+"""The mirror's configuration: ``<mirror>/jsocmirror.toml``.
+
+A mirror is a directory holding ``jsocmirror.toml`` (this module), the DuckDB catalog
+(``catalog.duckdb`` by default) and, unless the config points elsewhere, the data root
+(``data/``). ``load_config(mirror_dir)`` reads and validates the file; ``save_config``
+writes it back (atomically, with its explanatory comments). Unknown keys are refused at
+load time so a typo never silently does nothing.
+
+This module does no network I/O: checking a series entry against JSOC's definition of the
+series is ``validate_series_entry(entry, series_def)``, which the CLI calls with the
+definition it fetched through ``jsoc.py``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tempfile
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from jsocmirror import drmstime
+from jsocmirror.errors import ConfigError
+
+CONFIG_NAME = "jsocmirror.toml"
+DEFAULT_CATALOG = "catalog.duckdb"
+DEFAULT_DATA_ROOT = "data"
+
+METHODS = ("url_quick", "url", "url-tar")
+PROTOCOLS = ("as-is", "fits")
+
+_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+# -- dataclasses ------------------------------------------------------------------------------
+@dataclass
+class SeriesConfig:
+    """One mirrored series: which records (selection) and which segments.
+
+    The selection is the record set ``series[start-end@cadence][key lists...][? filter ?]``.
+    """
+
+    #: Series name as JSOC spells it (``hmi.M_720s``); matched case-insensitively.
+    series: str
+    #: Segments to download (``magnetogram``); empty = none (keywords only).
+    segments: list[str] = field(default_factory=list)
+    #: First time of the window (any JSOC time string; no zone means UTC). None = the series' first record.
+    start: str | None = None
+    #: Last time of the window, inclusive. None = open: up to the series' newest record, at every sync.
+    end: str | None = None
+    #: Sampling cadence of the time prime key (a DRMS duration, ``12m``, ``1h``); None = every slot.
+    cadence: str | None = None
+    #: Value lists for other prime keys (``{"HARPNUM": [11465], "WAVELNTH": [171, 193]}``); absent = all.
+    keys: dict[str, list[int | str]] = field(default_factory=dict)
+    #: Keyword filter, the SQL inside JSOC's ``[? ... ?]`` (``QUALITY = 0``); None = no filter.
+    filter: str | None = None
+    #: Keywords to keep in the catalog (prime keys and QUALITY are always kept); None = all.
+    keywords: list[str] | None = None
+    #: Layout template for file paths (see docs/layout.md); None = the layout's default.
+    layout: str | None = None
+    #: Export method for this series (url_quick, url or url-tar); None = the [transfer] default.
+    method: str | None = None
+    #: Export protocol (as-is or fits); None = the [transfer] default.
+    protocol: str | None = None
+
+    def selection(self) -> dict[str, Any]:
+        """The fields that decide which records are wanted (a change re-syncs the series)."""
+        return {
+            "start": self.start, "end": self.end, "cadence": self.cadence,
+            "keys": {k.upper(): list(v) for k, v in sorted(self.keys.items())},
+            "filter": self.filter, "keywords": self.keywords,
+        }
+
+
+@dataclass
+class SyncConfig:
+    """How ``jsocmirror sync`` talks to JSOC."""
+
+    #: Trailing window re-fetched at every sync, before the watermark (a DRMS duration).
+    recheck: str = "2d"
+    #: Target number of records per rs_list request (JSOC has memory limits; keep <= 100000).
+    chunk_records: int = 50000
+
+
+@dataclass
+class TransferConfig:
+    """How exports and downloads behave (read by stage/download)."""
+
+    #: Parallel download connections. JSOC asked SunPy to use one.
+    max_connections: int = 1
+    #: Default export method: url_quick, url or url-tar.
+    method: str = "url"
+    #: Default export protocol: as-is (JSOC's preference) or fits.
+    protocol: str = "as-is"
+
+
+@dataclass
+class MirrorConfig:
+    """A mirror: where it is, which server it talks to, and what it mirrors."""
+
+    mirror_dir: Path
+    #: ``jsoc`` (the real JSOC), ``embedded`` (the built-in emulator) or a server URL.
+    server: str = "jsoc"
+    #: The email address registered with JSOC (needed for exports).
+    email: str | None = None
+    #: Catalog file, relative to the mirror directory unless absolute.
+    catalog: str = DEFAULT_CATALOG
+    #: Data root: a path relative to the mirror directory, an absolute path or any fsspec URL.
+    data: str = DEFAULT_DATA_ROOT
+    series: list[SeriesConfig] = field(default_factory=list)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+
+    @property
+    def config_path(self) -> Path:
+        return self.mirror_dir / CONFIG_NAME
+
+    @property
+    def catalog_path(self) -> Path:
+        path = Path(self.catalog).expanduser()
+        return path if path.is_absolute() else self.mirror_dir / path
+
+    @property
+    def data_root(self) -> str:
+        """The data root as an fsspec URL or an absolute local path."""
+        if _URL_RE.match(self.data):
+            return self.data
+        path = Path(self.data).expanduser()
+        return str(path if path.is_absolute() else self.mirror_dir / path)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.mirror_dir / ".jsocmirror.lock"
+
+    def get_series(self, name: str) -> SeriesConfig:
+        """The entry of a configured series (case-insensitive), or a ConfigError listing them."""
+        for entry in self.series:
+            if entry.series.lower() == name.strip().lower():
+                return entry
+        raise ConfigError(
+            f"series {name!r} is not configured in {self.config_path}; "
+            + _choices_text(name, [s.series for s in self.series], what="configured series")
+        )
+
+    def method_for(self, entry: SeriesConfig) -> str:
+        return entry.method or self.transfer.method
+
+    def protocol_for(self, entry: SeriesConfig) -> str:
+        return entry.protocol or self.transfer.protocol
+
+
+# -- loading ----------------------------------------------------------------------------------
+def load_config(mirror_dir: str | Path) -> MirrorConfig:
+    """Read and validate ``<mirror_dir>/jsocmirror.toml``. Raises ConfigError (one line) on any problem."""
+    mirror_dir = Path(mirror_dir).expanduser().resolve()
+    path = mirror_dir / CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(f"{mirror_dir} is not a jsocmirror mirror (no {CONFIG_NAME}); create one with 'jsocmirror init'")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    return config_from_dict(raw, mirror_dir)
+
+
+def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfig:
+    """A validated MirrorConfig from parsed TOML."""
+    raw = dict(raw)
+    series_raw = raw.pop("series", [])
+    sync_raw = raw.pop("sync", {})
+    transfer_raw = raw.pop("transfer", {})
+    top = _take_fields(MirrorConfig, raw, "top level", skip={"mirror_dir", "series", "sync", "transfer"})
+    if not isinstance(series_raw, list):
+        raise ConfigError("'series' must be a list of [[series]] tables")
+    config = MirrorConfig(
+        mirror_dir=Path(mirror_dir).expanduser().resolve(),
+        series=[_series_from_dict(item, i) for i, item in enumerate(series_raw)],
+        sync=SyncConfig(**_take_fields(SyncConfig, _table(sync_raw, "sync"), "[sync]")),
+        transfer=TransferConfig(**_take_fields(TransferConfig, _table(transfer_raw, "transfer"), "[transfer]")),
+        **top,
+    )
+    validate_config(config)
+    return config
+
+
+def _table(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return dict(value)
+
+
+def _take_fields(cls, raw: dict[str, Any], where: str, skip: Iterable[str] = ()) -> dict[str, Any]:
+    names = [f.name for f in fields(cls) if f.name not in set(skip)]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {where}; " + _choices_text(unknown[0], names, what="keys"))
+    return {k: v for k, v in raw.items()}
+
+
+def _series_from_dict(item: Any, index: int) -> SeriesConfig:
+    if not isinstance(item, dict):
+        raise ConfigError(f"[[series]] entry {index + 1} must be a table")
+    item = dict(item)
+    if "series" not in item:
+        raise ConfigError(f"[[series]] entry {index + 1} has no 'series' name")
+    values = _take_fields(SeriesConfig, item, f"[[series]] {item.get('series')!r}")
+    values["keys"] = {str(k): list(v) if isinstance(v, list) else [v] for k, v in (values.get("keys") or {}).items()}
+    for name in ("start", "end", "cadence", "filter", "layout", "method", "protocol"):
+        if values.get(name) == "":
+            values[name] = None
+    return SeriesConfig(**values)
+
+
+# -- validation (local: no JSOC needed) --------------------------------------------------------
+def validate_config(config: MirrorConfig) -> None:
+    """Check types and values that need no JSOC. Raises ConfigError naming the bad value."""
+    if not isinstance(config.server, str) or not config.server:
+        raise ConfigError("'server' must be \"jsoc\", \"embedded\" or a URL such as http://127.0.0.1:8080/")
+    if config.server not in ("jsoc", "embedded") and not re.match(r"^https?://", config.server):
+        raise ConfigError(f"server {config.server!r} is not accepted: use \"jsoc\", \"embedded\" or an http(s):// URL")
+    if config.email is not None and (not isinstance(config.email, str) or not _EMAIL_RE.match(config.email)):
+        raise ConfigError(f"email {config.email!r} is not an email address (expected e.g. you@example.org)")
+    for name in ("catalog", "data"):
+        if not isinstance(getattr(config, name), str) or not getattr(config, name):
+            raise ConfigError(f"'{name}' must be a non-empty string")
+    validate_sync(config.sync)
+    validate_transfer(config.transfer)
+    seen: dict[str, str] = {}
+    for entry in config.series:
+        validate_series_entry(entry)
+        key = entry.series.lower()
+        if key in seen:
+            raise ConfigError(f"series {entry.series!r} is configured twice; keep one [[series]] entry per series")
+        seen[key] = entry.series
+
+
+def validate_sync(sync: SyncConfig) -> None:
+    _check_duration(sync.recheck, "[sync] recheck")
+    if not isinstance(sync.chunk_records, int) or isinstance(sync.chunk_records, bool) or not (
+        100 <= sync.chunk_records <= 1_000_000
+    ):
+        raise ConfigError(f"[sync] chunk_records {sync.chunk_records!r} must be an integer from 100 to 1000000")
+
+
+def validate_transfer(transfer: TransferConfig) -> None:
+    if not isinstance(transfer.max_connections, int) or isinstance(transfer.max_connections, bool) or not (
+        1 <= transfer.max_connections <= 64
+    ):
+        raise ConfigError(f"[transfer] max_connections {transfer.max_connections!r} must be an integer from 1 to 64")
+    _check_choice(transfer.method, METHODS, "[transfer] method")
+    _check_choice(transfer.protocol, PROTOCOLS, "[transfer] protocol")
+
+
+def validate_series_entry(entry: SeriesConfig, series_def=None) -> None:
+    """Check one entry; with ``series_def`` (a ``series.SeriesDef``) also check its names against it.
+
+    Raises ConfigError naming the bad value and listing what is valid, closest matches first.
+    """
+    where = f"series {entry.series!r}"
+    if not isinstance(entry.series, str) or not re.match(r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$", entry.series):
+        raise ConfigError(f"series name {entry.series!r} is not a JSOC series name (expected e.g. hmi.M_720s)")
+    _check_str_list(entry.segments, f"{where}: segments")
+    start = _check_time(entry.start, f"{where}: start")
+    end = _check_time(entry.end, f"{where}: end")
+    if start is not None and end is not None and end < start:
+        raise ConfigError(f"{where}: end {entry.end!r} is before start {entry.start!r}")
+    if entry.cadence is not None:
+        _check_duration(entry.cadence, f"{where}: cadence")
+    if not isinstance(entry.keys, dict):
+        raise ConfigError(f"{where}: keys must be a table of prime key = [values]")
+    for key, values in entry.keys.items():
+        if not values or not all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"{where}: keys.{key} must be a non-empty list of integers or strings")
+        for v in values:
+            if isinstance(v, str) and re.search(r"[\[\]{},]", v):
+                raise ConfigError(f"{where}: keys.{key} value {v!r} may not contain [ ] {{ }} or ,")
+    if entry.filter is not None:
+        if not isinstance(entry.filter, str):
+            raise ConfigError(f"{where}: filter must be a string (the SQL inside [? ?])")
+        check_filter(entry.filter, series_def, where)
+    if entry.keywords is not None:
+        _check_str_list(entry.keywords, f"{where}: keywords")
+    if entry.layout is not None and not isinstance(entry.layout, str):
+        raise ConfigError(f"{where}: layout must be a string template")
+    if entry.method is not None:
+        _check_choice(entry.method, METHODS, f"{where}: method")
+    if entry.protocol is not None:
+        _check_choice(entry.protocol, PROTOCOLS, f"{where}: protocol")
+    if series_def is not None:
+        _check_against_definition(entry, series_def, where)
+
+
+def _check_against_definition(entry: SeriesConfig, sdef, where: str) -> None:
+    segment_names = [s.name for s in sdef.segments]
+    for seg in entry.segments:
+        if sdef.segment(seg) is None:
+            raise ConfigError(f"{where}: unknown segment {seg!r}; " + _choices_text(seg, segment_names, "segments"))
+    time_keys = [k for k in sdef.primekeys if sdef.keyword(k).is_time]
+    other_keys = [k for k in sdef.primekeys if k not in time_keys]
+    for key in entry.keys:
+        if key.lower() not in {k.lower() for k in other_keys}:
+            if key.lower() in {k.lower() for k in time_keys}:
+                raise ConfigError(f"{where}: time prime key {key} is selected with start/end, not keys.{key}")
+            raise ConfigError(
+                f"{where}: {key!r} is not a prime key of {sdef.name}; "
+                + _choices_text(key, other_keys, "prime keys for keys.*")
+            )
+        kw = sdef.keyword(key)
+        for v in entry.keys[key]:
+            if kw.is_int and not _is_int_text(v):
+                raise ConfigError(f"{where}: keys.{key} value {v!r} is not an integer ({key} is {kw.type})")
+    if (entry.start or entry.end or entry.cadence) and not time_keys:
+        raise ConfigError(f"{where}: start/end/cadence need a time prime key, and {sdef.name} has none")
+    if entry.keywords is not None:
+        names = [k.name for k in sdef.visible_keywords]
+        for name in entry.keywords:
+            if sdef.keyword(name) is None or sdef.keyword(name).hidden:
+                raise ConfigError(f"{where}: unknown keyword {name!r}; " + _choices_text(name, names, "keywords"))
+
+
+def _is_int_text(v: int | str) -> bool:
+    if isinstance(v, int):
+        return True
+    return bool(re.match(r"^-?(\d+|0x[0-9a-fA-F]+)$", v.strip()))
+
+
+def check_filter(text: str, series_def=None, where: str = "filter") -> None:
+    """Validate a ``[? ... ?]`` keyword filter; with a series definition also its keyword names."""
+    if "?" in text or not text.strip():
+        raise ConfigError(f"{where}: filter {text!r} must be non-empty SQL without '?' (it goes inside [? ?])")
+    names = _filter_names(text)
+    if series_def is None:
+        _check_filter_shape(text, where)
+        return
+    valid = [k.name for k in series_def.visible_keywords]
+    for name in names:
+        if series_def.keyword(name) is None and name.lower() not in _SQL_WORDS:
+            raise ConfigError(
+                f"{where}: filter {text!r} names unknown keyword {name!r}; " + _choices_text(name, valid, "keywords")
+            )
+    from jsocmirror import recordset
+
+    try:
+        recordset.parse_where(text, series_def)
+    except Exception as exc:  # the parser's message says what is wrong and what is accepted
+        raise ConfigError(f"{where}: bad filter {text!r}: {exc}") from None
+
+
+_SQL_WORDS = {"and", "or", "not", "in", "is", "null", "between", "like", "true", "false", "recnum"}
+
+
+def _filter_names(text: str) -> list[str]:
+    without_strings = re.sub(r"'[^']*'|\$\([^()]*\)", "''", text)
+    return [m for m in re.findall(r"\b([A-Za-z_][A-Za-z0-9_]*)\b", without_strings) if not m.lower().startswith("0x")]
+
+
+def _check_filter_shape(text: str, where: str) -> None:
+    """A light syntax check when the record-set parser offers none: balanced quotes/parens, comparisons."""
+    if text.count("'") % 2:
+        raise ConfigError(f"{where}: bad filter {text!r}: unbalanced quote")
+    depth = 0
+    for ch in re.sub(r"'[^']*'", "", text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth < 0:
+            break
+    if depth:
+        raise ConfigError(f"{where}: bad filter {text!r}: unbalanced parentheses")
+    if not re.search(r"(<=|>=|<>|!=|=|<|>|\bIS\b|\bIN\b|\bLIKE\b|\bBETWEEN\b)", text, re.I):
+        raise ConfigError(f"{where}: bad filter {text!r}: no comparison (expected e.g. QUALITY = 0)")
+
+
+def _check_time(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a JSOC time string such as 2024.01.01_00:00:00_TAI")
+    try:
+        return drmstime.parse_time(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_duration(value: Any, where: str) -> float:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} {value!r} must be a duration string such as 12m, 1h or 2d")
+    try:
+        seconds = drmstime.parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if seconds <= 0 and not where.endswith("recheck"):
+        raise ConfigError(f"{where} {value!r} must be positive")
+    return seconds
+
+
+def _check_choice(value: Any, choices: Iterable[str], where: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where} {value!r} is not accepted; use one of: {', '.join(choices)}")
+
+
+def _check_str_list(value: Any, where: str) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where} must be a list of names")
+
+
+def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
+    """Candidates ordered closest match first (case-insensitive), at most ``n``... then the rest."""
+    cands = list(dict.fromkeys(candidates))
+    lower = {c.lower(): c for c in cands}
+    near = [lower[m] for m in difflib.get_close_matches(name.lower(), list(lower), n=n, cutoff=0.5)]
+    return near + [c for c in cands if c not in near]
+
+
+def _choices_text(name: str, candidates: Iterable[str], what: str, limit: int = 12) -> str:
+    ordered = closest(name, candidates)
+    if not ordered:
+        return f"there are no {what}"
+    shown = ordered[:limit]
+    more = f" (and {len(ordered) - limit} more)" if len(ordered) > limit else ""
+    return f"valid {what}: {', '.join(shown)}{more}"
+
+
+def choices_text(name: str, candidates: Iterable[str], what: str) -> str:
+    """``valid <what>: a, b, c`` with the closest matches to ``name`` first (for error messages)."""
+    return _choices_text(name, candidates, what)
+
+
+# -- writing ----------------------------------------------------------------------------------
+_HEADER = """\
+# jsocmirror.toml: configuration of one jsocmirror mirror.
+# Edit by hand or with `jsocmirror series add|remove`. Unknown keys are refused.
+# Times are JSOC time strings (2024.01.01_00:00:00_TAI, 2024-01-01T00:00:00Z); no zone means UTC.
+# Durations are DRMS durations: a number and s, m, h or d (45s, 12m, 1h, 2d).
+"""
+
+_COMMENTS = {
+    "server": 'JSOC server: "jsoc" (jsoc.stanford.edu), "embedded" (built-in emulator), or a URL',
+    "email": "Email address registered with JSOC (http://jsoc.stanford.edu/ajax/register_email.html)",
+    "catalog": "DuckDB catalog file, relative to this directory unless absolute",
+    "data": "Data root: a path relative to this directory, an absolute path, or an fsspec URL (s3://bucket/sdo)",
+    "sync.recheck": "Trailing window re-fetched at every sync before the watermark (catches late reprocessing)",
+    "sync.chunk_records": "Target records per rs_list request (keep <= 100000: JSOC answers from memory)",
+    "transfer.max_connections": "Parallel download connections (JSOC asks for 1)",
+    "transfer.method": "Default export method: url_quick, url or url-tar",
+    "transfer.protocol": "Default export protocol: as-is (preferred by JSOC) or fits",
+    "series.series": "Series name",
+    "series.segments": "Segments to download ([] = keywords only)",
+    "series.start": "Window start (omit = the series' first record)",
+    "series.end": "Window end, inclusive (omit = open: up to the newest record)",
+    "series.cadence": "Sampling of the time prime key (omit = every record)",
+    "series.filter": "Keyword filter: the SQL inside JSOC's [? ?]",
+    "series.keywords": "Keywords kept in the catalog (omit = all)",
+    "series.layout": "File layout template (omit = default)",
+    "series.method": "Export method for this series (omit = [transfer] method)",
+    "series.protocol": "Export protocol for this series (omit = [transfer] protocol)",
+    "series.keys": "Value lists for other prime keys (omit a key = all values)",
+}
+
+
+def config_to_toml(config: MirrorConfig) -> str:
+    """The TOML text of a config, with a comment on every setting."""
+    out = [_HEADER]
+    for name in ("server", "email", "catalog", "data"):
+        value = getattr(config, name)
+        out.append(f"# {_COMMENTS[name]}")
+        out.append(f"{name} = {_toml_value(value)}" if value is not None else f'# {name} = "you@example.org"')
+    for section in ("sync", "transfer"):
+        out.append(f"\n[{section}]")
+        obj = getattr(config, section)
+        for f in fields(obj):
+            comment = _COMMENTS.get(f"{section}.{f.name}") or _field_doc(type(obj), f.name)
+            if comment:
+                out.append(f"# {comment}")
+            value = getattr(obj, f.name)
+            if value is not None:
+                out.append(f"{f.name} = {_toml_value(value)}")
+    if not config.series:
+        out.append("\n# Series to mirror: add them with `jsocmirror series add SERIES ...`, or by hand:")
+        out.append("# [[series]]\n# series = \"hmi.M_720s\"\n# segments = [\"magnetogram\"]")
+        out.append("# start = \"2024.01.01_00:00:00_TAI\"\n# cadence = \"1h\"")
+    for entry in config.series:
+        out.append("\n[[series]]")
+        for f in fields(entry):
+            if f.name == "keys":
+                continue
+            value = getattr(entry, f.name)
+            comment = _COMMENTS.get(f"series.{f.name}")
+            if value is None:
+                continue
+            out.append(f"{f.name} = {_toml_value(value)}  # {comment}" if comment else f"{f.name} = {_toml_value(value)}")
+        if entry.keys:
+            out.append(f"[series.keys]  # {_COMMENTS['series.keys']}")
+            for key, values in entry.keys.items():
+                out.append(f"{_toml_key(key)} = {_toml_value(values)}")
+    return "\n".join(out) + "\n"
+
+
+def _field_doc(cls, name: str) -> str:
+    return ""
+
+
+def _toml_key(key: str) -> str:
+    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else _toml_str(key)
+
+
+def _toml_str(s: str) -> str:
+    escaped = s.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m.group()):04x}", escaped)
+    return f'"{escaped}"'
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_str(value)
+    if isinstance(value, Path):
+        return _toml_str(str(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"cannot write {value!r} to TOML")
+
+
+def save_config(config: MirrorConfig) -> Path:
+    """Validate and write ``jsocmirror.toml`` atomically (a reader never sees half a file)."""
+    validate_config(config)
+    text = config_to_toml(config)
+    # Round-trip check: what we write must load back to the same config.
+    reloaded = config_from_dict(tomllib.loads(text), config.mirror_dir)
+    if reloaded != config:
+        raise ConfigError("internal error: the config would not read back as written")  # pragma: no cover
+    path = config.config_path
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".jsocmirror.", suffix=".toml.tmp", dir=str(config.mirror_dir))
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def with_series(config: MirrorConfig, entry: SeriesConfig) -> MirrorConfig:
+    """A copy of ``config`` with ``entry`` added, or replacing the entry of the same series."""
+    series = list(config.series)
+    for i, old in enumerate(series):
+        if old.series.lower() == entry.series.lower():
+            series[i] = entry
+            break
+    else:
+        series.append(entry)
+    return replace(config, series=series)
+
+
+def without_series(config: MirrorConfig, name: str) -> MirrorConfig:
+    config.get_series(name)  # raises if absent
+    return replace(config, series=[s for s in config.series if s.series.lower() != name.strip().lower()])

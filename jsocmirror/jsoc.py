@@ -1,0 +1,193 @@
+"""The only module that talks to JSOC (or the emulator): series info, record lists, email checks.
+
+Metadata calls (``series_struct``, ``rs_list``, series lists) use plain ``urllib`` and decode
+with ``orjson``: ``drms.Client.query`` builds a pandas frame per call, which is the slow path
+the sync benchmark compares against. drms is used for what it adds: the email check and (in
+the export section, below) export requests. Every JSOC reply with ``status != 0`` becomes a
+``JsocError`` with JSOC's own message.
+
+A server is named by its base URL ending in ``/`` (architecture.md): CGI programs live under
+``<url>cgi-bin/ajax/`` and downloads under ``<url>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Iterable
+from urllib.parse import quote_plus, urlencode
+
+import orjson
+
+from jsocmirror.errors import ConfigError, JsocError
+
+log = logging.getLogger("jsocmirror.jsoc")
+
+REAL_JSOC_URL = "http://jsoc.stanford.edu/"
+USER_AGENT = "jsocmirror (+https://github.com/jsocmirror/jsocmirror)"
+
+#: Specials that rs_list accepts in ``key=`` (the record's bookkeeping, not keywords).
+RECORD_SPECIALS = ("*recnum*", "*sunum*", "*size*", "*online*")
+
+
+class SeriesNotFound(JsocError):
+    """JSOC does not know the series (``Invalid series name`` / ``series not found``)."""
+
+    exit_code = 2
+
+
+class JsocClient:
+    """A connection to one JSOC server. Counts its requests (``requests``) for run summaries.
+
+    ``url`` is the server's base URL (``http://jsoc.stanford.edu/`` or an emulator's URL).
+    Transient network failures are retried ``retries`` times with backoff; JSOC errors are not.
+    """
+
+    def __init__(self, url: str, *, email: str | None = None, timeout: float = 300.0, retries: int = 2):
+        self.url = url if url.endswith("/") else url + "/"
+        self.cgi = self.url + "cgi-bin/ajax/"
+        self.email = email
+        self.timeout = timeout
+        self.retries = retries
+        self.requests = 0
+        self.bytes_received = 0
+        self._drms = None
+
+    def __repr__(self) -> str:
+        return f"JsocClient({self.url!r})"
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def get_bytes(self, program: str, params: dict[str, Any]) -> bytes:
+        """GET ``<cgi><program>?<params>`` and return the body (retrying transient failures)."""
+        url = self.cgi + program + "?" + urlencode(params)
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        delay = 1.0
+        for attempt in range(self.retries + 1):
+            self.requests += 1
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as reply:
+                    body = reply.read()
+                self.bytes_received += len(body)
+                return body
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or attempt == self.retries:
+                    raise JsocError(f"JSOC at {self.url} answered HTTP {exc.code} to {program}") from None
+            except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError) as exc:
+                if attempt == self.retries:
+                    reason = getattr(exc, "reason", exc)
+                    raise JsocError(f"cannot reach JSOC at {self.url}: {reason}") from None
+            log.info("retrying %s in %.0f s (%d more tries)", program, delay, self.retries - attempt)
+            time.sleep(delay)
+            delay *= 4
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get_json(self, program: str, params: dict[str, Any]) -> dict[str, Any]:
+        body = self.get_bytes(program, params)
+        return decode(body, program)
+
+    # -- metadata ---------------------------------------------------------------------------
+    def series_struct(self, series: str) -> dict[str, Any]:
+        """``jsoc_info?op=series_struct``: keywords, segments, links, prime keys and Interval."""
+        reply = self.get_json("jsoc_info", {"op": "series_struct", "ds": series})
+        status = reply.get("status")
+        if status != 0:
+            error = reply.get("error") or "unknown error"
+            if status in (1, 4) and ("series" in error.lower()):
+                raise SeriesNotFound(f"JSOC has no series {series!r} ({error})")
+            raise JsocError(f"series_struct {series}: {error} [status={status}]")
+        return reply
+
+    def rs_list_bytes(self, ds: str, keys: Iterable[str], *, n: int | None = None) -> bytes:
+        """The raw ``rs_list`` reply for a record set (decode with ``decode_rs_list``)."""
+        params: dict[str, Any] = {"op": "rs_list", "ds": ds, "key": ",".join(keys)}
+        if n is not None:
+            params["n"] = str(int(n))
+        return self.get_bytes("jsoc_info", params)
+
+    def rs_list(self, ds: str, keys: Iterable[str], *, n: int | None = None) -> dict[str, Any]:
+        return decode_rs_list(self.rs_list_bytes(ds, keys, n=n), ds)
+
+    def series_names(self, regex: str | None = None) -> list[str]:
+        """Names of the series the server has (optionally filtered by a POSIX regex)."""
+        params = {"dbhost": "hmidb2"}
+        if regex:
+            params["filter"] = regex
+        try:
+            reply = self.get_json("showextseries", params)
+            names = reply.get("seriesList")
+            if isinstance(names, list):
+                return [n if isinstance(n, str) else next(iter(n)) for n in names]
+        except JsocError:
+            pass
+        reply = self.get_json("show_series", {"filter": regex} if regex else {})
+        return [item["name"] for item in reply.get("names", [])]
+
+    def check_email(self, email: str) -> bool:
+        """True if JSOC knows the address as registered (checkAddress status 2)."""
+        # JSOC's checkAddress expects the address quoted twice (as drms sends it).
+        reply = self.get_json("checkAddress.sh", {"address": quote_plus(email), "checkonly": "1"})
+        try:
+            return int(reply.get("status")) == 2
+        except (TypeError, ValueError):
+            return False
+
+    def require_registered(self, email: str | None) -> None:
+        """ConfigError unless ``email`` is registered with this server."""
+        if not email:
+            raise ConfigError("no email configured; set one with 'jsocmirror init --email' (JSOC needs it for exports)")
+        if not self.check_email(email):
+            raise ConfigError(
+                f"email {email!r} is not registered with JSOC at {self.url}; "
+                "register it at http://jsoc.stanford.edu/ajax/register_email.html"
+            )
+
+    # -- drms (for exports) -----------------------------------------------------------------
+    def drms_client(self):
+        """A ``drms.Client`` pointed at this server (created once)."""
+        if self._drms is None:
+            import drms
+
+            if self.url == REAL_JSOC_URL:
+                config = "jsoc"
+            else:
+                config = drms.ServerConfig(
+                    name="JSOCMIRROR", cgi_baseurl=self.cgi, cgi_show_series="show_series",
+                    cgi_jsoc_info="jsoc_info", cgi_jsoc_fetch="jsoc_fetch", cgi_check_address="checkAddress.sh",
+                    cgi_show_series_wrapper="showextseries", show_series_wrapper_dbhost="hmidb2",
+                    http_download_baseurl=self.url,
+                )
+            self._drms = drms.Client(config)
+            if self.email:
+                self._drms.email = self.email
+        return self._drms
+
+
+def decode(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        reply = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # JSOC replies are latin-1 at times (drms decodes them so)
+            reply = orjson.loads(body.decode("latin-1"))
+        except orjson.JSONDecodeError:
+            snippet = body[:80].decode("latin-1", "replace").replace("\n", " ")
+            raise JsocError(f"JSOC sent something that is not JSON to {what}: {snippet!r}") from None
+    if not isinstance(reply, dict):
+        raise JsocError(f"JSOC sent an unexpected reply to {what}")
+    return reply
+
+
+def decode_rs_list(body: bytes, ds: str) -> dict[str, Any]:
+    """Decode an rs_list reply; a reply with ``status != 0`` is a JsocError with JSOC's message."""
+    reply = decode(body, "rs_list")
+    status = reply.get("status")
+    if status != 0:
+        raise JsocError(f"rs_list {ds}: {reply.get('error') or 'query failed'} [status={status}]")
+    return reply
+
+
+def rs_list_columns(reply: dict[str, Any]) -> dict[str, list[str]]:
+    """``{keyword name: [values]}`` of an rs_list reply (empty when no record matched)."""
+    return {item["name"]: item["values"] for item in reply.get("keywords") or ()}

@@ -68,6 +68,8 @@ class FileRecord:
     values: Mapping[str, Any]
     sunum: int = 0
     slot: int = 0
+    online: bool = True  # False: on tape (``*online*`` 0); exports of it are delayed
+    size: int = 0  # bytes of the record's storage unit (``*size*``), for export sizes and caps
     # For link segments: the record the link points to (aia.lev1_euv_12s -> aia.lev1), if known.
     link_target: Callable[[str], "FileRecord | None"] | None = field(default=None, compare=False)
 

@@ -124,8 +124,11 @@ def parse_time(text: str) -> float:
     s = float(match["s"] or 0.0)
     if not (1 <= mo <= 12 and 1 <= d <= 31 and h <= 24 and mi <= 59 and s < 61):
         raise ValueError(f"not a JSOC time: {text!r} (a field is out of range)")
-    cal = calendar_seconds(y, mo, d, h, mi, s)
-    return _apply_zone(cal, (match["zone"] or "UTC").upper())
+    zone = (match["zone"] or "UTC").upper()
+    if s >= 60.0:
+        # 23:59:60.x is the leap second itself: one second after 23:59:59.x on the old offset
+        return _apply_zone(calendar_seconds(y, mo, d, h, mi, s - 1.0), zone) + 1.0
+    return _apply_zone(calendar_seconds(y, mo, d, h, mi, s), zone)
 
 
 def _apply_zone(cal: float, zone: str) -> float:
@@ -145,9 +148,37 @@ def is_missing(t: float | None) -> bool:
     return t is None or (isinstance(t, float) and math.isnan(t)) or t <= MISSING_TIME + 1.0
 
 
+def _leap_second_at(t: float) -> tuple[int, float | None]:
+    """TAI-UTC at internal time t, and the UTC change point if t lies inside an inserted leap second."""
+    dat, nxt = 10, None
+    for change, value in _LEAPS:
+        if t - value >= change:
+            dat = value
+        else:
+            nxt = (change, value)
+            break
+    if nxt is not None and nxt[1] == dat + 1 and t - dat >= nxt[0]:
+        return dat, nxt[0]
+    return dat, None
+
+
 def _split(t: float, zone: str, precision: int) -> tuple[int, int, int, int, int, float]:
-    cal = t if zone == "TAI" else t - tai_minus_utc_at_tai(t)
     scale = 10**precision
+    if zone == "TAI":
+        return _split_calendar(t, scale)
+    dat, leap = _leap_second_at(t)
+    cal = t - dat
+    if leap is not None:
+        # inside an inserted leap second UTC reads 23:59:60.x, as DRMS prints it
+        frac_ticks = round((cal - leap) * scale)
+        if frac_ticks < scale:
+            y, mo, d, h, mi, _ = _split_calendar(leap - 1.0, scale)
+            return y, mo, d, h, mi, 60 + frac_ticks / scale
+        cal = leap
+    return _split_calendar(cal, scale)
+
+
+def _split_calendar(cal: float, scale: int) -> tuple[int, int, int, int, int, float]:
     ticks = round(cal * scale)
     days, rem = divmod(ticks, 86400 * scale)
     y, mo, d = _civil_from_days(days + _DAYS_1970_TO_1977)

@@ -502,6 +502,17 @@ def _number_item(item: str, kw: Keyword, slot: Slotting | None) -> Item:
     return Point(a)
 
 
+def slot_range(item: Item) -> range:
+    """The slot indices a slotted-key item selects (``First``/``Last`` need the series: TypeError)."""
+    if isinstance(item, Point):
+        return range(item.value, item.value + 1)
+    if isinstance(item, Range):
+        return range(item.lo, item.hi + 1, int(item.every or 1))
+    if isinstance(item, IndexSel):
+        return range(item.lo, item.hi + 1)
+    raise TypeError(f"{item!r} does not name slots by itself")
+
+
 def item_matches(item: Item, value: Any) -> bool:
     """Whether a key value (a slot index on a slotted key) matches a value-type item.
 
@@ -644,6 +655,8 @@ def _tokenize(text: str) -> list[_Tok]:
         kind = m.lastgroup
         if kind == "ws":
             continue
+        if kind == "ident":
+            _reject_sql_word(m.group(0), text[i:].lstrip().startswith("("), text)
         if kind == "timefn":
             tokens.append(_Tok("time", m.group(0), _time(m.group("timearg").strip(), "$(...)")))
         elif kind == "str":
@@ -652,6 +665,17 @@ def _tokenize(text: str) -> list[_Tok]:
         else:
             tokens.append(_Tok(kind, m.group(0)))
     return tokens
+
+
+def _reject_sql_word(word: str, called: bool, text: str) -> None:
+    """Refuse what only an attack or a misunderstanding would send: calls and SQL statements."""
+    lower = word.lower()
+    if lower in _LOGIC_WORDS:
+        return
+    if called:
+        raise RecordSetError(f"function call {word}(...) is not allowed in [? {text.strip()} ?] ({_WHERE_HELP})")
+    if lower in _SQL_WORDS:
+        raise RecordSetError(f"SQL word {word.upper()!r} is not allowed in [? {text.strip()} ?] ({_WHERE_HELP})")
 
 
 class Expr:
@@ -885,6 +909,8 @@ class _WhereParser:
         return tok is not None and tok.kind == "ident" and tok.text.lower() in words
 
     def expect_punct(self, ch: str) -> None:
+        if self.peek() is None:
+            raise self.error(f"expected {ch!r} but the expression ended")
         tok = self.next()
         if tok.kind != "punct" or tok.text != ch:
             raise self.error(f"expected {ch!r} but found {tok.text!r}")

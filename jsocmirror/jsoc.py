@@ -191,3 +191,78 @@ def decode_rs_list(body: bytes, ds: str) -> dict[str, Any]:
 def rs_list_columns(reply: dict[str, Any]) -> dict[str, list[str]]:
     """``{keyword name: [values]}`` of an rs_list reply (empty when no record matched)."""
     return {item["name"]: item["values"] for item in reply.get("keywords") or ()}
+
+
+# ============================================================================================
+# Exports and file listings (stage.py's ExportAPI). Section owned by the stage/download work.
+# ============================================================================================
+class ExportClient:
+    """JSOC export calls for the export governor, over one ``JsocClient``.
+
+    ``exp_request``/``exp_status``/``export_from_id`` go through drms (its export API is what
+    JSOC supports for clients); ``rs_list_paths`` is the no-export route: ``rs_list`` with
+    ``seg=`` returns SUMS paths that download straight from ``<url>SUM...``. Every call returns
+    JSOC's reply as a dict (its ``status`` left for the governor to interpret); network and
+    HTTP failures become ``JsocError``.
+    """
+
+    def __init__(self, client: JsocClient):
+        self.client = client
+        self.base_url = client.url
+        self.calls = 0
+
+    def _drms_call(self, what: str, fn, *args, **kwargs) -> dict[str, Any]:
+        import drms
+
+        self.calls += 1
+        self.client.requests += 1
+        try:
+            return fn(*args, **kwargs)
+        except urllib.error.HTTPError as exc:
+            raise JsocError(f"JSOC at {self.base_url} answered HTTP {exc.code} to {what}") from None
+        except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError, OSError) as exc:
+            raise JsocError(f"cannot reach JSOC at {self.base_url} for {what}: {getattr(exc, 'reason', exc)}") from None
+        except (ValueError, drms.DrmsError) as exc:
+            raise JsocError(f"{what}: {exc}") from None
+
+    def _drms(self):
+        import drms
+
+        client = self.client
+        if client._drms is None:
+            # No email on the client: its setter would ask checkAddress on every new client;
+            # the email goes with each export request instead (notify=).
+            config = "jsoc" if client.url == REAL_JSOC_URL else drms.ServerConfig(
+                name="JSOCMIRROR", cgi_baseurl=client.cgi, cgi_show_series="show_series",
+                cgi_jsoc_info="jsoc_info", cgi_jsoc_fetch="jsoc_fetch", cgi_check_address="checkAddress.sh",
+                cgi_show_series_wrapper="showextseries", show_series_wrapper_dbhost="hmidb2",
+                http_download_baseurl=client.url,
+            )
+            client._drms = drms.Client(config)
+        return client._drms
+
+    def exp_request(self, ds: str, *, method: str, protocol: str, email: str,
+                    filenamefmt: str | None) -> dict[str, Any]:
+        """``jsoc_fetch op=exp_request``: the raw reply (status 0 quick, 2 queued, 3/4/7 refused)."""
+        client = self._drms()
+        request = self._drms_call(
+            "exp_request", client.export, ds, method=method, protocol=protocol, email=email,
+            filenamefmt=filenamefmt if filenamefmt is not None else False,
+        )
+        return dict(request._d)  # drms keeps JSOC's raw reply here (stable since drms 0.5)
+
+    def exp_status(self, requestid: str) -> dict[str, Any]:
+        """``jsoc_fetch op=exp_status``: the raw reply (1 pending, 0 with the index, 3-6 failures)."""
+        client = self._drms()
+        return dict(self._drms_call("exp_status", client._json.exp_status, requestid))
+
+    def export_from_id(self, requestid: str) -> dict[str, Any]:
+        """Resume a request a previous run submitted (drms ``export_from_id``): its status reply."""
+        client = self._drms()
+        request = self._drms_call("export_from_id", client.export_from_id, requestid)
+        return dict(request._d)
+
+    def rs_list_paths(self, ds: str, *, keys: Iterable[str], segments: Iterable[str]) -> dict[str, Any]:
+        """``rs_list`` with ``seg=``: prime keys, ``*recnum*``/``*online*`` and each segment's SUMS path."""
+        params = {"op": "rs_list", "ds": ds, "key": ",".join(keys), "seg": ",".join(segments)}
+        return decode_rs_list(self.client.get_bytes("jsoc_info", params), ds)

@@ -1,0 +1,196 @@
+"""A minimal FITS reader for checking mirror files: headers and checksums, never pixels.
+
+Reads the 2880-byte header blocks of the primary HDU and the first extension (where an
+exported, tile-compressed image keeps its keywords), sums the raw data bytes of each HDU
+for DATASUM/CHECKSUM (the FITS checksum convention: 32-bit one's-complement sums, no
+decompression), and tells a truncated or non-FITS file apart. About 10x faster than
+astropy's ``getheader`` for the header part (PERF_ANCHORS 4), and it never raises on
+damaged input: problems come back as data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+
+BLOCK = 2880
+CARD = 80
+_MAX_HEADER_BLOCKS = 2000  # 5.7 MB of header: anything longer is not a sane FITS header
+
+
+@dataclass
+class HDUInfo:
+    cards: dict[str, str] = field(default_factory=dict)  # keyword -> raw value text
+    header_bytes: bytes = b""
+    data_size: int = 0  # bytes of data, unpadded
+    data_sum: int | None = None  # one's-complement sum of the padded data, when read
+
+
+@dataclass
+class FitsCheck:
+    """What a file's headers say, and whether its bytes agree."""
+
+    problem: str | None = None  # not_fits | truncated | None
+    detail: str = ""
+    hdus: list[HDUInfo] = field(default_factory=list)
+    checksum: str = "absent"  # ok | bad | absent   (CHECKSUM of every HDU that has one)
+    datasum: str = "absent"  # ok | bad | absent
+
+    def value(self, key: str) -> str | None:
+        """A keyword's raw value text, from the image HDU if it has it, else the primary."""
+        for hdu in reversed(self.hdus):
+            if key in hdu.cards:
+                return hdu.cards[key]
+        return None
+
+    def string(self, key: str) -> str | None:
+        return parse_value(self.value(key))
+
+    def integer(self, key: str) -> int | None:
+        text = self.value(key)
+        try:
+            return int(float(text)) if text not in (None, "") else None
+        except ValueError:
+            return None
+
+
+def parse_value(text: str | None):
+    """The text of a string value without quotes (doubled quotes undone), else the raw text."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text.startswith("'"):
+        end = 1
+        out = []
+        while end < len(text):
+            ch = text[end]
+            if ch == "'":
+                if text[end + 1:end + 2] == "'":
+                    out.append("'")
+                    end += 2
+                    continue
+                break
+            out.append(ch)
+            end += 1
+        return "".join(out).rstrip()
+    return text
+
+
+def _card_value(card: str) -> str:
+    body = card[10:]
+    if body.lstrip().startswith("'"):
+        # a string value: may contain '/', ends at the closing quote
+        start = body.index("'")
+        i = start + 1
+        while i < len(body):
+            if body[i] == "'":
+                if body[i + 1:i + 2] == "'":
+                    i += 2
+                    continue
+                break
+            i += 1
+        return body[start:i + 1]
+    return body.split("/", 1)[0].strip()
+
+
+def _read_header(f: BinaryIO) -> tuple[HDUInfo | None, str | None]:
+    raw = bytearray()
+    hdu = HDUInfo()
+    for _ in range(_MAX_HEADER_BLOCKS):
+        block = f.read(BLOCK)
+        if len(block) < BLOCK:
+            return None, ("truncated" if raw or block else "eof")
+        raw += block
+        for i in range(0, BLOCK, CARD):
+            card = block[i:i + CARD].decode("ascii", "replace")
+            key = card[:8].rstrip()
+            if key == "END":
+                hdu.header_bytes = bytes(raw)
+                return hdu, None
+            if card[8:10] == "= " and key not in hdu.cards:
+                hdu.cards[key] = _card_value(card)
+    return None, "not_fits"
+
+
+def _data_size(cards: dict[str, str]) -> int:
+    def num(key: str, default: int = 0) -> int:
+        return int(float(cards.get(key, default) or default))
+
+    naxis = num("NAXIS")
+    if naxis == 0:
+        return 0
+    count = 1
+    for i in range(1, naxis + 1):
+        count *= num(f"NAXIS{i}")
+    return abs(num("BITPIX")) // 8 * num("GCOUNT", 1) * (num("PCOUNT") + count)
+
+
+def ones_complement_sum(data: bytes | memoryview, start: int = 0) -> int:
+    """The FITS 32-bit one's-complement sum of ``data`` (a multiple of 4 bytes) added to ``start``."""
+    words = np.frombuffer(data, dtype=">u4")
+    total = int(words.sum(dtype=np.uint64)) + start
+    while total >> 32:
+        total = (total & 0xFFFFFFFF) + (total >> 32)
+    return total
+
+
+def check_fits(f: BinaryIO, *, max_hdus: int = 2, sums: bool = True) -> FitsCheck:
+    """Read up to ``max_hdus`` headers from an open binary file; with ``sums`` verify DATASUM/CHECKSUM."""
+    result = FitsCheck()
+    first = f.read(BLOCK)
+    if len(first) < 10 or not first.startswith(b"SIMPLE  ="):
+        result.problem, result.detail = "not_fits", "does not start with a FITS SIMPLE card"
+        return result
+    f.seek(0)
+    sum_states = {"checksum": [], "datasum": []}
+    for index in range(max_hdus):
+        hdu, err = _read_header(f)
+        if hdu is None:
+            if err == "eof" and index > 0:
+                break  # no extension: fine
+            result.problem = "not_fits" if err == "not_fits" else "truncated"
+            result.detail = f"header of HDU {index} is {'malformed' if err == 'not_fits' else 'cut short'}"
+            return result
+        if index > 0 and "XTENSION" not in hdu.cards:
+            result.problem, result.detail = "not_fits", f"HDU {index} has no XTENSION card"
+            return result
+        try:
+            hdu.data_size = _data_size(hdu.cards)
+        except ValueError:
+            result.problem, result.detail = "not_fits", f"HDU {index} has unreadable NAXIS/BITPIX cards"
+            return result
+        result.hdus.append(hdu)
+        padded = -(-hdu.data_size // BLOCK) * BLOCK
+        wants_sums = sums and ("DATASUM" in hdu.cards or "CHECKSUM" in hdu.cards)
+        if wants_sums:
+            data = f.read(padded)
+            if len(data) < padded:
+                result.problem, result.detail = "truncated", f"HDU {index} data has {len(data)} of {padded} bytes"
+                return result
+            hdu.data_sum = ones_complement_sum(data)
+            _check_sums(hdu, sum_states)
+        else:
+            here = f.tell()
+            end = f.seek(0, 2)
+            if end < here + padded:
+                result.problem, result.detail = "truncated", f"HDU {index} data has {end - here} of {padded} bytes"
+                return result
+            f.seek(here + padded)
+    for name, states in sum_states.items():
+        setattr(result, name, "bad" if "bad" in states else ("ok" if states else "absent"))
+    return result
+
+
+def _check_sums(hdu: HDUInfo, states: dict[str, list[str]]) -> None:
+    if "DATASUM" in hdu.cards:
+        try:
+            expected = int(parse_value(hdu.cards["DATASUM"]) or "x")
+            states["datasum"].append("ok" if expected == hdu.data_sum else "bad")
+        except ValueError:
+            states["datasum"].append("bad")
+    if "CHECKSUM" in hdu.cards:
+        # header + data sums to -0 (all ones) when CHECKSUM is right
+        total = ones_complement_sum(hdu.header_bytes, hdu.data_sum or 0)
+        states["checksum"].append("ok" if total == 0xFFFFFFFF else "bad")

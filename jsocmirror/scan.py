@@ -1,0 +1,609 @@
+"""The inventory of the data root: which files the mirror holds, into ``local_files``.
+
+``scan_tree`` walks the root and records every file with its layout meaning (series, record
+key, segment) or, for anything else, a state saying what it is (``unknown``, ``near_miss``,
+``empty``, ``unreadable``, ``symlink_out``, ``special``). It never writes, moves or deletes
+anything under the root, never follows a link out of it, and no single bad file stops it.
+
+Local roots are walked with ``os.scandir`` (fsspec's ``find`` is ~10x slower, PERF_ANCHORS 4);
+a re-scan lists again only the directories whose mtime changed (adding, removing or renaming
+a file changes its directory's mtime), so an unchanged mirror re-scans in a fraction of the
+time. Other roots (``s3://``, ``memory://``...) are listed through fsspec.
+
+``verify=True`` then reads the headers of the layout files not verified since they last
+changed (``fitsheader``): FITS structure, truncation, DATASUM over the data bytes, CHECKSUM,
+the header's RECNUM, and that the header's prime keys agree with the path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+import pyarrow as pa
+
+from jsocmirror import drmstime, fitsheader
+from jsocmirror.catalog import Catalog
+from jsocmirror.errors import ScanError
+from jsocmirror.layout import Layout, ParsedPath, directory_matcher
+
+log = logging.getLogger("jsocmirror.scan")
+
+#: Top-level entries of the data root that belong to the mirror itself, not to the data.
+MIRROR_OWNED = frozenset({"_catalog"})
+#: Temporary names the downloader writes before renaming (never data): skipped quietly.
+TEMP_SUFFIXES = (".part", ".tmp")
+
+STATES = ("layout", "unknown", "near_miss", "empty", "unreadable", "symlink_out", "special")
+_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+@dataclass
+class ScanResult:
+    """What one scan found and did (counts are of the whole inventory afterwards)."""
+
+    root: str
+    files: int = 0
+    bytes: int = 0
+    by_state: dict[str, int] = field(default_factory=dict)
+    dirs_listed: int = 0
+    dirs_unchanged: int = 0
+    added: int = 0
+    removed: int = 0
+    skipped_temp: int = 0
+    verified: int = 0
+    by_verify_state: dict[str, int] = field(default_factory=dict)
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (path, state, why), first 1000
+    elapsed: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["problems"] = [list(p) for p in self.problems]
+        return out
+
+
+# -- roots -------------------------------------------------------------------------------------
+def open_root(root: str, storage_options: dict | None = None):
+    """(filesystem or None, root path): None means a local directory walked with os.scandir."""
+    if _URL_RE.match(root) and not root.startswith("file://"):
+        import fsspec
+
+        try:
+            fs, path = fsspec.core.url_to_fs(root, **(storage_options or {}))
+        except (ImportError, ValueError) as exc:
+            raise ScanError(f"cannot open data root {root}: {exc}") from None
+        return fs, path.rstrip("/")
+    local = root[len("file://"):] if root.startswith("file://") else root
+    return None, os.path.abspath(os.path.expanduser(local))
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+# -- classification of one directory's names ----------------------------------------------------
+class _Batch:
+    """Column lists of the files found (becomes the Arrow table ``scan_batch``)."""
+
+    def __init__(self):
+        self.path: list[str] = []
+        self.dir: list[str] = []
+        self.series: list[str | None] = []
+        self.record_key: list[str | None] = []
+        self.segment: list[str | None] = []
+        self.size: list[int | None] = []
+        self.mtime: list[float | None] = []
+        self.state: list[str] = []
+        self.problem: list[str | None] = []
+
+    def add(self, path, dirpath, series, key, seg, size, mtime, state, problem):
+        self.path.append(path)
+        self.dir.append(dirpath)
+        self.series.append(series)
+        self.record_key.append(key)
+        self.segment.append(seg)
+        self.size.append(size)
+        self.mtime.append(mtime)
+        self.state.append(state)
+        self.problem.append(problem)
+
+    def __len__(self) -> int:
+        return len(self.path)
+
+    def table(self) -> pa.Table:
+        return pa.table({
+            "path": pa.array(self.path, pa.string()), "dir": pa.array(self.dir, pa.string()),
+            "series": pa.array(self.series, pa.string()), "record_key": pa.array(self.record_key, pa.string()),
+            "segment": pa.array(self.segment, pa.string()), "size": pa.array(self.size, pa.int64()),
+            "mtime": pa.array(self.mtime, pa.float64()), "state": pa.array(self.state, pa.string()),
+            "problem": pa.array(self.problem, pa.string()),
+        })
+
+
+class _Classifier:
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self._series_prefixes = {tpl.prefix for tpl in layout.templates.values() if tpl.prefix}
+        self._name_prefixes = tuple(sorted({s.lower() + "." for s in (t.series_def.name for t in layout.templates.values())}))
+
+    def names(self, dirpath: str, names: list[str]) -> tuple[list[tuple[str, str, str, str]], list[tuple[str, str]]]:
+        """([(name, series, record_key, segment)], [(name, why)]) for the plain files in a directory."""
+        found: list[tuple[str, str, str, str]] = []
+        left = names
+        prefix = (dirpath + "/") if dirpath else ""
+        for tpl in self.layout.candidates(prefix + "x"):
+            if not left:
+                break
+            matcher = directory_matcher(tpl, dirpath) if dirpath else None
+            if matcher is not None:
+                matched, keys, segs, left = matcher.match(left)
+                series = tpl.series_def.name
+                found.extend(zip(matched, [series] * len(matched), keys, segs))
+        others: list[tuple[str, str]] = []
+        for name in left:
+            parsed = self.layout.parse(prefix + name)
+            if parsed is not None:
+                found.append((name, parsed.series, parsed.record_key, parsed.segment))
+            else:
+                others.append((name, self.why_not(dirpath, name)))
+        return found, others
+
+    def why_not(self, dirpath: str, name: str) -> str:
+        top = dirpath.split("/", 1)[0] if dirpath else ""
+        if top in self._series_prefixes or name.lower().startswith(self._name_prefixes):
+            return "near_miss"
+        return "unknown"
+
+
+# -- the walk ------------------------------------------------------------------------------------
+def scan_tree(
+    catalog: Catalog,
+    root: str,
+    layout: Layout,
+    *,
+    stat: bool = True,
+    verify: bool = False,
+    full: bool = False,
+    skip: Iterable[str] = (),
+    storage_options: dict | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> ScanResult:
+    """Inventory the files under ``root`` into ``local_files``; returns counts and problems.
+
+    ``stat=False`` records names only (no size/mtime: fastest; empty files are not noticed);
+    ``full=True`` lists every directory even if its mtime says it is unchanged; ``verify=True``
+    then checks the headers of files not verified since they changed. ``skip`` names paths
+    (relative to the root) that belong to the mirror, such as a catalog file kept there.
+    ``progress`` is called with the number of files found so far, now and then.
+    """
+    started = time.perf_counter()
+    fs, root_path = open_root(root, storage_options)
+    root_id = root if fs is not None else root_path
+    if fs is None and not os.path.isdir(root_path):
+        raise ScanError(f"data root {root_path} is not a directory (create it, or fix 'data' in jsocmirror.toml)")
+    if fs is not None and not fs.exists(root_path):
+        raise ScanError(f"data root {root} does not exist")
+    _adopt_root(catalog, root_id)
+    result = ScanResult(root=root_id)
+    skip_set = {s.strip("/") for s in skip} | set(MIRROR_OWNED)
+    known = {} if full else {d: (m, s) for d, m, s in catalog.q("scan_known_dirs").fetchall()}
+    first_scan = catalog.q("scan_file_count").fetchall()[0][0] == 0
+    batch = _Batch()
+    listed: list[tuple[str, int | None, str]] = []
+    walker = _walk_local if fs is None else _walk_fsspec
+    classifier = _Classifier(layout)
+    visited = walker(
+        fs if fs is not None else root_path, root_path, classifier, batch, listed, known, stat, skip_set, result, progress
+    )
+    previous = set(known) if not full else {d for d, _, _ in catalog.q("scan_known_dirs").fetchall()}
+    gone = sorted(previous - visited)
+    _store(catalog, batch, listed, gone, first_scan and not gone)
+    result.dirs_listed = len(listed)
+    if verify:
+        verify_files(catalog, root, layout, fs=fs, root_path=root_path, result=result, progress=progress)
+    _summarise(catalog, result)
+    result.elapsed = time.perf_counter() - started
+    catalog.q("scan_forget_state")
+    catalog.q("scan_set_state", root=root_id, now=_now(), summary=json.dumps(
+        {k: v for k, v in result.as_dict().items() if k != "problems"}))
+    log.info("scanned %s: %d files in %.2f s (%d directories listed, %d unchanged)", root_id, result.files,
+             result.elapsed, result.dirs_listed, result.dirs_unchanged)
+    return result
+
+
+def _adopt_root(catalog: Catalog, root_id: str) -> None:
+    rows = catalog.q("scan_root").fetchall()
+    if rows and rows[0][0] != root_id:
+        log.warning("data root changed from %s to %s: starting a fresh inventory", rows[0][0], root_id)
+        catalog.q("scan_forget_files")
+        catalog.q("scan_forget_dirs")
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") or name.endswith(TEMP_SUFFIXES)
+
+
+def _walk_local(base, root_path, classifier, batch, listed, known, stat, skip_set, result, progress) -> set[str]:
+    """Walk with os.scandir; list only new or changed directories. Returns every directory seen."""
+    children: dict[str, list[str]] = {}
+    for d in known:
+        if d:
+            children.setdefault(d.rsplit("/", 1)[0] if "/" in d else "", []).append(d)
+    visited: set[str] = set()
+    stack = [""]
+    real_root = os.path.realpath(root_path)
+    while stack:
+        rel = stack.pop()
+        abs_dir = os.path.join(root_path, rel) if rel else root_path
+        try:
+            mtime_ns = os.stat(abs_dir, follow_symlinks=False).st_mtime_ns
+        except FileNotFoundError:
+            continue  # vanished while we walked
+        except OSError as exc:
+            mtime_ns = None
+            log.debug("cannot stat %s: %s", abs_dir, exc)
+        visited.add(rel)
+        prev = known.get(rel)
+        if prev is not None and prev[1] == "ok" and mtime_ns is not None and prev[0] == mtime_ns:
+            result.dirs_unchanged += 1
+            stack.extend(children.get(rel, ()))
+            continue
+        _list_local_dir(rel, abs_dir, real_root, classifier, batch, listed, mtime_ns, stat, skip_set, result, stack)
+        if progress is not None and len(listed) % 64 == 0:
+            progress(len(batch))
+    return visited
+
+
+def _list_local_dir(rel, abs_dir, real_root, classifier, batch, listed, mtime_ns, stat, skip_set, result, stack):
+    prefix = rel + "/" if rel else ""
+    names: list[str] = []
+    entries = {}
+    try:
+        with os.scandir(abs_dir) as it:
+            for entry in it:
+                name = entry.name
+                if _is_temp(name) or (prefix + name) in skip_set:
+                    result.skipped_temp += 1
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(prefix + name)
+                    elif entry.is_file(follow_symlinks=False):
+                        names.append(name)
+                        if stat:
+                            entries[name] = entry
+                    elif entry.is_symlink():
+                        _symlink(entry, prefix + name, rel, real_root, batch, names, entries, stat)
+                    else:
+                        batch.add(prefix + name, rel, None, None, None, None, None, "special",
+                                  "not a regular file (device, FIFO or socket)")
+                except OSError as exc:
+                    batch.add(prefix + name, rel, None, None, None, None, None, "unreadable", _why(exc))
+    except OSError as exc:
+        listed.append((rel, mtime_ns, "unreadable"))
+        batch.add(prefix, rel, None, None, None, None, None, "unreadable", f"cannot list directory: {_why(exc)}")
+        return
+    listed.append((rel, mtime_ns, "ok"))
+    found, others = classifier.names(rel, names)
+    for name, series, key, seg in found:
+        size = mtime = None
+        state, problem = "layout", None
+        if stat:
+            size, mtime, state, problem = _stat_entry(entries[name], state)
+        batch.add(prefix + name, rel, series, key, seg, size, mtime, state, problem)
+    for name, why in others:
+        size = mtime = None
+        problem = "name does not follow the layout" if why == "unknown" else "name almost follows the layout"
+        if stat:
+            size, mtime, state, err = _stat_entry(entries[name], why)
+            if state == "unreadable":
+                why, problem = state, err
+        batch.add(prefix + name, rel, None, None, None, size, mtime, why, problem)
+
+
+def _symlink(entry, path, rel, real_root, batch, names, entries, stat):
+    try:
+        target = os.path.realpath(entry.path)
+    except OSError as exc:
+        batch.add(path, rel, None, None, None, None, None, "unreadable", _why(exc))
+        return
+    if os.path.commonpath([real_root, target]) != real_root:
+        batch.add(path, rel, None, None, None, None, None, "symlink_out", "symbolic link out of the data root (not followed)")
+    elif not os.path.exists(target):
+        batch.add(path, rel, None, None, None, None, None, "unreadable", "broken symbolic link")
+    elif os.path.isdir(target):
+        batch.add(path, rel, None, None, None, None, None, "unknown", "symbolic link to a directory (not followed)")
+    else:
+        names.append(entry.name)
+        if stat:
+            entries[entry.name] = entry
+
+
+def _stat_entry(entry, state: str) -> tuple[int | None, float | None, str, str | None]:
+    try:
+        st = entry.stat()  # follows a link (only links inside the root get here)
+    except OSError as exc:
+        return None, None, "unreadable", _why(exc)
+    if st.st_size == 0 and state == "layout":
+        return 0, st.st_mtime, "empty", "zero-byte file"
+    return st.st_size, st.st_mtime, state, None
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _walk_fsspec(fs, root_path, classifier, batch, listed, known, stat, skip_set, result, progress) -> set[str]:
+    """List an object store or other fsspec root (one listing of everything: no directory mtimes)."""
+    try:
+        entries = fs.find(root_path, withdirs=False, detail=True)
+    except OSError as exc:
+        raise ScanError(f"cannot list data root {root_path}: {exc}") from None
+    by_dir: dict[str, dict[str, dict]] = {}
+    strip = len(root_path) + 1
+    for full_path, info in entries.items():
+        rel = full_path[strip:] if full_path.startswith(root_path + "/") else full_path.lstrip("/")
+        if info.get("type") not in (None, "file"):
+            continue
+        dirpath, _, name = rel.rpartition("/")
+        if any(_is_temp(part) for part in rel.split("/")) or rel in skip_set or rel.split("/", 1)[0] in skip_set:
+            result.skipped_temp += 1
+            continue
+        by_dir.setdefault(dirpath, {})[name] = info
+    visited: set[str] = set()
+    for dirpath in sorted(by_dir):
+        parts = dirpath.split("/") if dirpath else []
+        for i in range(len(parts) + 1):
+            visited.add("/".join(parts[:i]))
+    for dirpath in sorted(visited):
+        infos = by_dir.get(dirpath, {})
+        listed.append((dirpath, None, "ok"))
+        found, others = classifier.names(dirpath, sorted(infos))
+        prefix = dirpath + "/" if dirpath else ""
+        for name, series, key, seg in found:
+            size, mtime = _info_size_mtime(infos[name])
+            state, problem = ("empty", "zero-byte file") if size == 0 else ("layout", None)
+            batch.add(prefix + name, dirpath, series, key, seg, size, mtime, state, problem)
+        for name, why in others:
+            size, mtime = _info_size_mtime(infos[name])
+            problem = "name does not follow the layout" if why == "unknown" else "name almost follows the layout"
+            batch.add(prefix + name, dirpath, None, None, None, size, mtime, why, problem)
+        if progress is not None:
+            progress(len(batch))
+    return visited
+
+
+def _info_size_mtime(info: dict) -> tuple[int | None, float | None]:
+    size = info.get("size")
+    for key in ("mtime", "LastModified", "last_modified", "created", "updated"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            return size, value.timestamp()
+        if isinstance(value, (int, float)):
+            return size, float(value)
+        if isinstance(value, str):
+            try:
+                return size, datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return size, None
+
+
+def _store(catalog: Catalog, batch: _Batch, listed, gone: list[str], fresh: bool) -> None:
+    now = _now()
+    con = catalog.con
+    tables = {
+        "scan_batch": batch.table(),
+        "scan_listed_dirs": pa.table({
+            "dir": pa.array([d for d, _, _ in listed], pa.string()),
+            "mtime_ns": pa.array([m for _, m, _ in listed], pa.int64()),
+            "state": pa.array([s for _, _, s in listed], pa.string()),
+        }),
+        "scan_gone_dirs": pa.table({"dir": pa.array(gone, pa.string())}),
+    }
+    for name, table in tables.items():
+        con.register(name, table)
+    try:
+        catalog.execute("BEGIN TRANSACTION")
+        if fresh:
+            catalog.q("scan_insert_all", now=now)
+        else:
+            catalog.q("scan_drop_vanished")
+            catalog.q("scan_merge", now=now)
+        catalog.q("scan_replace_dirs")
+        catalog.q("scan_insert_dirs", now=now)
+        catalog.execute("COMMIT")
+    except Exception:
+        catalog.execute("ROLLBACK")
+        raise
+    finally:
+        for name in tables:
+            con.unregister(name)
+
+
+def _summarise(catalog: Catalog, result: ScanResult) -> None:
+    for state, files, size in catalog.q("scan_state_counts").fetchall():
+        result.by_state[state] = files
+        result.files += files
+        result.bytes += int(size or 0)
+    result.by_verify_state = dict(catalog.q("verify_state_counts").fetchall())
+    result.problems = [tuple(r) for r in catalog.q("scan_problem_files", limit=1000).fetchall()]
+
+
+# -- verification ----------------------------------------------------------------------------
+@dataclass
+class VerifyOutcome:
+    verify_state: str  # ok | not_fits | truncated | bad_checksum | bad_datasum | header_mismatch | unreadable
+    problem: str | None = None
+    header_recnum: int | None = None
+    checksum: str | None = None
+    datasum: str | None = None
+
+
+def verify_file(f, parsed: ParsedPath | None, layout: Layout | None = None) -> VerifyOutcome:
+    """Check one open FITS file (structure, sums, header vs. path). Never raises on bad data."""
+    check = fitsheader.check_fits(f)
+    if check.problem:
+        return VerifyOutcome(check.problem, check.detail)
+    recnum, mismatch = _header_vs_path(check, parsed, layout)
+    outcome = VerifyOutcome("ok", None, recnum, check.checksum, check.datasum)
+    if check.datasum == "bad":
+        outcome.verify_state, outcome.problem = "bad_datasum", "DATASUM does not match the data"
+    elif check.checksum == "bad":
+        outcome.verify_state, outcome.problem = "bad_checksum", "CHECKSUM does not match the HDU"
+    elif mismatch:
+        outcome.verify_state, outcome.problem = "header_mismatch", mismatch
+    return outcome
+
+
+def _header_vs_path(check: fitsheader.FitsCheck, parsed: ParsedPath | None, layout) -> tuple[int | None, str | None]:
+    """(the header's RECNUM of this series' record if it has one, why the header contradicts the path)."""
+    recnum = check.integer("RECNUM")
+    if parsed is None:
+        return recnum, None
+    drms_id = check.string("DRMS_ID")
+    if drms_id:
+        parts = drms_id.split(":")
+        id_series = parts[0]
+        if id_series.lower() == parsed.series.lower():
+            if len(parts) >= 3 and parts[2] and parts[2].lower() != parsed.segment.lower():
+                return recnum, f"header DRMS_ID {drms_id!r} is segment {parts[2]!r}, the path says {parsed.segment!r}"
+        else:
+            # a processed export (_mod) or a linked series numbers its records differently
+            recnum = None
+            base = id_series.lower().removesuffix("_mod")
+            if base != parsed.series.lower() and layout is not None and layout.template(id_series) is not None:
+                return None, f"header DRMS_ID {drms_id!r} is of series {id_series}, the path says {parsed.series}"
+    tpl = layout.template(parsed.series) if layout is not None else None
+    keywords = {kw.name: kw for kw in tpl.series_def.primekey_keywords} if tpl is not None else {}
+    for key, value in zip(parsed.keys, parsed.values):
+        kw = keywords.get(key)
+        if kw is None or len(key) > 8:
+            continue
+        text = check.string(key.upper())
+        if text in (None, ""):
+            continue  # an as-is file carries only a minimal header
+        try:
+            if kw.is_time:
+                same = abs(drmstime.parse_time(text) - value) < 0.5
+            elif kw.is_int:
+                same = int(float(text)) == value
+            elif kw.is_float:
+                same = float(text) == value
+            else:
+                same = text == value
+        except ValueError:
+            same = False
+        if not same:
+            return recnum, f"header {key} = {text!r}, the path says {parsed.printed[parsed.keys.index(key)]!r}"
+    return recnum, None
+
+
+def verify_files(
+    catalog: Catalog,
+    root: str,
+    layout: Layout,
+    *,
+    fs=None,
+    root_path: str | None = None,
+    result: ScanResult | None = None,
+    progress: Callable[[int], Any] | None = None,
+    storage_options: dict | None = None,
+) -> int:
+    """Verify the layout files whose verification is missing or stale; returns how many were read."""
+    if root_path is None:
+        fs, root_path = open_root(root, storage_options)
+    todo = catalog.q("verify_todo").fetchall()
+    cols: dict[str, list] = {k: [] for k in (
+        "path", "size", "mtime", "verify_state", "verify_problem", "header_recnum", "checksum", "datasum")}
+    for i, (path, size, mtime) in enumerate(todo):
+        outcome, size, mtime = _verify_one(fs, root_path, path, layout, size, mtime)
+        for k, v in (("path", path), ("size", size), ("mtime", mtime), ("verify_state", outcome.verify_state),
+                     ("verify_problem", outcome.problem), ("header_recnum", outcome.header_recnum),
+                     ("checksum", outcome.checksum), ("datasum", outcome.datasum)):
+            cols[k].append(v)
+        if progress is not None and i % 256 == 255:
+            progress(i + 1)
+    table = pa.table({
+        "path": pa.array(cols["path"], pa.string()), "size": pa.array(cols["size"], pa.int64()),
+        "mtime": pa.array(cols["mtime"], pa.float64()), "verify_state": pa.array(cols["verify_state"], pa.string()),
+        "verify_problem": pa.array(cols["verify_problem"], pa.string()),
+        "header_recnum": pa.array(cols["header_recnum"], pa.int64()),
+        "checksum": pa.array(cols["checksum"], pa.string()), "datasum": pa.array(cols["datasum"], pa.string()),
+    })
+    catalog.con.register("verify_batch", table)
+    try:
+        catalog.q("verify_store", now=_now())
+    finally:
+        catalog.con.unregister("verify_batch")
+    if result is not None:
+        result.verified = len(todo)
+    log.info("verified %d files", len(todo))
+    return len(todo)
+
+
+def _verify_one(fs, root_path: str, path: str, layout: Layout, size, mtime):
+    parsed = layout.parse(path)
+    try:
+        if fs is None:
+            full = os.path.join(root_path, path)
+            with open(full, "rb") as f:
+                st = os.fstat(f.fileno())
+                outcome = verify_file(f, parsed, layout)
+            return outcome, st.st_size, st.st_mtime
+        full = root_path + "/" + path
+        info = fs.info(full)
+        with fs.open(full, "rb") as f:
+            outcome = verify_file(f, parsed, layout)
+        s, m = _info_size_mtime(info)
+        return outcome, s, m
+    except OSError as exc:
+        return VerifyOutcome("unreadable", _why(exc)), size, mtime
+
+
+# -- the downloader's side ---------------------------------------------------------------------
+def record_landed_file(
+    catalog: Catalog,
+    root: str,
+    relpath: str,
+    recnum: int | None,
+    layout: Layout,
+    *,
+    verified: VerifyOutcome | None = None,
+    storage_options: dict | None = None,
+) -> None:
+    """Record a file the downloader has just put in place, and the RECNUM it fetched it for.
+
+    Size and mtime are read from the file now (as a later scan will see them), so the scan
+    keeps ``fetched_recnum`` for as long as the file is unchanged. ``verified`` is the
+    downloader's own check (``verify_file``), if it made one.
+    """
+    parsed = layout.parse(relpath)
+    if parsed is None:
+        raise ScanError(f"{relpath!r} is not a layout path, so it cannot be recorded as a mirrored file")
+    fs, root_path = open_root(root, storage_options)
+    try:
+        if fs is None:
+            st = os.stat(os.path.join(root_path, relpath))
+            size, mtime = st.st_size, st.st_mtime
+        else:
+            size, mtime = _info_size_mtime(fs.info(root_path + "/" + relpath))
+    except OSError as exc:
+        raise ScanError(f"cannot record {relpath}: {_why(exc)}") from None
+    v = verified
+    if v is not None and v.verify_state != "ok":
+        raise ScanError(f"refusing to record {relpath} as landed: it failed verification ({v.problem})")
+    catalog.q(
+        "record_landed_file", path=relpath, dir=relpath.rpartition("/")[0], series=parsed.series,
+        record_key=parsed.record_key, segment=parsed.segment, size=size, mtime=mtime, recnum=recnum,
+        verify_state=v.verify_state if v else None, header_recnum=v.header_recnum if v else None,
+        checksum=v.checksum if v else None, datasum=v.datasum if v else None, now=_now(),
+    )

@@ -1,0 +1,113 @@
+-- Inventory of the data root (scan.py). Batches are Arrow tables registered as scan_batch,
+-- scan_listed_dirs, scan_gone_dirs and verify_batch for the duration of one statement.
+
+-- name: scan_root
+SELECT root FROM scan_state;
+
+-- name: scan_forget_files
+DELETE FROM local_files;
+
+-- name: scan_forget_dirs
+DELETE FROM scan_dirs;
+
+-- name: scan_forget_state
+DELETE FROM scan_state;
+
+-- name: scan_set_state
+INSERT INTO scan_state (root, scanned_at, summary) VALUES ($root, $now, $summary);
+
+-- name: scan_known_dirs
+SELECT dir, mtime_ns, state FROM scan_dirs;
+
+-- name: scan_file_count
+SELECT count(*) FROM local_files;
+
+-- name: scan_insert_all
+-- First scan of a root: nothing to merge with.
+INSERT INTO local_files (path, dir, series, record_key, segment, size, mtime, state, problem, scanned_at)
+SELECT path, dir, series, record_key, segment, size, mtime, state, problem, $now FROM scan_batch;
+
+-- name: scan_drop_vanished
+-- Files no longer in a directory that was listed again, and everything under vanished directories.
+DELETE FROM local_files
+WHERE (dir IN (SELECT dir FROM scan_listed_dirs)
+       AND NOT EXISTS (SELECT 1 FROM scan_batch b WHERE b.path = local_files.path))
+   OR dir IN (SELECT dir FROM scan_gone_dirs);
+
+-- name: scan_merge
+-- New files are inserted; a file whose size or mtime changed forgets its verification and the
+-- RECNUM it was fetched for (it is no longer the file the downloader wrote).
+MERGE INTO local_files AS t
+USING scan_batch AS b ON t.path = b.path
+WHEN MATCHED AND (t.state IS DISTINCT FROM b.state
+                  OR t.record_key IS DISTINCT FROM b.record_key
+                  OR (b.size IS NOT NULL AND (t.size IS DISTINCT FROM b.size OR t.mtime IS DISTINCT FROM b.mtime))) THEN
+    UPDATE SET series = b.series, record_key = b.record_key, segment = b.segment,
+               size = coalesce(b.size, t.size), mtime = coalesce(b.mtime, t.mtime),
+               state = b.state, problem = b.problem, scanned_at = $now,
+               fetched_recnum = CASE WHEN b.size IS NOT NULL AND (t.size IS DISTINCT FROM b.size
+                                     OR t.mtime IS DISTINCT FROM b.mtime) THEN NULL ELSE t.fetched_recnum END,
+               fetched_at = CASE WHEN b.size IS NOT NULL AND (t.size IS DISTINCT FROM b.size
+                                 OR t.mtime IS DISTINCT FROM b.mtime) THEN NULL ELSE t.fetched_at END
+WHEN NOT MATCHED THEN
+    INSERT (path, dir, series, record_key, segment, size, mtime, state, problem, scanned_at)
+    VALUES (b.path, b.dir, b.series, b.record_key, b.segment, b.size, b.mtime, b.state, b.problem, $now);
+
+-- name: scan_replace_dirs
+DELETE FROM scan_dirs WHERE dir IN (SELECT dir FROM scan_listed_dirs) OR dir IN (SELECT dir FROM scan_gone_dirs);
+
+-- name: scan_insert_dirs
+INSERT INTO scan_dirs (dir, mtime_ns, state, scanned_at) SELECT dir, mtime_ns, state, $now FROM scan_listed_dirs;
+
+-- name: scan_state_counts
+SELECT state, count(*) AS files, coalesce(sum(size), 0) AS bytes FROM local_files GROUP BY state ORDER BY state;
+
+-- name: scan_problem_files
+SELECT path, state, problem FROM local_files WHERE state <> 'layout' ORDER BY path LIMIT $limit;
+
+-- name: verify_todo
+-- Layout files whose verification is missing or out of date (size/mtime changed since).
+SELECT path, size, mtime FROM local_files
+WHERE state = 'layout'
+  AND (verify_state IS NULL OR (size IS NOT NULL AND (verified_size IS DISTINCT FROM size
+                                                      OR verified_mtime IS DISTINCT FROM mtime)))
+ORDER BY path;
+
+-- name: verify_store
+UPDATE local_files SET
+    verify_state = v.verify_state, verify_problem = v.verify_problem,
+    verified_size = v.size, verified_mtime = v.mtime, verified_at = $now,
+    size = coalesce(local_files.size, v.size), mtime = coalesce(local_files.mtime, v.mtime),
+    header_recnum = v.header_recnum, checksum = v.checksum, datasum = v.datasum
+FROM verify_batch v WHERE local_files.path = v.path;
+
+-- name: verify_state_counts
+SELECT verify_state, count(*) FROM local_files WHERE verify_state IS NOT NULL GROUP BY verify_state ORDER BY 1;
+
+-- name: record_landed_file
+-- The downloader records a file it wrote and verified, with the RECNUM it fetched it for.
+MERGE INTO local_files AS t
+USING (SELECT $path AS path, $dir AS dir, $series AS series, $record_key AS record_key, $segment AS segment,
+              $size::BIGINT AS size, $mtime::DOUBLE AS mtime, $recnum::BIGINT AS recnum,
+              $verify_state::VARCHAR AS verify_state, $header_recnum::BIGINT AS header_recnum,
+              $checksum::VARCHAR AS checksum, $datasum::VARCHAR AS datasum) AS b
+ON t.path = b.path
+WHEN MATCHED THEN UPDATE SET
+    series = b.series, record_key = b.record_key, segment = b.segment, size = b.size, mtime = b.mtime,
+    state = CASE WHEN b.size = 0 THEN 'empty' ELSE 'layout' END, problem = NULL, scanned_at = $now,
+    fetched_recnum = b.recnum, fetched_at = $now,
+    verify_state = b.verify_state, verify_problem = NULL,
+    verified_size = CASE WHEN b.verify_state IS NULL THEN NULL ELSE b.size END,
+    verified_mtime = CASE WHEN b.verify_state IS NULL THEN NULL ELSE b.mtime END,
+    verified_at = CASE WHEN b.verify_state IS NULL THEN NULL ELSE $now END,
+    header_recnum = b.header_recnum, checksum = b.checksum, datasum = b.datasum
+WHEN NOT MATCHED THEN INSERT
+    (path, dir, series, record_key, segment, size, mtime, state, scanned_at, fetched_recnum, fetched_at,
+     verify_state, verified_size, verified_mtime, verified_at, header_recnum, checksum, datasum)
+    VALUES (b.path, b.dir, b.series, b.record_key, b.segment, b.size, b.mtime,
+            CASE WHEN b.size = 0 THEN 'empty' ELSE 'layout' END, $now, b.recnum, $now,
+            b.verify_state,
+            CASE WHEN b.verify_state IS NULL THEN NULL ELSE b.size END,
+            CASE WHEN b.verify_state IS NULL THEN NULL ELSE b.mtime END,
+            CASE WHEN b.verify_state IS NULL THEN NULL ELSE $now END,
+            b.header_recnum, b.checksum, b.datasum);

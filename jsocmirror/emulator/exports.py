@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from jsocmirror import drmstime
 from jsocmirror.emulator import files as filegen
 from jsocmirror.series import SeriesDef
@@ -238,26 +240,125 @@ class SelectionError(ValueError):
     """A record set the world cannot evaluate; the message is what jsoc_fetch reports."""
 
 
-def select(emulator: Any, ds: str) -> Selection:
-    """Evaluate ``ds`` over the world: the records (latest versions) and the segments asked for."""
-    raise SelectionError("record-set evaluation is not available (query.py missing)")
+def _record_size(sdef: SeriesDef) -> int:
+    """Bytes of one record's storage unit, as jsoc_info's ``*size*`` reports it."""
+    return int((sdef.emulator or {}).get("file_size", 1_000_000)) * max(1, len(sdef.segments))
+
+
+def _column_values(sel: Any, name: str) -> list[Any]:
+    col = sel.column(name)
+    return col.typed().tolist()
+
+
+def select(emulator: Any, ds: str, *, keywords: Iterable[str] = ()) -> Selection:
+    """Evaluate ``ds`` over the world (query.py): the records (latest versions) and the segments asked for.
+
+    Only the prime keys, QUALITY and ``keywords`` (those a filenamefmt names) are computed here,
+    column-wise; the full keyword set of a record is computed when its fits file is built.
+    """
+    from jsocmirror.emulator import query
+
+    cap = getattr(getattr(emulator, "config", None), "max_records", 3_000_000)
+    try:
+        sel = query.select(emulator.world, ds, cap=cap)
+    except query.QueryError as exc:
+        raise SelectionError(exc.message) from None
+    sdef = sel.sdef
+    if sel.segments:
+        segments = [sdef.segment(name) for name in sel.segments]
+        unknown = [name for name, seg in zip(sel.segments, segments) if seg is None]
+        if unknown:
+            raise SelectionError(f"Invalid segment name(s) {', '.join(unknown)} for series {sdef.name}")
+    else:
+        segments = list(sdef.segments)
+    wanted = {k.name for k in sdef.primekey_keywords}
+    wanted |= {name for name in keywords if sdef.keyword(name) is not None}
+    if sdef.keyword("QUALITY") is not None:
+        wanted.add("QUALITY")
+    columns = {name: _column_values(sel, name) for name in wanted}
+    pk_strings = sel.primekey_strings()
+    recnums = sel.recnums.tolist()
+    sunums, slots = (a.tolist() for a in sel.sunum_slots)
+    online = sel.online.tolist()
+    links = _LinkTargets(emulator, sel)
+    size = _record_size(sdef)
+    records = [
+        filegen.FileRecord(sdef, int(recnums[i]), {k: v[i] for k, v in columns.items()}, sunum=int(sunums[i]),
+                           slot=int(slots[i]), online=bool(online[i]), size=size,
+                           link_target=links.for_row(i), pk_strings=tuple(pk_strings[i]))
+        for i in range(len(sel))
+    ]
+    return Selection(sdef, records, [seg for seg in segments if seg is not None])
+
+
+class _LinkTargets:
+    """Link targets of a selection, computed once per link and handed out per row."""
+
+    def __init__(self, emulator: Any, sel: Any):
+        self.emulator, self.sel = emulator, sel
+        self._targets: dict[str, Any] = {}
+
+    def for_row(self, i: int):
+        if not self.sel.sdef.links:
+            return None
+        return lambda link: self.target(link, i)
+
+    def target(self, link: str, i: int) -> filegen.FileRecord | None:
+        if link not in self._targets:
+            self._targets[link] = self.sel.link_target(link)
+        target = self._targets[link]
+        if target is None or i >= len(target):
+            return None
+        return _full_record(self.emulator, target.take(np.array([i], dtype=np.int64)))
+
+
+def _full_record(emulator: Any, one: Any) -> filegen.FileRecord:
+    """A FileRecord with every keyword, from a one-record query.Selection."""
+    from jsocmirror.emulator import query
+
+    sdef = one.sdef
+    sunums, slots = one.sunum_slots
+    return filegen.FileRecord(
+        sdef, int(one.recnums[0]), query.typed_record(one, 0), sunum=int(sunums[0]), slot=int(slots[0]),
+        online=bool(one.online[0]), size=_record_size(sdef), link_target=_LinkTargets(emulator, one).for_row(0),
+        pk_strings=tuple(one.primekey_strings()[0]))
+
+
+def _one(emulator: Any, sdef: SeriesDef, ordinal: int, version: int) -> Any:
+    from jsocmirror.emulator import query
+
+    return query.Selection(emulator.world, sdef, np.array([ordinal], dtype=np.int64),
+                           np.array([version], dtype=np.int64))
 
 
 def record_at(emulator: Any, sunum: int, slot: int) -> filegen.FileRecord | None:
     """The record version stored in SUMS unit ``sunum`` at ``slot`` (None if no such record)."""
+    found = emulator.world.locate_sunum(sunum)
+    if found is None:
+        return None
+    sdef, stored = found
+    for ordinal, version, at in stored:
+        if at == slot:
+            return _full_record(emulator, _one(emulator, sdef, ordinal, version))
     return None
 
 
 def record_version(emulator: Any, series: str, recnum: int) -> filegen.FileRecord | None:
     """One record version by RECNUM (superseded and deleted versions included: exports keep them)."""
-    return None
+    sdef = emulator.world.series(series)
+    if sdef is None:
+        return None
+    found = emulator.world.locate_recnum(sdef, recnum)
+    if found is None:
+        return None
+    return _full_record(emulator, _one(emulator, sdef, *found))
 
 
 def address_registered(emulator: Any, address: str) -> bool:
     """checkAddress.sh's rule (info.py), so exports and checkAddress never disagree."""
     from jsocmirror.emulator import info
 
-    return info.address_status(emulator, address) == 2
+    return info.address_status(emulator.config, address)[0] == 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,7 +451,7 @@ class Exports:
         if faults is not None and faults.status7_storm():
             return self._busy(notify, [])
         try:
-            selection = select(self.emulator, ds)
+            selection = select(self.emulator, ds, keywords=filegen.template_keywords(fmt))
         except SelectionError as exc:
             return _error(4, str(exc))
         try:

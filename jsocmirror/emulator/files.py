@@ -72,6 +72,8 @@ class FileRecord:
     size: int = 0  # bytes of the record's storage unit (``*size*``), for export sizes and caps
     # For link segments: the record the link points to (aia.lev1_euv_12s -> aia.lev1), if known.
     link_target: Callable[[str], "FileRecord | None"] | None = field(default=None, compare=False)
+    # Prime-key values as the world prints them (else printed here from ``values``).
+    pk_strings: tuple[str, ...] | None = None
 
     def value(self, name: str) -> Any:
         if name in self.values:
@@ -84,6 +86,8 @@ class FileRecord:
 
     @property
     def primekey_strings(self) -> list[str]:
+        if self.pk_strings is not None:
+            return list(self.pk_strings)
         return [print_value(kw, self.value(kw.name)) for kw in self.series.primekey_keywords]
 
     def record_string(self, segment: str | None = None) -> str:
@@ -507,6 +511,13 @@ class FilenameTemplate:
             if name is not None:
                 out.append(_safe(_render_field(rec, segment, index, name, modifier, self.source)))
         return "".join(out)
+
+
+def template_keywords(fmt: str | None) -> list[str]:
+    """Keyword names a filenamefmt refers to (so a caller can fetch just those values)."""
+    special = {"seriesname", "recnum", "#", "segment"}
+    names = [m.split(":")[0].strip() for m in _FIELD_RE.findall(fmt or "")]
+    return [n for n in names if n and n.lower() not in special]
 
 
 def _check_literal(text: str, fmt: str) -> None:

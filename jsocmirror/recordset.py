@@ -746,18 +746,26 @@ class Compare(Expr):
     right: Operand
 
     def evaluate(self, lookup_value):
-        a, b = self.left.scalar(lookup_value), self.right.scalar(lookup_value)
+        return self._scalar(self.left.scalar(lookup_value), self.right.scalar(lookup_value))
+
+    def evaluate_columns(self, columns):
+        a, b = self.left.column(columns), self.right.column(columns)
+        try:
+            with np.errstate(invalid="ignore"):
+                return np.asarray(_OPS[self.op](a, b), dtype=bool)
+        except TypeError:  # object columns holding None: fall back to the scalar rules
+            n = len(a) if isinstance(a, np.ndarray) else len(b)
+            pick = lambda v, i: v[i] if isinstance(v, np.ndarray) else v  # noqa: E731
+            rows = (self._scalar(pick(a, i), pick(b, i)) for i in range(n))
+            return np.fromiter(rows, dtype=bool, count=n)
+
+    def _scalar(self, a, b) -> bool:
         if _is_null(a) or _is_null(b):
             return False
         try:
             return bool(_OPS[self.op](a, b))
         except TypeError:
             return False
-
-    def evaluate_columns(self, columns):
-        a, b = self.left.column(columns), self.right.column(columns)
-        with np.errstate(invalid="ignore"):
-            return np.asarray(_OPS[self.op](a, b), dtype=bool)
 
     @property
     def keywords(self):
@@ -778,7 +786,12 @@ class InList(Expr):
 
     def evaluate_columns(self, columns):
         col = self.operand.column(columns)
-        hit = np.isin(col, np.array(self.values, dtype=col.dtype if col.dtype.kind in "iuf" else object))
+        if col.dtype.kind in "iuf":
+            hit = np.isin(col, np.asarray(self.values))
+        else:  # strings: equality never raises, even on None
+            hit = np.zeros(col.shape, dtype=bool)
+            for v in self.values:
+                hit |= np.asarray(col == v, dtype=bool)
         return ~hit & ~_null_mask(col) if self.negated else hit
 
     @property
@@ -801,9 +814,12 @@ class Between(Expr):
 
     def evaluate_columns(self, columns):
         col = self.operand.column(columns)
-        with np.errstate(invalid="ignore"):
-            inside = (col >= self.lo) & (col <= self.hi)
-        return ~inside & ~_null_mask(col) if self.negated else np.asarray(inside, dtype=bool)
+        try:
+            with np.errstate(invalid="ignore"):
+                inside = np.asarray((col >= self.lo) & (col <= self.hi), dtype=bool)
+        except TypeError:  # object columns holding None
+            inside = np.fromiter((not _is_null(v) and self.lo <= v <= self.hi for v in col), dtype=bool, count=len(col))
+        return ~inside & ~_null_mask(col) if self.negated else inside
 
     @property
     def keywords(self):

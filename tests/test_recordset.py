@@ -254,6 +254,9 @@ M45 = REGISTRY.get("hmi.M_45s")
         "INSTRUME = 'HMI_FRONT2' OR INSTRUME='HMI_SIDE1'",
         "INSTRUME = HMI_FRONT2",
         "INSTRUME > 'HMI_F'",
+        "INSTRUME IS NULL OR INSTRUME IN ('HMI_SIDE1', 'HMI_COMBINED')",
+        "INSTRUME NOT BETWEEN 'HMI_D' AND 'HMI_G'",
+        "CALVER64 IN (0x400, 1025) AND QUALITY NOT IN (0x400)",
         "((QUALITY = 0x80000000))",
         "NOT NOT QUALITY >= 0",
     ],
@@ -265,12 +268,13 @@ def test_where_scalar_and_vectorised_evaluation_agree(where):
     cols = {
         "QUALITY": rng.choice([0, 0, 0, 1024, -2147483648], n).astype(np.int64),
         "CAMERA": rng.choice([1, 2, 3], n).astype(np.int64),
+        "CALVER64": rng.choice([1024, 1025, 2**62 + 1024], n).astype(np.int64),
         "DATAMEAN": np.where(rng.random(n) < 0.1, np.nan, rng.normal(0.5, 1.0, n)),
         "DATAMIN": rng.normal(-100, 10, n),
         "DATAMAX": rng.normal(-95, 10, n),
         "T_OBS": t0 + rng.uniform(0, 3600, n),
         "T_REC": t0 + 45 * rng.integers(0, 80, n),
-        "INSTRUME": rng.choice(np.array(["HMI_FRONT2", "HMI_SIDE1", "HMI_COMBINED"], dtype=object), n),
+        "INSTRUME": rng.choice(np.array(["HMI_FRONT2", "HMI_SIDE1", "HMI_COMBINED", None], dtype=object), n),
     }
     expr = parse1(f"hmi.M_45s[? {where} ?]").filters[0].expr
     vector = expr.evaluate_columns(cols)

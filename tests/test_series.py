@@ -59,7 +59,7 @@ def test_builtin_series_structure_is_consistent(registry, name):
     for seg in d.segments:
         if not seg.is_link and name.startswith("hmi."):
             i = d.segments.index(seg)
-            assert d.keyword(f"cparms_sg{i:03d}").defval == "compress Rice"
+            assert d.keyword(f"cparms_sg{i:03d}").defval in ("compress Rice", "")
             float(d.keyword(f"{seg.name}_bzero").defval), float(d.keyword(f"{seg.name}_bscale").defval)
         if seg.is_link:
             assert d.link(seg.link_name).target == "aia.lev1"
@@ -169,12 +169,13 @@ def test_real_series_struct_loads_and_slots_like_ours(registry, path, tmp_path):
         assert [s.name for s in real.segments] == [s.name for s in ours.segments]
         assert [s.protocol for s in real.segments] == [s.protocol for s in ours.segments]
         assert [lk.target for lk in real.links] == [lk.target for lk in ours.links]
-        for kw in ours.keywords:  # every keyword we define exists upstream with the same type
+        for kw in ours.keywords:  # every keyword we define exists upstream, alike in all but notes/units
             upstream = real.keyword(kw.name)
-            if upstream is not None:
-                assert upstream.type == kw.type, kw.name
-                assert not kw.is_time or upstream.zone == kw.zone, kw.name
-        missing = [k.name for k in ours.keywords if real.keyword(k.name) is None]
-        assert len(missing) <= 2, missing  # only T_REC_round-style additions may be ours alone
+            assert upstream is not None, kw.name
+            assert (upstream.type, upstream.recscope, upstream.defval, upstream.linkinfo) == (
+                kw.type, kw.recscope, kw.defval, kw.linkinfo), kw.name
+            assert not kw.is_time or upstream.zone == kw.zone, kw.name
+        order = [k.name for k in real.keywords if ours.keyword(k.name) is not None]
+        assert order == [k.name for k in ours.keywords], "keywords in JSOC's series order"
     raw = json.loads(path.read_text())
     assert real.to_struct()["primekeysinfo"] == raw["primekeysinfo"]

@@ -409,3 +409,68 @@ def test_format_slot_then_parse_gives_the_same_slot(series: SeriesDef, fraction:
     assert slot_of_value(series, "T_REC", text) == index
     spec = parse1(f"{series.name.upper()}[T_REC={text}]")
     assert spec.filters == (KeyFilter("T_REC", (Point(index),)),)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "2014.01.01_00:00:00_TAI", "2014.01.01_00:00_TAI", "2014.1.1", "2014.01.01_TAI", "2014-01-01T00:00:00Z",
+        "2014-01-01T00:00:00", "2014.01.01_00:00:00_UTC", "2014.01.01_00:00:00_UT", "2014.01.01_01:00:00+0100",
+        "2013.12.31_17:00:00-0700", "2014.01.01_00:00:32.184_TDT", "2025-01-01T04:33:30.000", "JD_2456658.5",
+        "MJD_56658", "2014-01-01t00:00:00z", "2014.01.01_00:00:00.5_tai",
+    ],
+)
+def test_parse_recordset_accepts_every_time_form(form):
+    spec = parse1(f"hmi.M_45s[{form}]")
+    assert spec.filters == (KeyFilter("T_REC", (Point(M45.slotting("T_REC").index(drmstime.parse_time(form))),)),)
+    ranged = parse1(f"hmi.M_45s[{form}-{form}]").filters[0].items[0]
+    assert (ranged.lo, ranged.hi) == (spec.filters[0].items[0].value,) * 2
+
+
+def test_parse_recordset_brackets_and_commas_inside_quotes():
+    specs = parse_recordset(
+        "aia.lev1_euv_12s[$][? FLAT_REC = 'aia.flatfield[:#135]' OR WAVE_STR = \"171,THIN?]\" ?],hmi.M_45s[$]",
+        lookup)
+    assert [s.series.name for s in specs] == ["aia.lev1_euv_12s", "hmi.M_45s"]
+    expr = specs[0].filters[1].expr
+    assert expr.evaluate({"FLAT_REC": "aia.flatfield[:#135]", "WAVE_STR": ""}.get)
+    assert expr.evaluate({"FLAT_REC": "", "WAVE_STR": "171,THIN?]"}.get)
+    assert not expr.evaluate({"FLAT_REC": "", "WAVE_STR": "171_THIN"}.get)
+
+
+def _user_series() -> dict[str, SeriesDef]:
+    """Two user-defined series: a non-time slotted key, and an unslotted time prime key."""
+    carr = SeriesDef.from_struct({
+        "name": "my.synoptic", "primekeys": ["CAR_ROT"],
+        "keywords": [
+            {"name": "CAR_ROT", "type": "int", "recscope": "slot", "defval": "-2147483648"},
+            {"name": "CAR_ROT_epoch", "type": "int", "recscope": "constant", "defval": "0"},
+            {"name": "CAR_ROT_step", "type": "int", "recscope": "constant", "defval": "1"},
+        ],
+    })
+    obs = SeriesDef.from_struct({
+        "name": "my.obs", "primekeys": ["T_OBS", "FSN"],
+        "keywords": [
+            {"name": "T_OBS", "type": "time", "defval": "-4712.01.01_11:59:28Z", "units": "ISO"},
+            {"name": "FSN", "type": "int", "defval": "-2147483648"},
+        ],
+    })
+    return {"my.synoptic": carr, "my.obs": obs}
+
+
+def test_parse_recordset_user_series_slotted_number_and_unslotted_time():
+    defs = _user_series()
+    get = lambda name: defs.get(name.lower())  # noqa: E731
+    (spec,) = parse_recordset("MY.SYNOPTIC[2100-2106@2]", get)
+    item = spec.filters[0].items[0]
+    assert [format_slot(spec.series, "CAR_ROT", i) for i in slot_range(item)] == ["2100", "2102", "2104", "2106"]
+    assert format_range(spec.series, "CAR_ROT", 2100, 2106, every=2) == "2100-2106@2"
+    (spec,) = parse_recordset("my.obs[2014-01-01T00:00:00Z/1m][100-200]", get)
+    window, fsn = spec.filters
+    t0 = drmstime.parse_time("2014-01-01T00:00:00Z")
+    assert window.items == (HalfOpen(t0, t0 + 60.0),) and fsn.items == (Range(100, 200),)
+    assert item_matches(window.items[0], t0 + 59.9) and not item_matches(window.items[0], t0 + 60.0)
+    (spec,) = parse_recordset("my.obs[2014-01-01T00:00:00Z-2014-01-01T00:01:00Z@30s]", get)
+    assert [item_matches(spec.filters[0].items[0], t0 + s) for s in (0, 15, 30, 60)] == [True, False, True, True]
+    with pytest.raises(RecordSetError, match="not a slotted prime key"):
+        format_slot(spec.series, "T_OBS", 0)

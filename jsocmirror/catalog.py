@@ -277,6 +277,153 @@ class Catalog:
         )
         return cols
 
+    # -- series definitions and sync chunks (sync.py) ----------------------------------------
+    def transaction(self):
+        """``with catalog.transaction():`` one atomic unit; rolled back on any exception."""
+        return _Transaction(self.con)
+
+    def put_series_def(self, series: str, struct_json: str, struct_hash: str, interval_json: str | None) -> bool:
+        """Store a series' definition; True if it is new or changed since the last time."""
+        old = self.q("series_def_get", series=series).fetchall()
+        self.q("series_def_put", series=series, slug=series_slug(series), struct=struct_json,
+               struct_hash=struct_hash, interval=interval_json)
+        return not old or old[0][2] != struct_hash
+
+    def window_where(self, window, alias: str = "") -> tuple[str, dict[str, Any]]:
+        """SQL condition (and its parameters) selecting a sync window's rows of a keyword table.
+
+        ``window`` has ``slot_column`` (or None), ``lo``/``hi`` (slot range ``[lo, hi)``),
+        ``anchor``/``every`` (sampling: ``(slot - anchor) % every = 0``) and ``key_lists``
+        (column -> accepted values).
+        """
+        pre = f"{alias}." if alias else ""
+        parts, params = ["TRUE"], {}
+        if window.slot_column is not None:
+            col = pre + quote_ident(window.slot_column)
+            if window.lo is not None:
+                parts.append(f"{col} >= $w_lo")
+                params["w_lo"] = int(window.lo)
+            if window.hi is not None:
+                parts.append(f"{col} < $w_hi")
+                params["w_hi"] = int(window.hi)
+            if window.every > 1:
+                parts.append(f"({col} - $w_anchor) % $w_every = 0")
+                params.update(w_anchor=int(window.anchor), w_every=int(window.every))
+        for i, (column, values) in enumerate(sorted(window.key_lists.items())):
+            parts.append(f"list_contains($w_k{i}, {pre}{quote_ident(column)})")
+            params[f"w_k{i}"] = list(values)
+        return " AND ".join(parts), params
+
+    def apply_chunk(self, series: str, columns: list[Column], rows, window, synced_at,
+                    advance: dict[str, Any] | None = None) -> dict[str, int]:
+        """Upsert one chunk of rows (an Arrow table) and mark the window's vanished rows gone.
+
+        One transaction: the MERGE by ``_key`` (a changed ``_recnum`` moves the old one to
+        ``_prev_recnum``), ``_gone_at`` for rows of ``window`` absent from the chunk, and the
+        ``sync_state`` advance (``advance``: watermark_index/watermark_time/run_id), so a crash
+        leaves either all of it or none. Returns counts new/reprocessed/unchanged/restored/gone.
+        """
+        table = quote_ident(keyword_table(series))
+        names = [c.name for c in columns if c.kind != "record"] + ["_recnum", "_sunum", "_online", "_size"]
+        cols = ", ".join(quote_ident(n) for n in names)
+        where, params = self.window_where(window, alias="t")
+        with self.transaction():
+            self.con.register("_jm_chunk", rows)
+            try:
+                counts = self.con.execute(
+                    "SELECT count(*) FILTER (WHERE t._key IS NULL),"
+                    " count(*) FILTER (WHERE t._key IS NOT NULL AND t._recnum IS DISTINCT FROM s._recnum),"
+                    " count(*) FILTER (WHERE t._recnum = s._recnum AND t._gone_at IS NULL),"
+                    " count(*) FILTER (WHERE t._recnum = s._recnum AND t._gone_at IS NOT NULL)"
+                    f" FROM _jm_chunk s LEFT JOIN {table} t ON t._key = s._key"
+                ).fetchall()[0]
+                sets = ", ".join(f"{quote_ident(n)} = s.{quote_ident(n)}" for n in names if n != "_key")
+                self.con.execute(
+                    f"MERGE INTO {table} AS t USING _jm_chunk AS s ON t._key = s._key "
+                    f"WHEN MATCHED THEN UPDATE SET {sets}, "
+                    "_prev_recnum = CASE WHEN t._recnum IS DISTINCT FROM s._recnum THEN t._recnum ELSE t._prev_recnum END, "
+                    "_gone_at = NULL, _synced_at = $now "
+                    f"WHEN NOT MATCHED THEN INSERT ({cols}, _synced_at) VALUES ("
+                    + ", ".join(f"s.{quote_ident(n)}" for n in names) + ", $now)",
+                    {"now": synced_at},
+                )
+                gone = self.con.execute(
+                    f"UPDATE {table} AS t SET _gone_at = $now WHERE t._gone_at IS NULL AND {where} "
+                    "AND NOT EXISTS (SELECT 1 FROM _jm_chunk s WHERE s._key = t._key)",
+                    {**params, "now": synced_at},
+                ).fetchall()[0][0]
+                if advance is not None:
+                    self.q("sync_state_advance", series=series, **advance).fetchall()
+            finally:
+                self.con.unregister("_jm_chunk")
+        return {"new": counts[0], "reprocessed": counts[1], "unchanged": counts[2], "restored": counts[3], "gone": gone}
+
+    def window_recnum_changes(self, series: str, upstream, window) -> list[int]:
+        """Slots of ``window`` where the catalog and ``upstream`` (Arrow: slot, _recnum) disagree.
+
+        A slot differs when a RECNUM JSOC lists is not in the catalog (new or reprocessed) or a
+        current catalog RECNUM is not in JSOC's list (deleted or replaced).
+        """
+        table = quote_ident(keyword_table(series))
+        slot = quote_ident(window.slot_column)
+        where, params = self.window_where(window, alias="t")
+        self.con.register("_jm_recnums", upstream)
+        try:
+            rows = self.con.execute(
+                f"WITH here AS (SELECT t.{slot} AS slot, t._recnum FROM {table} t WHERE t._gone_at IS NULL AND {where}) "
+                "SELECT DISTINCT coalesce(h.slot, u.slot) AS slot FROM here h "
+                "FULL OUTER JOIN _jm_recnums u ON h._recnum = u._recnum "
+                "WHERE h._recnum IS NULL OR u._recnum IS NULL ORDER BY 1",
+                params,
+            ).fetchall()
+        finally:
+            self.con.unregister("_jm_recnums")
+        return [r[0] for r in rows]
+
+    def count_window(self, series: str, window) -> int:
+        table = quote_ident(keyword_table(series))
+        where, params = self.window_where(window, alias="t")
+        return self.con.execute(
+            f"SELECT count(*) FROM {table} t WHERE t._gone_at IS NULL AND {where}", params
+        ).fetchall()[0][0]
+
+    # -- user SQL (``jsocmirror sql``) -------------------------------------------------------
+    def run_user_sql(self, sql: str) -> tuple[list[str], list[tuple]]:
+        """Run a user's statement(s); returns the last statement's column names and rows."""
+        from jsocmirror.errors import UsageError
+
+        try:
+            cursor = self.con.execute(sql)
+            names = [d[0] for d in cursor.description] if cursor.description else []
+            return names, cursor.fetchall() if names else []
+        except duckdb.Error as exc:
+            message = _first_line(exc)
+            if self.read_only and ("read-only" in message or "read only" in message):
+                raise UsageError(f"the catalog is opened read-only: {message} (add --write to change it)") from None
+            raise UsageError(f"SQL error: {message}") from None
+
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class _Transaction:
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def __enter__(self):
+        self.con.execute("BEGIN TRANSACTION")
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.con.execute("COMMIT")
+            except duckdb.Error as err:
+                raise CatalogError(f"cannot commit to the catalog: {_first_line(err)}") from None
+        else:
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+        return False

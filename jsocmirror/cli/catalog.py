@@ -1,0 +1,385 @@
+"""Commands for the mirror and its catalog: ``init``, ``series add|remove|list|show``, ``sync``, ``sql``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import click
+
+from jsocmirror import config as cfg
+from jsocmirror.catalog import Catalog, keyword_table, series_slug
+from jsocmirror.cli import cli, jsoc_server, show_progress
+from jsocmirror.errors import CatalogError, ConfigError, JsocMirrorError, UsageError
+from jsocmirror.jsoc import JsocClient, SeriesNotFound
+
+mirror_option = click.option(
+    "-m", "--mirror", "mirror_dir", default=".", show_default=True, envvar="JSOCMIRROR_MIRROR",
+    type=click.Path(file_okay=False), help="Mirror directory (holds jsocmirror.toml); env JSOCMIRROR_MIRROR.",
+)
+
+
+# -- init -----------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("--server", default="jsoc", show_default=True,
+              help='JSOC server: "jsoc" (the real one), "embedded" (built-in emulator) or a URL.')
+@click.option("--email", default=None, help="Email address registered with JSOC (checked with JSOC).")
+@click.option("--data-root", default=cfg.DEFAULT_DATA_ROOT, show_default=True,
+              help="Where files go: a path (relative to ROOT) or any fsspec URL (s3://bucket/sdo).")
+@click.option("--offline", is_flag=True, help="Do not contact JSOC (skips the email check).")
+def init(root: str, server: str, email: str | None, data_root: str, offline: bool) -> None:
+    """Create a mirror in ROOT: jsocmirror.toml, the DuckDB catalog and the data root."""
+    path = Path(root).expanduser().resolve()
+    config = init_mirror(path, server=server, email=email, data_root=data_root, check_email=not offline)
+    click.echo(f"created mirror {path}")
+    click.echo(f"  config   {config.config_path}")
+    click.echo(f"  catalog  {config.catalog_path}")
+    click.echo(f"  data     {config.data_root}")
+    click.echo(f"next: jsocmirror series add -m {root} SERIES --start ...; then jsocmirror sync -m {root}")
+
+
+def init_mirror(path: Path, *, server: str, email: str | None, data_root: str, check_email: bool) -> cfg.MirrorConfig:
+    """Validate everything first, then create; on failure remove what was created."""
+    if (path / cfg.CONFIG_NAME).exists():
+        raise UsageError(f"{path} is already a mirror ({cfg.CONFIG_NAME} exists)")
+    config = cfg.MirrorConfig(mirror_dir=path, server=server, email=email, data=data_root)
+    cfg.validate_config(config)
+    if email and check_email:
+        with jsoc_server(server, path) as url:
+            JsocClient(url).require_registered(email)
+    created: list[Path] = []
+    try:
+        if not path.exists():
+            try:
+                path.mkdir(parents=True)
+            except OSError as exc:
+                raise JsocMirrorError(f"cannot create mirror directory {path}: {exc.strerror}") from None
+            created.append(path)
+        _check_writable(path)
+        catalog_existed = config.catalog_path.exists()
+        with Catalog(config.catalog_path):
+            pass
+        if not catalog_existed:
+            created.append(config.catalog_path)
+        if "://" not in config.data or config.data.startswith("file://"):
+            local = Path(config.data_root.removeprefix("file://"))
+            if not local.exists():
+                local.mkdir(parents=True)
+                created.append(local)
+        else:
+            import fsspec
+
+            try:
+                fs, root_path = fsspec.core.url_to_fs(config.data_root)
+                fs.makedirs(root_path, exist_ok=True)
+            except Exception as exc:  # fsspec backends raise their own types
+                raise JsocMirrorError(f"cannot create data root {config.data_root}: {exc}") from None
+        cfg.save_config(config)
+    except BaseException:
+        for item in reversed(created):
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
+                Path(str(item) + ".wal").unlink(missing_ok=True)
+        raise
+    return config
+
+
+def _check_writable(path: Path) -> None:
+    probe = path / ".jsocmirror-write-test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise JsocMirrorError(f"mirror directory {path} is not writable: {exc.strerror}") from None
+
+
+# -- series ---------------------------------------------------------------------------------------
+@cli.group()
+def series() -> None:
+    """Add, remove, list and show the mirrored series."""
+
+
+def _csv_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _parse_key_options(items: tuple[str, ...]) -> dict[str, list]:
+    keys: dict[str, list] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        if not sep or not name.strip() or not values.strip():
+            raise UsageError(f"--key {item!r} is not NAME=v1,v2 (e.g. --key HARPNUM=11465,11466)")
+        parsed: list[int | str] = []
+        for v in values.split(","):
+            v = v.strip()
+            parsed.append(int(v) if v.lstrip("-").isdigit() else v)
+        keys[name.strip().upper()] = parsed
+    return keys
+
+
+def fetch_definition(client: JsocClient, name: str):
+    """(canonical name, SeriesDef) of a series from JSOC; unknown series -> ConfigError with closest names."""
+    from jsocmirror.sync import struct_definition
+
+    try:
+        struct = client.series_struct(name)
+    except SeriesNotFound:
+        try:
+            names = client.series_names()
+        except JsocMirrorError:
+            names = []
+        raise ConfigError(f"JSOC has no series {name!r}; " + cfg.choices_text(name, names, "series")) from None
+    canonical = name
+    try:
+        names = client.series_names()
+        canonical = next((n for n in names if n.lower() == name.lower()), name)
+    except JsocMirrorError:
+        pass
+    sdef, _, _ = struct_definition(struct, canonical)
+    return canonical, sdef
+
+
+@series.command("add")
+@mirror_option
+@click.argument("name")
+@click.option("--segments", help="Comma list of segments to download (default: none, keywords only).")
+@click.option("--start", help="Window start (JSOC time; default: the series' first record).")
+@click.option("--end", help="Window end, inclusive (default: open, up to the newest record).")
+@click.option("--cadence", help="Sampling of the time prime key, e.g. 12m or 1h (default: every record).")
+@click.option("--key", "keys", multiple=True, help="Prime-key values: NAME=v1,v2 (repeatable), e.g. HARPNUM=11465.")
+@click.option("--filter", "filter_", help="Keyword filter: the SQL inside JSOC's [? ?], e.g. \"QUALITY = 0\".")
+@click.option("--keywords", help="Comma list of keywords to keep (default: all).")
+@click.option("--layout", help="File layout template (default: the layout's default).")
+@click.option("--method", type=click.Choice(cfg.METHODS), help="Export method (default: [transfer] method).")
+@click.option("--protocol", type=click.Choice(cfg.PROTOCOLS), help="Export protocol (default: [transfer] protocol).")
+def series_add(mirror_dir, name, segments, start, end, cadence, keys, filter_, keywords, layout, method, protocol):
+    """Add NAME to the mirror (or replace its entry), checked against JSOC's definition."""
+    config = cfg.load_config(mirror_dir)
+    entry = cfg.SeriesConfig(
+        series=name.strip(), segments=_csv_list(segments) or [], start=start, end=end, cadence=cadence,
+        keys=_parse_key_options(keys), filter=filter_, keywords=_csv_list(keywords), layout=layout,
+        method=method, protocol=protocol,
+    )
+    cfg.validate_series_entry(entry)  # local checks first: no request for a malformed entry
+    with jsoc_server(config.server, config.mirror_dir) as url:
+        canonical, sdef = fetch_definition(JsocClient(url, email=config.email), entry.series)
+    entry.series = canonical
+    entry.segments = [sdef.segment(s).name if sdef.segment(s) else s for s in entry.segments]
+    entry.keys = {sdef.keyword(k).name if sdef.keyword(k) else k: v for k, v in entry.keys.items()}
+    cfg.validate_series_entry(entry, sdef)
+    replaced = any(s.series.lower() == canonical.lower() for s in config.series)
+    cfg.save_config(cfg.with_series(config, entry))
+    click.echo(f"{'updated' if replaced else 'added'} {canonical} in {config.config_path}")
+
+
+@series.command("remove")
+@mirror_option
+@click.argument("name")
+def series_remove(mirror_dir, name):
+    """Remove NAME from the config (its catalog table stays; drop it with `sql --write`)."""
+    config = cfg.load_config(mirror_dir)
+    entry = config.get_series(name)
+    cfg.save_config(cfg.without_series(config, name))
+    click.echo(f"removed {entry.series} from {config.config_path} (table {keyword_table(entry.series)} kept)")
+
+
+@series.command("list")
+@mirror_option
+def series_list(mirror_dir):
+    """The configured series, their windows, and what the catalog holds."""
+    config = cfg.load_config(mirror_dir)
+    if not config.series:
+        click.echo("no series configured; add one with 'jsocmirror series add'")
+        return
+    states = _sync_states(config)
+    rows = [("series", "window", "keys", "segments", "records", "synced to")]
+    for e in config.series:
+        state = states.get(e.series.lower(), {})
+        window = f"{e.start or 'first'} .. {e.end or 'now'}" + (f" @{e.cadence}" if e.cadence else "")
+        keys = " ".join(f"{k}={','.join(map(str, v))}" for k, v in e.keys.items()) + (f" [? {e.filter} ?]" if e.filter else "")
+        rows.append((e.series, window, keys or "-", ",".join(e.segments) or "-",
+                     str(state.get("records") if state.get("records") is not None else "-"),
+                     str(state.get("watermark_time") or "never")))
+    _echo_table(rows)
+
+
+@series.command("show")
+@mirror_option
+@click.argument("name")
+def series_show(mirror_dir, name):
+    """One series: its config entry, JSOC definition (as last synced) and sync state."""
+    config = cfg.load_config(mirror_dir)
+    entry = config.get_series(name)
+    click.echo(f"series     {entry.series}")
+    click.echo(f"table      {keyword_table(entry.series)}   (view {series_slug(entry.series)})")
+    for field in ("segments", "start", "end", "cadence", "keys", "filter", "keywords", "layout"):
+        value = getattr(entry, field)
+        click.echo(f"{field:<10} {value if value not in (None, [], {}) else '-'}")
+    click.echo(f"method     {config.method_for(entry)}  protocol {config.protocol_for(entry)}")
+    state = _sync_states(config).get(entry.series.lower())
+    if state:
+        click.echo(f"synced to  {state['watermark_time'] or '-'}  records {state['records']}  "
+                   f"complete {state['complete']}  (last run {state['updated_at']} UTC)")
+        if state.get("primekeys"):
+            click.echo(f"prime keys {', '.join(state['primekeys'])}; {state['nkeywords']} keywords; "
+                       f"segments {', '.join(state['segments']) or '-'}")
+    else:
+        click.echo("synced to  never (run 'jsocmirror sync')")
+
+
+def _sync_states(config: cfg.MirrorConfig) -> dict[str, dict]:
+    if not config.catalog_path.exists():
+        return {}
+    out: dict[str, dict] = {}
+    with Catalog(config.catalog_path, read_only=True) as catalog:
+        for e in config.series:
+            rows = catalog.q("sync_state_get", series=e.series).fetchall()
+            if not rows:
+                continue
+            (series_, _sel, _lo, _wm, wm_time, complete, *_r, records, _run, updated) = rows[0]
+            state = {"watermark_time": wm_time, "complete": complete, "records": records, "updated_at": updated}
+            defs = catalog.q("series_def_get", series=e.series).fetchall()
+            if defs:
+                struct = json.loads(defs[0][1])
+                state["primekeys"] = struct.get("primekeys", [])
+                state["nkeywords"] = len(struct.get("keywords", []))
+                state["segments"] = [s["name"] for s in struct.get("segments") or []]
+            out[e.series.lower()] = state
+    return out
+
+
+# -- sync -----------------------------------------------------------------------------------------
+class _TqdmProgress:
+    """Renders sync progress as one tqdm bar per series (records, with chunks as postfix)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.chunks = 0
+
+    def series_started(self, series: str, estimated_records: int | None) -> None:
+        self.close()
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        self.chunks = 0
+        self.bar = tqdm(total=estimated_records or None, desc=series, unit="rec", unit_scale=True,
+                        file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    def chunk_done(self, series: str, records: int) -> None:
+        if self.bar is not None:
+            self.chunks += 1
+            if self.bar.total is not None and self.bar.n + records > self.bar.total:
+                self.bar.total = self.bar.n + records
+            self.bar.update(records)
+            self.bar.set_postfix(chunks=self.chunks, refresh=False)
+
+    def series_done(self, summary) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@cli.command("sync")
+@mirror_option
+@click.argument("series_names", nargs=-1, metavar="[SERIES]...")
+@click.pass_context
+def sync_command(ctx, mirror_dir, series_names):
+    """Pull keyword metadata of the configured series (all, or those named) into the catalog."""
+    from jsocmirror.lock import mirror_lock
+    from jsocmirror.sync import sync
+
+    config = cfg.load_config(mirror_dir)
+    for name in series_names:
+        config.get_series(name)
+    progress = _TqdmProgress(show_progress(ctx))
+    with mirror_lock(config.mirror_dir, "sync"):
+        with Catalog(config.catalog_path) as catalog, jsoc_server(config.server, config.mirror_dir) as url:
+            client = JsocClient(url, email=config.email)
+            try:
+                result = sync(config, catalog, client, list(series_names) or None, progress=progress)
+            finally:
+                progress.close()
+    _echo_sync_summary(result)
+
+
+def _echo_sync_summary(result) -> None:
+    rows = [("series", "new", "reprocessed", "gone", "unchanged", "records", "requests", "seconds", "")]
+    for s in result.series:
+        note = "unchanged upstream (probe)" if s.skipped else ("deep re-check" if s.deep_scanned else "")
+        rows.append((s.series, str(s.new + s.restored), str(s.reprocessed), str(s.gone), str(s.unchanged),
+                     str(s.records), str(s.requests), f"{s.seconds:.1f}", note))
+    _echo_table(rows)
+    click.echo(f"run {result.run_id}: {result.requests} requests, {result.bytes_received / 1e6:.1f} MB, "
+               f"{result.seconds:.1f} s")
+
+
+# -- sql ------------------------------------------------------------------------------------------
+@cli.command("sql")
+@mirror_option
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--write", is_flag=True, help="Open the catalog writable (default: read-only).")
+def sql_command(mirror_dir, query, fmt, write):
+    """Run QUERY against the catalog (read-only unless --write)."""
+    config = cfg.load_config(mirror_dir)
+    if not config.catalog_path.exists():
+        raise CatalogError(f"no catalog at {config.catalog_path}; run 'jsocmirror init' or 'jsocmirror sync'")
+    with Catalog(config.catalog_path, read_only=not write, migrate=write) as catalog:
+        names, rows = catalog.run_user_sql(query)
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(names, r)) for r in rows], default=_json_default, indent=None))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows([[_cell(v) for v in r] for r in rows])
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        if names:
+            _echo_table([tuple(names)] + [tuple(_cell(v) for v in r) for r in rows])
+        click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    return str(value)
+
+
+def _json_default(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return str(value)
+
+
+def _echo_table(rows: list[tuple]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+_ = ConfigError

@@ -1,0 +1,755 @@
+"""Sync: keyword tables from JSOC into the DuckDB catalog, incrementally.
+
+For each configured series, ``sync_series``:
+
+1. **Probes** ``series_struct`` (its ``Interval``: FirstRecnum, LastRecnum, MaxRecnum,
+   LastRecord). If the series' definition changed it is stored again and new keyword columns
+   are added. If the probe equals the one stored at the last complete run, nothing upstream
+   can have changed and the series is skipped without another request.
+2. **Head phase**: fetches full keyword rows for the slots from the watermark less the
+   trailing re-check window (``[sync] recheck``) up to the window's end (or the series' newest
+   record when the end is open), in time chunks of about ``[sync] chunk_records`` records.
+3. **Deep phase** (only when the probe moved and older slots were synced before): reprocessing
+   deep in the past raises MaxRecnum, so an ``rs_list`` of just the time key and ``*recnum*``
+   over the older part of the window is compared with the catalog's RECNUMs, and full rows are
+   fetched again only for the slots that differ.
+
+Each chunk is one catalog transaction: MERGE by ``_key`` (a new RECNUM keeps the old one in
+``_prev_recnum``), ``_gone_at`` for records of the chunk's window JSOC no longer lists, and the
+watermark advance. A crash at any moment leaves the catalog consistent; the next run continues
+from the watermark. Fetching runs one chunk ahead in a thread, so JSOC's reply time and our
+decoding overlap, and at most two chunks are in memory.
+
+Values: rs_list sends every value as a string. Integer keywords become integers (hex
+``0x...`` read as DRMS's signed value), floats DOUBLE with NaN as NULL, times TIMESTAMP in UTC
+with DRMS's MISSING time as NULL; see docs/sql.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jsocmirror import drmstime, recordset
+from jsocmirror.catalog import Catalog, Column
+from jsocmirror.config import MirrorConfig, SeriesConfig
+from jsocmirror.errors import JsocError, SyncError
+from jsocmirror.jsoc import RECORD_SPECIALS, JsocClient, decode_rs_list, rs_list_columns
+from jsocmirror.series import SeriesDef
+
+log = logging.getLogger("jsocmirror.sync")
+
+# Fields of series_struct that change with every record and so are not part of the definition.
+_VOLATILE = ("Interval", "runtime", "status")
+_PROBE_FIELDS = ("FirstRecnum", "LastRecnum", "MaxRecnum", "LastRecord")
+_COUNT_RE = re.compile(rb'"count"\s*:\s*(\d+)')
+_INT_BITS = {"char": 8, "short": 16, "int": 32, "longlong": 64}
+_GAP_SLOTS = 16  # changed slots closer than this are re-fetched in one request
+
+
+# -- results ----------------------------------------------------------------------------------
+@dataclass
+class SeriesSummary:
+    """What one series' sync did (the CLI prints these; ``runs.summary`` stores them)."""
+
+    series: str
+    new: int = 0
+    reprocessed: int = 0
+    gone: int = 0
+    unchanged: int = 0
+    restored: int = 0
+    chunks: int = 0
+    requests: int = 0
+    skipped: bool = False  # the probe showed nothing changed
+    deep_scanned: bool = False
+    records: int = 0  # current (not gone) records in the window afterwards
+    seconds: float = 0.0
+
+    def add(self, counts: dict[str, int]) -> None:
+        for name in ("new", "reprocessed", "gone", "unchanged", "restored"):
+            setattr(self, name, getattr(self, name) + counts.get(name, 0))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SyncResult:
+    run_id: str
+    series: list[SeriesSummary] = field(default_factory=list)
+    requests: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+
+    def total(self, name: str) -> int:
+        return sum(getattr(s, name) for s in self.series)
+
+
+class Progress:
+    """The progress protocol ``sync`` reports to (the CLI passes tqdm bars behind it)."""
+
+    def series_started(self, series: str, estimated_records: int | None) -> None: ...
+    def chunk_done(self, series: str, records: int) -> None: ...
+    def series_done(self, summary: SeriesSummary) -> None: ...
+
+
+# -- windows ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Window:
+    """A part of a series' selection: slots ``[lo, hi)`` of ``slot_column``, sampled, key lists."""
+
+    slot_column: str | None
+    lo: int | None
+    hi: int | None
+    anchor: int = 0
+    every: int = 1
+    key_lists: dict[str, list] = field(default_factory=dict)
+
+    def part(self, lo: int, hi: int) -> Window:
+        return Window(self.slot_column, lo, hi, self.anchor, self.every, self.key_lists)
+
+    @property
+    def sampled_slots(self) -> int:
+        if self.lo is None or self.hi is None:
+            return 1
+        first = self.lo + (-(self.lo - self.anchor)) % self.every
+        return max(0, (self.hi - first + self.every - 1) // self.every)
+
+
+@dataclass
+class Selection:
+    """A series entry resolved against the series' definition: how to ask JSOC for a window."""
+
+    sdef: SeriesDef
+    entry: SeriesConfig
+    time_key: str | None  # the slotted time prime key that chunks the window
+    window: Window  # the whole configured window ([lo, hi) may be None when unknown)
+    key_brackets: dict[str, str]  # prime key -> bracket text for its value list
+
+    def recordset(self, part: Window) -> str:
+        brackets = []
+        for key in self.sdef.primekeys:
+            if key == self.time_key and part.lo is not None:
+                brackets.append(recordset.format_range(self.sdef, key, part.lo, part.hi - 1, part.every))
+            else:
+                brackets.append(self.key_brackets.get(key, ""))
+        while brackets and brackets[-1] == "":
+            brackets.pop()
+        return recordset.build_recordset(self.sdef.name, brackets, where=self.entry.filter)
+
+    def first_in_grid(self, slot: int) -> int:
+        """The first sampled slot at or after ``slot``."""
+        w = self.window
+        return slot + (-(slot - w.anchor)) % w.every
+
+
+def resolve_selection(sdef: SeriesDef, entry: SeriesConfig, interval: dict[str, Any] | None) -> Selection:
+    """Turn a config entry into slot ranges and bracket texts for this series."""
+    time_key = next((k for k in sdef.primekeys if sdef.keyword(k).is_time and sdef.slotting(k)), None)
+    key_lists: dict[str, list] = {}
+    key_brackets: dict[str, str] = {}
+    for name, values in entry.keys.items():
+        kw = sdef.keyword(name)
+        if kw is None:
+            raise SyncError(f"series {sdef.name}: {name!r} is not a keyword (fix keys.{name} in the config)")
+        parsed = [_key_value(v, kw) for v in values]
+        key_lists[kw.name] = parsed
+        key_brackets[kw.name] = ",".join(str(v) for v in values)
+    if time_key is None:
+        return Selection(sdef, entry, None, Window(None, None, None, key_lists=key_lists), key_brackets)
+    slotting = sdef.slotting(time_key)
+    every = 1
+    if entry.cadence:
+        every = max(1, round(drmstime.parse_duration(entry.cadence, slotting.step) / slotting.step))
+    if entry.start:
+        lo = recordset.slot_of_value(sdef, time_key, drmstime.parse_time(entry.start))
+        # ``a-b`` includes slot(a) even when a lies past its slot's centre: same as JSOC.
+    else:
+        first = _record_time_slot(sdef, time_key, (interval or {}).get("FirstRecord"))
+        lo = first if first is not None else None
+    if entry.end:
+        hi = recordset.slot_of_value(sdef, time_key, drmstime.parse_time(entry.end)) + 1
+    else:
+        hi = None  # open: decided at each sync from the series' newest record
+    anchor = lo if lo is not None else 0
+    window = Window(f"{sdef.keyword(time_key).name}_index", lo, hi, anchor, every, key_lists)
+    return Selection(sdef, entry, time_key, window, key_brackets)
+
+
+def _key_value(value: int | str, kw) -> int | float | str:
+    if kw.is_int:
+        return int(value, 0) if isinstance(value, str) else int(value)
+    if kw.is_float:
+        return float(value)
+    return str(value)
+
+
+def _record_time_slot(sdef: SeriesDef, time_key: str, record: str | None) -> int | None:
+    """Slot of the time prime key in a record string such as ``hmi.M_45s[2012...TAI][2]``."""
+    if not record:
+        return None
+    values = re.findall(r"\[([^\]]*)\]", record)
+    try:
+        text = values[list(sdef.primekeys).index(time_key)]
+        return recordset.slot_of_value(sdef, time_key, text)
+    except (IndexError, ValueError, Exception):
+        return None
+
+
+# -- decoding rs_list replies into Arrow ----------------------------------------------------------
+_LEAP_UTC = np.array([change for change, _ in drmstime._LEAPS], dtype=np.float64)
+_LEAP_VAL = np.array([value for _, value in drmstime._LEAPS], dtype=np.float64)
+_LEAP_TAI = _LEAP_UTC + _LEAP_VAL
+_S_1970_TO_1977 = drmstime._DAYS_1970_TO_1977 * 86400.0
+_DOTTED = r"^(\d{4})\.(\d{2})\.(\d{2})_(\d{2}:\d{2}:[0-5]\d(?:\.\d+)?)_(TAI|UTC|UT)$"
+_ISO = r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:[0-5]\d(?:\.\d+)?)Z$"
+
+
+def _leap(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    idx = np.searchsorted(thresholds, values, side="right") - 1
+    return np.where(idx >= 0, _LEAP_VAL[np.clip(idx, 0, None)], 10.0)
+
+
+def parse_times(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Internal TAI seconds (float64, NaN = missing) and validity of JSOC time strings, vectorised.
+
+    The common forms (``2012.01.01_00:00:45_TAI``, ``..._UTC``, ``2014-01-01T00:00:01Z``) are
+    converted by Arrow; anything else (leap seconds, other zones) goes through
+    ``drmstime.parse_time`` one by one. DRMS's MISSING time gives NaN.
+    """
+    n = len(strings)
+    out = np.full(n, np.nan)
+    if n == 0:
+        return out, np.zeros(0, dtype=bool)
+    dotted = pc.fill_null(pc.match_substring_regex(strings, _DOTTED), False)
+    iso = pc.fill_null(pc.match_substring_regex(strings, _ISO), False)
+    as_iso = pc.if_else(
+        dotted, pc.replace_substring_regex(strings, _DOTTED, r"\1-\2-\3T\4"),
+        pc.if_else(iso, pc.replace_substring_regex(strings, _ISO, r"\1T\2"), pa.scalar(None, pa.string())),
+    )
+    cal_us = pc.cast(pc.cast(as_iso, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
+    cal = np.asarray(cal_us, dtype=np.float64) / 1e6 - _S_1970_TO_1977  # calendar seconds since 1977
+    tai_zone = pc.fill_null(pc.ends_with(strings, "_TAI"), False).to_numpy(zero_copy_only=False)
+    known = np.asarray(pc.or_(dotted, iso).to_numpy(zero_copy_only=False), dtype=bool)
+    utc_rows = known & ~tai_zone
+    out[known & tai_zone] = cal[known & tai_zone]
+    out[utc_rows] = cal[utc_rows] + _leap(cal[utc_rows], _LEAP_UTC)
+    valid = np.asarray(pc.is_valid(strings).to_numpy(zero_copy_only=False), dtype=bool)
+    for i in np.flatnonzero(valid & ~known):
+        text = strings[int(i)].as_py()
+        try:
+            t = drmstime.parse_time(text)
+        except ValueError:
+            continue
+        if not drmstime.is_missing(t):
+            out[i] = t
+    return out, ~np.isnan(out)
+
+
+def tai_to_utc_timestamps(tai: np.ndarray) -> pa.Array:
+    """TIMESTAMP (microseconds, UTC, naive) for internal TAI seconds; NaN -> NULL."""
+    ok = ~np.isnan(tai)
+    utc_cal = np.where(ok, tai - _leap(np.nan_to_num(tai), _LEAP_TAI), 0.0)
+    micros = np.round((utc_cal + _S_1970_TO_1977) * 1e6).astype(np.int64)
+    return pa.array(micros, type=pa.timestamp("us"), mask=~ok)
+
+
+def _int_array(strings: pa.Array, drms_type: str) -> pa.Array:
+    bits = _INT_BITS.get(drms_type, 64)
+    try:
+        values = pc.cast(strings, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        values = pa.array([_int_or_none(v) for v in strings.to_pylist()], type=pa.int64())
+    if bits < 64:
+        # DRMS prints some ints (QUALITY) as the hex of their bits: 0x80000000 is -2147483648.
+        i64 = pa.int64()
+        hexes = pc.fill_null(pc.starts_with(strings, "0x"), False)
+        high = pc.fill_null(pc.greater_equal(values, pa.scalar(2 ** (bits - 1), i64)), False)
+        values = pc.if_else(pc.and_(hexes, high), pc.subtract(values, pa.scalar(2 ** bits, i64)), values)
+        in_range = pc.and_(pc.greater_equal(values, pa.scalar(-(2 ** (bits - 1)), i64)),
+                           pc.less_equal(values, pa.scalar(2 ** (bits - 1) - 1, i64)))
+        values = pc.if_else(in_range, values, pa.scalar(None, i64))
+    return values
+
+
+def recnum_array(values: list) -> pa.Array:
+    """int64 Arrow array of ``*recnum*`` values (JSON numbers from JSOC, or strings)."""
+    try:
+        return pa.array(values, type=pa.int64())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return _int_array(pa.array([None if v is None else str(v) for v in values], type=pa.string()), "longlong")
+
+
+def _int_or_none(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text, 16) if text.lower().startswith(("0x", "-0x")) else int(float(text))
+    except ValueError:
+        return None
+
+
+def _float_array(strings: pa.Array) -> pa.Array:
+    try:
+        values = pc.cast(strings, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        values = pa.array([_float_or_none(v) for v in strings.to_pylist()], type=pa.float64())
+    return pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
+
+
+def _float_or_none(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def rows_to_arrow(keywords: dict[str, list[str]], columns: list[Column], sdef: SeriesDef) -> pa.Table:
+    """An Arrow table with the keyword table's columns from one decoded rs_list reply."""
+    names = {name.lower(): name for name in keywords}
+
+    def raw(name: str) -> pa.Array:
+        key = names.get(name.lower())
+        if key is None:
+            raise SyncError(f"JSOC's rs_list reply for {sdef.name} lacks {name!r}")
+        try:
+            return pa.array(keywords[key], type=pa.string())
+        except (pa.ArrowTypeError, pa.ArrowInvalid):  # JSOC sends *recnum*/*sunum* as JSON numbers
+            return pa.array([None if v is None else str(v) for v in keywords[key]], type=pa.string())
+
+    def special(name: str) -> pa.Array:
+        key = names.get(name.lower())
+        if key is None:
+            raise SyncError(f"JSOC's rs_list reply for {sdef.name} lacks {name!r}")
+        try:
+            return pa.array(keywords[key], type=pa.int64())
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            return _int_array(raw(name), "longlong")
+
+    n = len(next(iter(keywords.values()))) if keywords else 0
+    out: dict[str, pa.Array] = {}
+    time_cache: dict[str, np.ndarray] = {}
+
+    def tai_of(name: str) -> np.ndarray:
+        if name not in time_cache:
+            time_cache[name] = parse_times(raw(name))[0]
+        return time_cache[name]
+
+    prime_raw = [raw(k) for k in sdef.primekeys]
+    for col in columns:
+        if col.kind == "key":
+            if prime_raw:
+                parts: list[Any] = []
+                for i, arr in enumerate(prime_raw):
+                    parts += ["[" if i == 0 else "][", arr]
+                out["_key"] = pc.binary_join_element_wise(*parts, "]", "")
+            else:
+                out["_key"] = pc.binary_join_element_wise(pa.scalar("[:#"), raw("*recnum*"), "]", "")
+        elif col.kind == "slot":
+            kw = sdef.keyword(col.keyword)
+            slotting = sdef.slotting(col.keyword)
+            values = tai_of(kw.name) if kw.is_time else _float_array(raw(kw.name)).to_numpy(zero_copy_only=False)
+            rounding = slotting.step if slotting.kind == "ts_eq" else slotting.round
+            offset = float(sdef.emulator.get("trec_offset", 0.0)) if kw.name == "T_REC" else 0.0
+            idx = np.floor((values - offset - slotting.epoch + rounding / 2.0) / slotting.step + 1e-9)
+            ok = ~np.isnan(idx)
+            out[col.name] = pa.array(np.where(ok, idx, 0).astype(np.int64), type=pa.int64(), mask=~ok)
+        elif col.kind == "keyword":
+            t = col.drms_type
+            if t == "time":
+                out[col.name] = tai_to_utc_timestamps(tai_of(col.keyword))
+            elif t in _INT_BITS:
+                out[col.name] = _int_array(raw(col.keyword), t)
+            elif t in ("float", "double"):
+                out[col.name] = _float_array(raw(col.keyword))
+            else:
+                out[col.name] = raw(col.keyword)
+        elif col.kind == "time_str":
+            out[col.name] = raw(col.keyword)
+    out["_recnum"] = special("*recnum*")
+    out["_sunum"] = special("*sunum*")
+    out["_size"] = special("*size*")
+    online = pc.utf8_upper(raw("*online*"))
+    out["_online"] = pc.is_in(online, value_set=pa.array(["Y", "1", "YES", "T", "TRUE"]))
+    table = pa.table(out)
+    if table.num_rows != n:  # pragma: no cover - Arrow keeps lengths
+        raise SyncError("rs_list columns have different lengths")
+    return _cast_to_sql_types(table, columns)
+
+
+_ARROW_TYPES = {
+    "TINYINT": pa.int8(), "SMALLINT": pa.int16(), "INTEGER": pa.int32(), "BIGINT": pa.int64(),
+    "DOUBLE": pa.float64(), "VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us"), "BOOLEAN": pa.bool_(),
+}
+
+
+def _cast_to_sql_types(table: pa.Table, columns: list[Column]) -> pa.Table:
+    types = {c.name: _ARROW_TYPES[c.sql_type] for c in columns}
+    arrays = [table[name].cast(types.get(name, table[name].type)) for name in table.column_names]
+    return pa.table(arrays, names=table.column_names)
+
+
+# -- the sync itself ------------------------------------------------------------------------------
+def struct_definition(struct: dict[str, Any], name: str) -> tuple[SeriesDef, str, str]:
+    """(definition, JSON text, hash) of a series_struct reply, without its volatile fields."""
+    stable = {k: v for k, v in struct.items() if k not in _VOLATILE}
+    text = orjson.dumps(stable, option=orjson.OPT_SORT_KEYS).decode()
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    try:
+        sdef = SeriesDef.from_struct(stable, name=name)
+    except ValueError as exc:
+        raise JsocError(f"JSOC's definition of {name} is unusable: {exc}") from None
+    return sdef, text, digest
+
+
+def _probe(interval: dict[str, Any] | None) -> dict[str, Any]:
+    interval = interval or {}
+    return {f: interval.get(f) for f in _PROBE_FIELDS}
+
+
+def _fetch_keys(sdef: SeriesDef, entry: SeriesConfig) -> list[str]:
+    if entry.keywords is None:
+        return ["**ALL**", *RECORD_SPECIALS]
+    wanted = list(dict.fromkeys([*sdef.primekeys, *entry.keywords] + (["QUALITY"] if sdef.keyword("QUALITY") else [])))
+    return [*wanted, *RECORD_SPECIALS]
+
+
+class _SeriesSync:
+    """One series' sync run (see the module docstring for the phases)."""
+
+    def __init__(self, catalog: Catalog, jsoc: JsocClient, entry: SeriesConfig, config: MirrorConfig,
+                 run_id: str, progress: Progress):
+        self.catalog, self.jsoc, self.entry, self.config = catalog, jsoc, entry, config
+        self.run_id, self.progress = run_id, progress
+        self.summary = SeriesSummary(series=entry.series)
+        self.target = config.sync.chunk_records
+
+    # -- entry point ---------------------------------------------------------------------------
+    def run(self) -> SeriesSummary:
+        started, requests0 = time.monotonic(), self.jsoc.requests
+        try:
+            self._run()
+        finally:
+            self.summary.requests = self.jsoc.requests - requests0
+            self.summary.seconds = time.monotonic() - started
+        return self.summary
+
+    def _run(self) -> None:
+        entry = self.entry
+        struct = self.jsoc.series_struct(entry.series)
+        interval = struct.get("Interval") or {}
+        sdef, struct_json, struct_hash = struct_definition(struct, entry.series)
+        self.sdef = sdef
+        with self.catalog.transaction():
+            self.catalog.put_series_def(entry.series, struct_json, struct_hash, orjson.dumps(interval).decode())
+            self.columns = self.catalog.ensure_keyword_table(sdef, entry.keywords)
+        self.keys = _fetch_keys(sdef, entry)
+        sel = self.sel = resolve_selection(sdef, entry, interval)
+        probe = _probe(interval)
+        selection_json = orjson.dumps(entry.selection(), option=orjson.OPT_SORT_KEYS).decode()
+        state = self._state()
+        if state is None or state["selection"] != selection_json:
+            lo = sel.window.lo
+            self.catalog.q("sync_state_reset", series=entry.series, selection=selection_json,
+                           lo_index=lo, run_id=self.run_id).fetchall()
+            # The baseline probe: changes after this moment show up as a different probe later.
+            self.catalog.q("sync_state_finish", series=entry.series, run_id=self.run_id, records=None,
+                           first_recnum=probe["FirstRecnum"], last_recnum=probe["LastRecnum"],
+                           max_recnum=probe["MaxRecnum"], last_record=probe["LastRecord"]).fetchall()
+            self.catalog.q("sync_state_begin", series=entry.series, run_id=self.run_id).fetchall()
+            state = self._state()
+        stored_probe = {"FirstRecnum": state["first_recnum"], "LastRecnum": state["last_recnum"],
+                        "MaxRecnum": state["max_recnum"], "LastRecord": state["last_record"]}
+        if state["complete"] and stored_probe == probe:
+            self.summary.skipped = True
+            self.summary.records = state["records"] or 0
+            self.progress.series_started(entry.series, 0)
+            self.progress.series_done(self.summary)
+            return
+        self.catalog.q("sync_state_begin", series=entry.series, run_id=self.run_id).fetchall()
+        if not interval.get("LastRecord") and not interval.get("MaxRecnum"):
+            log.info("%s has no records upstream", entry.series)
+            whole = sel.window
+            if sel.time_key is None or whole.lo is None:
+                self._apply_window_empty(whole)
+        elif sel.time_key is None:
+            self._sync_window(sel.window, advance=False)
+        else:
+            self._sync_slotted(state, probe, stored_probe, interval)
+        records = self.catalog.count_window(entry.series, self._whole_window())
+        self.summary.records = records
+        self.catalog.q("sync_state_finish", series=entry.series, run_id=self.run_id, records=records,
+                       first_recnum=probe["FirstRecnum"], last_recnum=probe["LastRecnum"],
+                       max_recnum=probe["MaxRecnum"], last_record=probe["LastRecord"]).fetchall()
+        self.progress.series_done(self.summary)
+
+    def _state(self) -> dict[str, Any] | None:
+        rows = self.catalog.q("sync_state_get", series=self.entry.series).fetchall()
+        if not rows:
+            return None
+        names = ["series", "selection", "lo_index", "watermark_index", "watermark_time", "complete",
+                 "first_recnum", "last_recnum", "max_recnum", "last_record", "records", "run_id", "updated_at"]
+        state = dict(zip(names, rows[0]))
+        if state["selection"] is not None and not isinstance(state["selection"], str):
+            state["selection"] = orjson.dumps(state["selection"], option=orjson.OPT_SORT_KEYS).decode()
+        elif state["selection"] is not None:
+            state["selection"] = orjson.dumps(orjson.loads(state["selection"]), option=orjson.OPT_SORT_KEYS).decode()
+        return state
+
+    def _whole_window(self) -> Window:
+        w = self.sel.window
+        return w.part(w.lo, w.hi) if w.slot_column else w
+
+    # -- slotted series ----------------------------------------------------------------------
+    def _sync_slotted(self, state, probe, stored_probe, interval) -> None:
+        sel = self.sel
+        lo = sel.window.lo
+        hi = sel.window.hi
+        if hi is None:
+            hi = self._head_slot(interval)
+            if hi is None:
+                return
+            hi += 1
+        if lo is None:
+            lo = self._first_slot(interval)
+            if lo is None:
+                return
+            sel.window = Window(sel.window.slot_column, lo, sel.window.hi, lo, sel.window.every, sel.window.key_lists)
+        if hi <= lo:
+            return
+        sel.window = sel.window.part(lo, sel.window.hi)
+        watermark = state["watermark_index"] if state["watermark_index"] is not None else lo
+        recheck_slots = math.ceil(drmstime.parse_duration(self.config.sync.recheck) / self.sdef.slotting(sel.time_key).step)
+        head_from = sel.first_in_grid(max(lo, min(watermark, hi) - recheck_slots))
+        estimated = self._estimate_records(hi - head_from)
+        self.progress.series_started(self.entry.series, estimated)
+        # Head phase: new records and the trailing re-check window, advancing the watermark.
+        self._sync_range(head_from, hi, advance=True)
+        # Deep phase: only if something changed upstream and older slots were synced before.
+        if head_from > lo and stored_probe != probe:
+            self.summary.deep_scanned = True
+            self._deep_scan(lo, head_from)
+
+    def _head_slot(self, interval) -> int | None:
+        """Slot of the series' newest record (for an open window end)."""
+        sdef, key = self.sdef, self.sel.time_key
+        brackets = ["" for _ in sdef.primekeys]
+        brackets[list(sdef.primekeys).index(key)] = "$"
+        while brackets and brackets[-1] == "":
+            brackets.pop()
+        try:
+            reply = self.jsoc.rs_list(recordset.build_recordset(sdef.name, brackets), [key], n=-1)
+            values = rs_list_columns(reply).get(key) or []
+            if values:
+                return recordset.slot_of_value(sdef, key, values[-1])
+        except (JsocError, ValueError) as exc:
+            log.info("head query for %s failed (%s); using Interval.LastRecord", sdef.name, exc)
+        return _record_time_slot(sdef, key, interval.get("LastRecord"))
+
+    def _first_slot(self, interval) -> int | None:
+        return _record_time_slot(self.sdef, self.sel.time_key, interval.get("FirstRecord"))
+
+    def _density_prior(self) -> float:
+        """Records per sampled slot to assume before any reply: the key lists' sizes, x16 if open."""
+        sdef, sel = self.sdef, self.sel
+        density = 1.0
+        for key in sdef.primekeys:
+            if key == sel.time_key:
+                continue
+            kw = sdef.keyword(key)
+            listed = sel.window.key_lists.get(kw.name)
+            density *= len(listed) if listed else 16.0
+        return density
+
+    def _estimate_records(self, slots: int) -> int:
+        return int(max(0, slots) / self.sel.window.every * self._density_prior())
+
+    def _chunks(self, lo: int, hi: int, records_per_chunk: int) -> Iterator[tuple[Window, int]]:
+        """Windows covering [lo, hi), sized to ~records_per_chunk from the density seen so far."""
+        every = self.sel.window.every
+        density = self._density_prior()
+        start = self.sel.first_in_grid(lo)
+        while start < hi:
+            width = max(every, int(records_per_chunk / max(density, 1e-6)) * every)
+            end = min(hi, start + width)
+            count = yield self.sel.window.part(start, end), width
+            sampled = max(1, (end - start + every - 1) // every)
+            if count is not None:
+                observed = count / sampled
+                # Grow at most 8x per chunk: a sparse stretch must not make the next chunk huge.
+                density = max(observed, density / 8.0, 1e-6)
+            start = end
+
+    def _sync_range(self, lo: int, hi: int, *, advance: bool) -> None:
+        """Fetch full rows for slots [lo, hi) chunk by chunk; one transaction per chunk."""
+        chunker = self._chunks(lo, hi, self.target)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsocmirror-fetch")
+        try:
+            window, _ = next(chunker)
+            pending = pool.submit(self._fetch, window)
+            while pending is not None:
+                body = pending.result()
+                count = _reply_count(body)
+                try:
+                    next_window, _ = chunker.send(count)
+                    pending_next = pool.submit(self._fetch, next_window)
+                except StopIteration:
+                    next_window, pending_next = None, None
+                self._apply(window, body, advance)
+                del body
+                window, pending = next_window, pending_next
+        finally:
+            chunker.close()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fetch(self, window: Window) -> bytes:
+        return self.jsoc.rs_list_bytes(self.sel.recordset(window), self.keys)
+
+    def _apply(self, window: Window, body: bytes, advance: bool) -> None:
+        reply = decode_rs_list(body, self.sel.recordset(window))
+        keywords = rs_list_columns(reply)
+        del reply
+        rows = rows_to_arrow(keywords, self.columns, self.sdef) if keywords else self._empty_rows()
+        del keywords
+        adv = None
+        if advance:
+            last_slot = window.hi - 1
+            adv = {"watermark_index": window.hi, "run_id": self.run_id,
+                   "watermark_time": _slot_time_utc(self.sdef, self.sel.time_key, last_slot)}
+        counts = self.catalog.apply_chunk(self.entry.series, self.columns, rows, window, _utcnow(), adv)
+        self.summary.add(counts)
+        self.summary.chunks += 1
+        self.progress.chunk_done(self.entry.series, rows.num_rows)
+
+    def _apply_window_empty(self, window: Window) -> None:
+        counts = self.catalog.apply_chunk(self.entry.series, self.columns, self._empty_rows(), window, _utcnow())
+        self.summary.add(counts)
+
+    def _empty_rows(self) -> pa.Table:
+        names = [c.name for c in self.columns if c.kind != "record"] + ["_recnum", "_sunum", "_online", "_size"]
+        types = {c.name: _ARROW_TYPES[c.sql_type] for c in self.columns}
+        return pa.table({n: pa.array([], type=types[n]) for n in names})
+
+    def _sync_window(self, window: Window, *, advance: bool) -> None:
+        """A series without a slotted time key: the whole selection in one request."""
+        self.progress.series_started(self.entry.series, None)
+        body = self.jsoc.rs_list_bytes(self.sel.recordset(window), self.keys)
+        self._apply(window, body, advance)
+
+    # -- deep phase ----------------------------------------------------------------------------
+    def _deep_scan(self, lo: int, hi: int) -> None:
+        """Compare RECNUMs over slots [lo, hi) with the catalog; re-fetch only differing slots."""
+        sdef, key = self.sdef, self.sel.time_key
+        slot_col = self.sel.window.slot_column
+        changed: list[int] = []
+        chunker = self._chunks(lo, hi, self.target * 8)
+        try:
+            window, _ = next(chunker)
+            while True:
+                body = self.jsoc.rs_list_bytes(self.sel.recordset(window), [key, "*recnum*"])
+                cols = rs_list_columns(decode_rs_list(body, "recnum scan"))
+                count = len(cols.get("*recnum*", ()))
+                if cols:
+                    tai, _ = parse_times(pa.array(cols[key], type=pa.string()))
+                    slotting = sdef.slotting(key)
+                    rounding = slotting.step if slotting.kind == "ts_eq" else slotting.round
+                    slots = np.floor((tai - slotting.epoch + rounding / 2.0) / slotting.step + 1e-9).astype(np.int64)
+                    upstream = pa.table({"slot": slots, "_recnum": recnum_array(cols["*recnum*"])})
+                else:
+                    upstream = pa.table({"slot": pa.array([], pa.int64()), "_recnum": pa.array([], pa.int64())})
+                changed += self.catalog.window_recnum_changes(self.entry.series, upstream, window)
+                del body, cols, upstream
+                try:
+                    window, _ = chunker.send(count)
+                except StopIteration:
+                    break
+        finally:
+            chunker.close()
+        _ = slot_col
+        for a, b in _group_slots(changed, self.sel.window.every, max_width=max(1, self.target)):
+            self._sync_range(a, b, advance=False)
+
+
+def _group_slots(slots: list[int], every: int, max_width: int) -> list[tuple[int, int]]:
+    """Runs ``[a, b)`` covering the given slots; neighbours closer than _GAP_SLOTS samples merge."""
+    runs: list[tuple[int, int]] = []
+    for s in sorted(set(slots)):
+        if runs and s - runs[-1][1] < _GAP_SLOTS * every and s + 1 - runs[-1][0] <= max_width * every:
+            runs[-1] = (runs[-1][0], s + 1)
+        else:
+            runs.append((s, s + 1))
+    return runs
+
+
+def _reply_count(body: bytes) -> int | None:
+    match = _COUNT_RE.search(body, max(0, len(body) - 400))
+    return int(match.group(1)) if match else None
+
+
+def _slot_time_utc(sdef: SeriesDef, key: str, slot: int) -> datetime:
+    t = sdef.slotting(key).value(slot)
+    return drmstime.to_datetime_utc(t).replace(tzinfo=None)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+# -- public entry point -------------------------------------------------------------------------------
+def sync(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, series: list[str] | None = None,
+         *, progress: Progress | None = None, command: str = "sync") -> SyncResult:
+    """Sync the configured series (all, or those named) into the catalog; records a ``runs`` row.
+
+    The caller holds the mirror lock (``lock.mirror_lock``). Raises ConfigError for a series
+    that is not configured, JsocError when JSOC fails; chunks committed before a failure stay.
+    """
+    entries = [config.get_series(name) for name in series] if series else list(config.series)
+    if not entries:
+        from jsocmirror.errors import ConfigError
+
+        raise ConfigError(f"no series configured in {config.config_path}; add one with 'jsocmirror series add'")
+    run_id = uuid.uuid4().hex[:12]
+    result = SyncResult(run_id=run_id)
+    progress = progress or Progress()
+    started, req0, bytes0 = time.monotonic(), jsoc.requests, jsoc.bytes_received
+    catalog.q("run_start", run_id=run_id, command=command).fetchall()
+    status = "failed"
+    try:
+        for entry in entries:
+            result.series.append(_SeriesSync(catalog, jsoc, entry, config, run_id, progress).run())
+        status = "ok"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        result.requests = jsoc.requests - req0
+        result.bytes_received = jsoc.bytes_received - bytes0
+        result.seconds = time.monotonic() - started
+        summary = {"series": [s.as_dict() for s in result.series], "requests": result.requests,
+                   "seconds": round(result.seconds, 3)}
+        try:
+            catalog.q("run_finish", run_id=run_id, status=status, summary=orjson.dumps(summary).decode()).fetchall()
+        except Exception:  # the run row is bookkeeping: never mask the real error
+            log.warning("could not record the end of run %s", run_id)
+    return result
+
+
+__all__ = ["sync", "SyncResult", "SeriesSummary", "Progress", "Window", "resolve_selection", "rows_to_arrow",
+           "parse_times", "tai_to_utc_timestamps", "struct_definition"]
+
+_ = Callable

@@ -215,7 +215,12 @@ def _evaluate_spec(world: World, spec: Spec, cap: int, n: int) -> tuple[np.ndarr
         ords, vers = _from_recnums(world, sdef, recnum_filters[0], now, enum_cap)
         recnum_filters = recnum_filters[1:]
     else:
-        ords = model.enumerate(constraints, now, enum_cap)
+        try:
+            ords = model.enumerate(constraints, now, enum_cap)
+        except TooManyRecords:
+            if not n or post or where_filters or spec.all_versions:
+                raise
+            ords = _enumerate_window(world, sdef, model, constraints, now, cap, n)
         ords = world.drop_deleted(sdef, ords)
         vers = world.latest_versions(sdef, ords)
     all_versions = spec.all_versions
@@ -238,6 +243,36 @@ def _evaluate_spec(world: World, spec: Spec, cap: int, n: int) -> tuple[np.ndarr
     if len(ords) > cap and not (n and abs(n) < len(ords)):
         raise TooManyRecords(len(ords))
     return ords, vers
+
+
+def _enumerate_window(world, sdef, model, constraints, now, cap, n) -> np.ndarray:
+    """The first/last ``|n|`` records of a set too large to list: like JSOC's LIMIT query, grow a
+    window over the first prime key from the near end until it holds enough records."""
+    key = sdef.keyword(sdef.primekeys[0]).name
+    lo = _first_last(world, sdef, model, key, now, last=False)
+    hi = _first_last(world, sdef, model, key, now, last=True)
+    if lo is None or hi is None:
+        return np.empty(0, dtype=np.int64)
+    items = constraints.get(key.lower()) or [Interval(lo, hi)]
+    lo = max(lo, min(it.lo for it in items))
+    hi = min(hi, max(it.hi for it in items))
+    width = max(abs(n), 16)
+    while True:
+        wlo, whi = (lo, min(hi, lo + width)) if n > 0 else (max(lo, hi - width), hi)
+        clipped = []
+        for it in items:
+            step = max(1, it.step)
+            a = it.lo if it.lo >= wlo else it.lo + ((wlo - it.lo + step - 1) // step) * step
+            b = min(it.hi, whi)
+            if a <= b:
+                clipped.append(Interval(a, b, step))
+        window = dict(constraints)
+        window[key.lower()] = clipped
+        ords = model.enumerate(window, now, cap) if clipped else np.empty(0, dtype=np.int64)
+        ords = world.drop_deleted(sdef, ords)
+        if len(ords) >= abs(n) or (wlo <= lo and whi >= hi):
+            return ords[:n] if n > 0 else ords[n:]
+        width *= 4
 
 
 def _expand_versions(ords: np.ndarray, vers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -824,9 +824,16 @@ class World:
         return int(ordinal)
 
     def record_key(self, sdef: SeriesDef, ordinal: int) -> str:
+        return self.record_keys(sdef, [ordinal])[0]
+
+    def record_keys(self, sdef: SeriesDef, ordinals: Iterable[int]) -> list[str]:
+        """Record keys (``[v1][v2]``) of ordinals, as rs_list prints their prime keys."""
         from jsocmirror.emulator.query import primekey_strings  # late: query imports world
 
-        return "".join(f"[{v}]" for v in primekey_strings(self, sdef, np.array([ordinal], dtype=np.int64))[0])
+        ords = np.asarray(list(ordinals), dtype=np.int64)
+        if len(ords) == 0:
+            return []
+        return ["".join(f"[{v}]" for v in row) for row in primekey_strings(self, sdef, ords)]
 
     def _reprocess_many(self, sdef: SeriesDef, ordinals: list[int]) -> list[str]:
         """One reprocessing event: new versions with RECNUMs above the current maximum."""
@@ -846,11 +853,10 @@ class World:
                 next_recnum = max(next_recnum, int(v[0]) + 1)
                 next_sunum = max(next_sunum, int(v[1]) + 1)
         start_recnum = next_recnum
-        keys = []
+        keys = self.record_keys(sdef, ordinals)
         for i, ordinal in enumerate(ordinals):
             lg.versions.setdefault(ordinal, []).append(
                 [next_recnum + i, next_sunum + i // unit, i % unit, self._now])
-            keys.append(self.record_key(sdef, ordinal))
         n = len(ordinals)
         units = (n + unit - 1) // unit
         # records created after this event number above it
@@ -897,9 +903,9 @@ class World:
                 new = np.arange(before[sdef.name], limit, dtype=np.int64)
                 new = new[model.exists(new, self._now)] if len(new) else new
                 entry = {"new_count": int(len(new)),
-                         "new": [self.record_key(sdef, int(o)) for o in new[:1000].tolist()]}
+                         "new": self.record_keys(sdef, new[:1000].tolist())}
                 # the sample comes from the recent past (the last 30 days), where reprocessing happens
-                window = max(1, min(limit, int(30 * DAY / max(1.0, self._cadence(sdef))) * 8))
+                window = max(1, min(limit, int(30 * DAY / max(1.0, self._cadence(sdef)))))
                 lo = max(0, limit - window)
                 h = record_hash(name_key("night", sdef.name, self.seed, self.nights),
                                 np.arange(self.NIGHT_REPROCESS * 4 + self.NIGHT_DELETE * 4, dtype=np.int64))
@@ -912,10 +918,9 @@ class World:
                 to_reprocess = sorted(picks[self.NIGHT_DELETE:self.NIGHT_DELETE + self.NIGHT_REPROCESS].tolist())
                 entry["reprocessed"] = self._reprocess_many(sdef, to_reprocess)
                 lg = self.logs.setdefault(sdef.name.lower(), SeriesLog())
-                entry["deleted"] = []
+                entry["deleted"] = self.record_keys(sdef, to_delete)
                 for o in to_delete:
                     lg.deleted[int(o)] = self._now
-                    entry["deleted"].append(self.record_key(sdef, int(o)))
                 report[sdef.name] = entry
             self._build_indexes()
             self._save()

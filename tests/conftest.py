@@ -1,0 +1,48 @@
+"""Shared fixtures: a real JSOC emulator over loopback, a drms client for it, the protocol fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    """A started Emulator with its world persisted under tmp_path/emu (clock 2024.07.01_00:00:00_TAI)."""
+    from jsocmirror.emulator import Emulator
+
+    with Emulator(state_dir=tmp_path / "emu", seed=0) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def shared_emulator(tmp_path_factory):
+    """One read-only emulator for the whole session: never mutate its world."""
+    from jsocmirror.emulator import Emulator
+
+    with Emulator(state_dir=tmp_path_factory.mktemp("emu-shared"), seed=0) as emu:
+        yield emu
+
+
+def make_drms_client(emu, email: str | None = "x@example.com"):
+    import drms
+
+    return drms.Client(drms.ServerConfig(**emu.drms_config()), email=email)
+
+
+@pytest.fixture
+def drms_client(emulator):
+    """The unmodified drms client pointed at the ``emulator`` fixture."""
+    return make_drms_client(emulator)
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    """../shared/fixtures (real JSOC recordings); the test is skipped when it is absent."""
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip(f"shared fixtures not found at {SHARED_FIXTURES}")
+    return SHARED_FIXTURES

@@ -71,7 +71,7 @@ def test_parse_time_leap_second_boundaries(before, after, dat_before, dat_after)
     assert format_time(t0 + 1.7, "UTC") == after  # rounds into the new day, not to :61
 
 
-def test_tai_minus_utc_table():
+def test_tai_minus_utc_at_utc_follows_leap_table():
     assert drmstime.tai_minus_utc_at_utc(drmstime.calendar_seconds(2010, 1, 1)) == 34
     assert drmstime.tai_minus_utc_at_utc(drmstime.calendar_seconds(2013, 1, 1)) == 35
     assert drmstime.tai_minus_utc_at_utc(drmstime.calendar_seconds(2016, 1, 1)) == 36
@@ -129,7 +129,7 @@ def test_parse_duration_units_and_errors():
         parse_duration("5 weeks")
 
 
-def test_datetime_conversions_round_trip():
+def test_from_datetime_round_trips():
     dt = datetime(2015, 6, 30, 12, 0, 0, 250000, tzinfo=timezone.utc)
     t = drmstime.from_datetime(dt)
     assert format_time(t, "TAI", 2) == "2015.06.30_12:00:35.25_TAI"
@@ -143,19 +143,19 @@ millis = st.integers(min_value=-(10**12), max_value=2 * 10**12).map(lambda ms: m
 
 @settings(max_examples=300, deadline=None)
 @given(t=internal_times, zone=st.sampled_from(["TAI", "UTC", "ISO"]))
-def test_format_then_parse_is_identity_on_whole_seconds(t, zone):
+def test_format_time_then_parse_time_is_identity_on_whole_seconds(t, zone):
     assert parse_time(format_time(t, zone)) == t
 
 
 @settings(max_examples=300, deadline=None)
 @given(t=millis, zone=st.sampled_from(["TAI", "UTC", "ISO"]))
-def test_format_then_parse_keeps_milliseconds(t, zone):
+def test_format_time_then_parse_time_keeps_milliseconds(t, zone):
     assert parse_time(format_time(t, zone, 3)) == pytest.approx(t, abs=6e-4)
 
 
 @settings(max_examples=100, deadline=None)
 @given(leap=st.sampled_from(["2012.07.01", "2015.07.01", "2017.01.01"]), offset=st.integers(-3, 3))
-def test_format_then_parse_is_identity_around_leap_seconds(leap, offset):
+def test_format_time_then_parse_time_is_identity_around_leap_seconds(leap, offset):
     t = parse_time(leap + "_00:00:00_UTC") + offset
     for zone in ("TAI", "UTC", "ISO"):
         assert parse_time(format_time(t, zone)) == t

@@ -261,7 +261,7 @@ M45 = REGISTRY.get("hmi.M_45s")
         "NOT NOT QUALITY >= 0",
     ],
 )
-def test_where_scalar_and_vectorised_evaluation_agree(where):
+def test_evaluate_columns_agrees_with_evaluate(where):
     rng = np.random.default_rng(7)
     n = 500
     t0 = drmstime.parse_time("2012.01.01_00:00:00_TAI")
@@ -286,7 +286,7 @@ def test_where_scalar_and_vectorised_evaluation_agree(where):
     assert expr.keywords <= set(cols)
 
 
-def test_where_hex_is_the_int32_bit_pattern():
+def test_parse_where_hex_is_the_int32_bit_pattern():
     expr = parse_where("QUALITY = 0x80000000", M45)
     assert expr.evaluate({"QUALITY": -2147483648}.get) and not expr.evaluate({"QUALITY": 0}.get)
     assert parse_where("CALVER64 = 0x0000000000000400", M45).evaluate({"CALVER64": 1024}.get)

@@ -93,7 +93,7 @@ def test_builtin_series_prime_keys_zones_and_segments(registry):
     assert {s.name for s in lev1.segments} == {"image_lev1", "spikes"}
 
 
-def test_slotting_hmi_test_vectors(registry):
+def test_slotting_index_hmi_test_vectors(registry):
     m45, m720 = registry.get("hmi.M_45s"), registry.get("hmi.M_720s")
     assert _printed_slots(m45, "2012.01.01_00:00:34_TAI", "2012.01.01_00:01:19_TAI") == [
         "2012.01.01_00:00:45_TAI", "2012.01.01_00:01:30_TAI"]
@@ -106,7 +106,7 @@ def test_slotting_hmi_test_vectors(registry):
     assert m45.slotting("T_REC").epoch == drmstime.EPOCH_1993 and slot.step == 720.0
 
 
-def test_slotting_aia_observed_grid(registry):
+def test_slotting_index_aia_observed_grid(registry):
     euv = registry.get("aia.lev1_euv_12s")
     slots = _printed_slots(euv, "2010.07.30_13:30:34_TAI", "2010.07.30_14:00:34_TAI")
     assert len(slots) == 151 and slots[0] == "2010-07-30T13:30:02Z" and slots[-1] == "2010-07-30T14:00:02Z"
@@ -128,7 +128,7 @@ def test_to_struct_round_trips(registry, name):
     assert struct["keywords"] == raw["keywords"] and struct["segments"] == raw["segments"]
 
 
-def test_registry_user_directory_adds_and_overrides(tmp_path):
+def test_from_dirs_user_directory_adds_series(tmp_path):
     struct = builtin_series().get("hmi.M_45s").to_struct()
     struct["note"] = "my copy"
     (tmp_path / "hmi.V_45s.json").write_text(json.dumps(struct))  # no "name": the file name stands in

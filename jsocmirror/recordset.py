@@ -1042,11 +1042,7 @@ class _WhereParser:
         raise self.error(f"expected a keyword or a value but found {tok.text!r}")
 
     def reject_sql(self, tok: _Tok) -> None:
-        nxt = self.peek()
-        if nxt is not None and nxt.kind == "punct" and nxt.text == "(":
-            raise self.error(f"function call {tok.text}(...) is not allowed")
-        if tok.text.lower() in _SQL_WORDS:
-            raise self.error(f"SQL word {tok.text.upper()!r} is not allowed")
+        """SQL words and calls never get past the tokenizer; AND/OR/... here are misplaced."""
         if tok.text.lower() in _LOGIC_WORDS:
             raise self.error(f"unexpected {tok.text.upper()}")
 

@@ -292,11 +292,15 @@ def select(emulator: Any, ds: str, *, keywords: Iterable[str] = ()) -> Selection
 
 
 class _LinkTargets:
-    """Link targets of a selection, computed once per link and handed out per row."""
+    """Link targets of a selection, computed once per link, column-wise, and handed out per row.
+
+    Target records carry only what exports need of them (identity, prime keys and time keywords
+    for file names); their files are generated from (series, recnum, segment) alone.
+    """
 
     def __init__(self, emulator: Any, sel: Any):
         self.emulator, self.sel = emulator, sel
-        self._targets: dict[str, Any] = {}
+        self._targets: dict[str, list[filegen.FileRecord] | None] = {}
 
     def for_row(self, i: int):
         if not self.sel.sdef.links:
@@ -305,11 +309,27 @@ class _LinkTargets:
 
     def target(self, link: str, i: int) -> filegen.FileRecord | None:
         if link not in self._targets:
-            self._targets[link] = self.sel.link_target(link)
-        target = self._targets[link]
-        if target is None or i >= len(target):
+            self._targets[link] = self._build(link)
+        rows = self._targets[link]
+        return rows[i] if rows is not None and i < len(rows) else None
+
+    def _build(self, link: str) -> list[filegen.FileRecord] | None:
+        target = self.sel.link_target(link)
+        if target is None:
             return None
-        return _full_record(self.emulator, target.take(np.array([i], dtype=np.int64)))
+        sdef = target.sdef
+        names = {k.name for k in sdef.primekey_keywords} | {k.name for k in sdef.keywords
+                                                          if k.is_time and not k.hidden}
+        columns = {name: _column_values(target, name) for name in names}
+        recnums = target.recnums.tolist()
+        sunums, slots = (a.tolist() for a in target.sunum_slots)
+        online = target.online.tolist()
+        pks = target.primekey_strings()
+        size = _record_size(sdef)
+        return [filegen.FileRecord(sdef, int(recnums[j]), {k: v[j] for k, v in columns.items()},
+                                   sunum=int(sunums[j]), slot=int(slots[j]), online=bool(online[j]), size=size,
+                                   pk_strings=tuple(pks[j]))
+                for j in range(len(target))]
 
 
 def _full_record(emulator: Any, one: Any) -> filegen.FileRecord:
@@ -339,7 +359,11 @@ def record_at(emulator: Any, sunum: int, slot: int) -> filegen.FileRecord | None
     sdef, stored = found
     for ordinal, version, at in stored:
         if at == slot:
-            return _full_record(emulator, _one(emulator, sdef, ordinal, version))
+            # as-is files need only the record's identity: no keyword values are computed
+            one = _one(emulator, sdef, ordinal, version)
+            sunums, slots = one.sunum_slots
+            return filegen.FileRecord(sdef, int(one.recnums[0]), {}, sunum=int(sunums[0]), slot=int(slots[0]),
+                                      size=_record_size(sdef))
     return None
 
 
@@ -425,6 +449,23 @@ class Exports:
         key = (protocol, rec.series.name.lower(), rec.recnum, segment.name, shape)
         return self.cache.get(key, lambda: filegen.build_fits(rec, segment, protocol=protocol, shape=shape))
 
+    def _version_file(self, series: str, recnum: int, segment: str, protocol: str) -> bytes | None:
+        """A record version's file from the cache, computing the record's keywords only on a miss."""
+        shape = tuple(self.config.image_shape)
+        key = (protocol, series.lower(), recnum, segment, shape)
+
+        def make() -> bytes:
+            rec = self._record_version(series, recnum)
+            seg = rec.series.segment(segment) if rec is not None else None
+            if rec is None or seg is None:
+                raise LookupError(f"{series}:{recnum}:{segment}")
+            return filegen.build_fits(rec, seg, protocol=protocol, shape=shape)
+
+        try:
+            return self.cache.get(key, make)
+        except LookupError:
+            return None
+
     # -- exp_request ---------------------------------------------------------------------------
     def exp_request(self, params: dict[str, str]) -> dict[str, Any]:
         ds = (params.get("ds") or "").strip()
@@ -485,8 +526,8 @@ class Exports:
                            template, size, all_online)
 
     def _busy(self, notify: str, ids: list[str]) -> dict[str, Any]:
-        listed = ", ".join(ids) if ids else "JSOC_00000000_000"
-        return _error(7, f"User {notify} has {max(1, len(ids))} pending export requests ({listed}); "
+        listed = f" ({', '.join(ids)})" if ids else ""
+        return _error(7, f"User {notify} has {max(1, len(ids))} pending export requests{listed}; "
                          "please wait until they complete before submitting a new one.")
 
     def _files(self, records: list[filegen.FileRecord], segments: list[Any], method: str, protocol: str,
@@ -640,15 +681,9 @@ class Exports:
         return None
 
     def _export_member(self, request: ExportRequest, entry: ExportFile) -> bytes | None:
-        rec = self._record_version(entry.series, entry.recnum)
-        if rec is None:
+        if self.faults is not None and self.faults.file_missing(entry.series, entry.recnum, entry.segment):
             return None
-        segment = rec.series.segment(entry.segment)
-        if segment is None:
-            return None
-        if self.faults is not None and self.faults.file_missing(rec.series.name, rec.recnum, segment.name):
-            return None
-        return self.file_bytes(rec, segment, request.protocol)
+        return self._version_file(entry.series, entry.recnum, entry.segment, request.protocol)
 
     def _record_version(self, series: str, recnum: int) -> filegen.FileRecord | None:
         return record_version(self.emulator, series, recnum)

@@ -9,7 +9,7 @@ A *layout template* is a ``/``-separated relative path with placeholders (docs/l
   (``20120101_000045_TAI``, ``2014-01-01T000001Z``); integers in decimal; other values
   percent-escaped so they never hold a separator or a character some filesystem refuses;
 - ``{KEY:%Y}``, ``{KEY:%m}``, ``{KEY:%d}``, ``{KEY:%H}`` calendar parts of a time key (in its zone),
-  ``{KEY://N}`` an integer key divided by N (rounded down): partitions, never the key itself.
+  ``{KEY:divN}`` an integer key divided by N (rounded down): partitions, never the key itself.
 
 A template must hold every prime key in full and ``{segment}``; ``relative_path`` and
 ``parse_path`` are exact inverses (a path is accepted only if rendering its values gives it
@@ -73,7 +73,7 @@ class ParsedPath:
 class _Field:
     kind: str  # series | segment | key
     key: str | None = None  # canonical prime-key name
-    fmt: str | None = None  # None (full value), lower, %Y.. or //N
+    fmt: str | None = None  # None (full value), lower, %Y.. or divN
 
 
 class Template:
@@ -126,8 +126,8 @@ class Template:
         if field.fmt is None:
             return texts[field.key]
         value = typed[field.key]
-        if field.fmt.startswith("//"):
-            return str(value // int(field.fmt[2:]))
+        if field.fmt.startswith("div"):
+            return str(value // int(field.fmt[3:]))
         parts = _time_parts(value, self._keywords[field.key].zone)
         return parts[_TIME_PARTS[field.fmt][0]]
 
@@ -218,7 +218,7 @@ class Template:
             if kw.is_int:
                 return r"-?\d+"
             return r"[A-Za-z0-9_+%~-]+"
-        if field.fmt.startswith("//"):
+        if field.fmt.startswith("div"):
             return r"-?\d+"
         return _TIME_PARTS[field.fmt][1]
 
@@ -265,7 +265,7 @@ def _literal(text: str, lit: str) -> str:
     if "{" in lit or "}" in lit or not _SAFE_LITERAL.match(lit):
         raise LayoutError(
             f"layout template {text!r}: text {lit!r} may only use letters, digits and . _ + - "
-            "(placeholders are {series}, {segment}, {KEY}, {KEY:%Y|%m|%d|%H}, {KEY://N})"
+            "(placeholders are {series}, {segment}, {KEY}, {KEY:%Y|%m|%d|%H}, {KEY:divN})"
         )
     return lit
 
@@ -292,10 +292,10 @@ def _field(sd: SeriesDef, text: str, spec: str) -> _Field:
     if fmt is not None:
         if kw.is_time and fmt in _TIME_PARTS:
             pass
-        elif kw.is_int and re.fullmatch(r"//[1-9]\d*", fmt):
+        elif kw.is_int and re.fullmatch(r"div[1-9]\d*", fmt):
             pass
         else:
-            accepted = "%Y, %m, %d or %H" if kw.is_time else ("//N" if kw.is_int else "no format")
+            accepted = "%Y, %m, %d or %H" if kw.is_time else ("divN, e.g. div1000" if kw.is_int else "no format")
             raise LayoutError(f"layout template {text!r}: {{{spec}}}: format {fmt!r} not accepted for {kw.name} ({accepted})")
     return _Field("key", key=kw.name, fmt=fmt)
 
@@ -436,7 +436,7 @@ def default_template(series_def: SeriesDef) -> str:
         if slot is not None and slot.step > 0 and 86400.0 / slot.step > HOUR_PARTITION_SLOTS_PER_DAY:
             dirs.append(f"{{{t}:%H}}")
     elif kws and kws[0].is_int:
-        dirs.append("{" + kws[0].name + "://1000}")
+        dirs.append("{" + kws[0].name + ":div1000}")
     name = "{series:lower}." + "".join("{" + kw.name + "}." for kw in kws) + "{segment}.fits"
     return "/".join(dirs + [name])
 
@@ -547,12 +547,12 @@ class DirectoryMatcher:
 
     def match(self, names: list[str]) -> tuple[list[str], list[str], list[str], list[str]]:
         """(matched names, their record keys, their segments, names left for the slow path)."""
-        joined = "\n".join(names)
-        if joined.count("\n") != len(names) - 1:
-            return [], [], [], list(names)
-        found = self.regex.findall(joined)
+        odd = [n for n in names if "\n" in n]  # a newline in a name would split it in two
+        if odd:
+            names = [n for n in names if "\n" not in n]
+        found = self.regex.findall("\n".join(names))
         if not found:
-            return [], [], [], list(names)
+            return [], [], [], list(names) + odd
         cols = list(zip(*found))
         matched = list(cols[0])
         groups = cols[1:]
@@ -565,7 +565,7 @@ class DirectoryMatcher:
         else:
             keys = [self.key_format] * len(matched)
         left = [] if len(matched) == len(names) else sorted(set(names) - set(matched))
-        return matched, keys, segments, left
+        return matched, keys, segments, left + odd
 
 
 def directory_matcher(tpl: Template, dirpath: str) -> DirectoryMatcher | None:
@@ -603,7 +603,7 @@ def directory_matcher(tpl: Template, dirpath: str) -> DirectoryMatcher | None:
             if fixed_parts.setdefault(field.key, {}).setdefault(part, text) != text:
                 return None
         else:
-            return None  # //N buckets: leave to the slow path
+            return None  # divN buckets: leave to the slow path
     for key, parts in fixed_parts.items():
         if not {"y", "mo", "d"} <= parts.keys() or not _valid_date(tpl._keywords[key].zone, parts):
             return None

@@ -1,0 +1,174 @@
+"""Commands over the files of the mirror: ``scan``, ``diff``, ``status``, ``export-catalog``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+
+import click
+
+from jsocmirror import config as cfg
+from jsocmirror.catalog import Catalog
+from jsocmirror.cli import cli, show_progress
+from jsocmirror.diff import (
+    GAP_STATES, STATES, _check_states, diff_mirror, export_catalog, layout_for_config, mirror_status,
+    refresh_file_views, series_definitions,
+)
+from jsocmirror.scan import scan_tree
+
+mirror_option = click.option(
+    "-m", "--mirror", "mirror_dir", default=".", show_default=True, envvar="JSOCMIRROR_MIRROR",
+    type=click.Path(file_okay=False), help="Mirror directory (holds jsocmirror.toml); env JSOCMIRROR_MIRROR.",
+)
+
+
+def _open(mirror_dir: str):
+    config = cfg.load_config(mirror_dir)
+    return config, Catalog(config.catalog_path)
+
+
+def _skip_paths(config) -> list[str]:
+    """Files of the mirror itself that may live under a local data root (the catalog)."""
+    root = os.path.abspath(config.data_root) if "://" not in config.data_root else None
+    out = []
+    if root:
+        for path in (str(config.catalog_path), str(config.catalog_path) + ".wal", str(config.config_path)):
+            rel = os.path.relpath(os.path.abspath(path), root)
+            if not rel.startswith(".."):
+                out.append(rel.replace(os.sep, "/"))
+    return out
+
+
+@cli.command()
+@mirror_option
+@click.option("--verify", is_flag=True, help="Also read the headers of new or changed files (CHECKSUM/DATASUM, RECNUM, prime keys).")
+@click.option("--names-only", is_flag=True, help="Record names only (no size/mtime): fastest, but empty files go unnoticed.")
+@click.option("--full", is_flag=True, help="List every directory, even those whose mtime says they are unchanged.")
+@click.option("--problems", default=20, show_default=True, help="How many problem files to list.")
+def scan(mirror_dir: str, verify: bool, names_only: bool, full: bool, problems: int) -> None:
+    """Inventory the files under the data root (never changes anything there)."""
+    config, catalog = _open(mirror_dir)
+    with catalog:
+        registry = series_definitions(catalog)
+        layout = layout_for_config(config, registry)
+        bar = None
+        if show_progress():
+            from tqdm import tqdm
+
+            bar = tqdm(desc="scan", unit=" files", leave=False)
+
+        def progress(n: int) -> None:
+            if bar is not None:
+                bar.n = n
+                bar.refresh()
+
+        try:
+            result = scan_tree(catalog, config.data_root, layout, stat=not names_only, verify=verify, full=full,
+                               skip=_skip_paths(config), progress=progress)
+        finally:
+            if bar is not None:
+                bar.close()
+        refresh_file_views(catalog, [e.series for e in config.series])
+    click.echo(f"{result.files} files, {_human(result.bytes)} under {result.root} "
+               f"({result.dirs_listed} directories listed, {result.dirs_unchanged} unchanged, {result.elapsed:.2f} s)")
+    for state, n in sorted(result.by_state.items()):
+        click.echo(f"  {state:<12} {n}")
+    if verify:
+        click.echo(f"verified {result.verified} files: " + ", ".join(f"{k} {v}" for k, v in sorted(result.by_verify_state.items())))
+    shown = [p for p in result.problems][:problems]
+    for path, state, why in shown:
+        click.echo(f"  {state}: {path} ({why})")
+    if len(result.problems) > len(shown):
+        click.echo(f"  ... and more: see 'jsocmirror diff --state unknown'")
+
+
+@cli.command()
+@mirror_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--state", "states", multiple=True,
+              help=f"Only these states (repeatable): {', '.join(GAP_STATES)}, present counts only, unknown = files outside the layout.")
+@click.option("--series", "series", multiple=True, help="Only these configured series (repeatable).")
+def diff(mirror_dir: str, fmt: str, states: tuple[str, ...], series: tuple[str, ...]) -> None:
+    """List what the mirror lacks: missing, stale, corrupt, no-image, offline and orphaned files."""
+    chosen = _check_states(states) if states else None
+    config, catalog = _open(mirror_dir)
+    with catalog:
+        result = diff_mirror(catalog, config, list(series) or None)
+        gap_states = [s for s in (chosen or GAP_STATES) if s in GAP_STATES]
+        rows = [
+            {"series": g.series, "record_key": g.record_key, "segment": g.segment, "state": g.state,
+             "recnum": g.recnum, "file_recnum": g.file_recnum, "path": g.path, "reason": g.reason}
+            for g in result.gaps(gap_states)
+        ] if gap_states else []
+        if chosen is None or "unknown" in chosen:
+            rows += [{"series": None, "record_key": None, "segment": None, "state": "unknown", "recnum": None,
+                      "file_recnum": None, "path": path, "reason": f"{state}: {problem}"}
+                     for path, state, problem, _ in result.unknown()]
+    if fmt == "json":
+        click.echo(json.dumps({"counts": result.counts, "unknown_files": result.unknown_files, "gaps": rows}, indent=1))
+        return
+    if fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=["series", "record_key", "segment", "state", "recnum",
+                                                        "file_recnum", "path", "reason"])
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    for row in rows:
+        where = f"{row['series']}{row['record_key']}{{{row['segment']}}}" if row["series"] else row["path"]
+        click.echo(f"{row['state']:<9} {where}" + (f"  ({row['reason']})" if row["reason"] else ""))
+    _echo_counts(result.counts, result.unknown_files)
+
+
+def _echo_counts(counts: dict[str, dict[str, int]], unknown: int) -> None:
+    header = f"{'series':<24}" + "".join(f"{s:>10}" for s in STATES)
+    click.echo(header)
+    for name, states in sorted(counts.items()):
+        click.echo(f"{name:<24}" + "".join(f"{states.get(s, 0):>10}" for s in STATES))
+    if unknown:
+        click.echo(f"{unknown} files outside the layout ('jsocmirror diff --state unknown' lists them)")
+
+
+@cli.command()
+@mirror_option
+@click.option("--by", type=click.Choice(["day", "month"]), default="month", show_default=True, help="Coverage period.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def status(mirror_dir: str, by: str, fmt: str) -> None:
+    """Per-series counts, bytes on disk and coverage per day or month."""
+    config, catalog = _open(mirror_dir)
+    with catalog:
+        statuses, result = mirror_status(catalog, config, by=by)
+        last = catalog.q("status_last_scan").fetchall()
+    if fmt == "json":
+        click.echo(json.dumps([s.__dict__ for s in statuses], indent=1, default=str))
+        return
+    click.echo(f"last scan: {last[0][1]:%Y-%m-%d %H:%M:%S} UTC of {last[0][0]}" if last else "never scanned ('jsocmirror scan')")
+    for st in statuses:
+        c = st.counts
+        click.echo(f"{st.series}: {st.files} files, {_human(st.bytes)}; " + ", ".join(f"{s} {c.get(s, 0)}" for s in STATES))
+        for period, present, expected, fraction in st.coverage:
+            click.echo(f"  {period}  {present:>8}/{expected:<8} {fraction:7.1%}")
+    if result.unknown_files:
+        click.echo(f"{result.unknown_files} files outside the layout")
+
+
+@cli.command("export-catalog")
+@mirror_option
+@click.argument("dest", required=False)
+def export_catalog_cmd(mirror_dir: str, dest: str | None) -> None:
+    """Write the catalog's tables as Parquet (default: <data root>/_catalog/), for DuckDB or pandas."""
+    config, catalog = _open(mirror_dir)
+    target = dest or (config.data_root.rstrip("/") + "/_catalog")
+    with catalog:
+        written = export_catalog(catalog, target)
+    click.echo(f"wrote {len(written)} tables to {target}")
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -235,7 +235,6 @@ def _parse_spec(text: str, lookup: Callable[[str], SeriesDef | None]) -> Spec:
         raise RecordSetError(f"Invalid series name: {name!r} is not a known series")
     filters: list[Filter] = []
     segments: tuple[str, ...] | None = None
-    bound: set[str] = set()
     position = 0
     i = match.end()
     while i < len(text):
@@ -259,7 +258,7 @@ def _parse_spec(text: str, lookup: Callable[[str], SeriesDef | None]) -> Spec:
             body = text[i + 1:end]
             if "[" in body:
                 raise RecordSetError(f"unbalanced '[' in {text.strip()!r}: '[' inside a filter")
-            position = _parse_bracket(body, series, filters, bound, position, text)
+            position = _parse_bracket(body, series, filters, position, text)
             i = end + 1
         elif ch == "{":
             end = text.find("}", i + 1)
@@ -290,7 +289,7 @@ def _parse_segments(body: str, series: SeriesDef) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _parse_bracket(body: str, series: SeriesDef, filters: list, bound: set, position: int, text: str) -> int:
+def _parse_bracket(body: str, series: SeriesDef, filters: list, position: int, text: str) -> int:
     """Parse one ``[...]`` prime-key or recnum filter; returns the next positional index."""
     stripped = body.strip()
     if stripped.startswith(":"):
@@ -309,8 +308,8 @@ def _parse_bracket(body: str, series: SeriesDef, filters: list, bound: set, posi
         if not value_text.strip():
             raise RecordSetError(f"[{body}] names {key} but gives no value")
     else:
-        while position < len(series.primekeys) and series.keyword(series.primekeys[position]).name in bound:
-            position += 1
+        # as DRMS (drms_names.c): only positional brackets and [] advance the position;
+        # a [KEY=...] bracket does not, so [CAMERA=2][t] binds t to T_REC
         if position >= len(series.primekeys):
             raise RecordSetError(
                 f"too many [] filters in {text.strip()!r}: {series.name} has {len(series.primekeys)} prime keys "
@@ -319,7 +318,6 @@ def _parse_bracket(body: str, series: SeriesDef, filters: list, bound: set, posi
         key = series.keyword(series.primekeys[position]).name
         position += 1
         value_text = body
-    bound.add(key)
     if value_text.strip():
         filters.append(KeyFilter(key, _parse_items(value_text, series, key)))
     return position

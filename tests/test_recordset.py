@@ -176,6 +176,11 @@ def test_parse_recordset_named_and_positional_binding():
     spec = parse1("hmi.sharp_720s[T_REC=2024.06.28_00:00:00_TAI][11465]")
     assert [f.key for f in spec.filters] == ["T_REC", "HARPNUM"]
     assert spec.filters[1].items == (Point(11465),)
+    # a named bracket does not advance the position (drms_names.c): [2] is taken for T_REC
+    with pytest.raises(RecordSetError, match="bad time '2' for T_REC"):
+        parse1("hmi.M_45s[T_REC=2012.01.01_00:00:45_TAI][2]")
+    spec = parse1("hmi.M_45s[T_REC=2012.01.01_00:00:45_TAI][][2]")
+    assert [f.key for f in spec.filters] == ["T_REC", "CAMERA"]
 
 
 def test_parse_recordset_lists_first_last_and_index():

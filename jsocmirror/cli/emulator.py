@@ -53,8 +53,16 @@ def _echo_json(data) -> None:
               help="Extra directory of series definitions (*.json), besides the built-ins. Repeatable.")
 @click.option("--max-records", type=click.IntRange(1), default=None,
               help="Refuse rs_list/exports above this many records (default 3,000,000).")
+@click.option("--mode", type=click.Choice(["strict", "lenient"]), default="strict", show_default=True,
+              help="strict: one pending export per email (status 7 otherwise), like JSOC; lenient: no limit.")
+@click.option("--speed", type=click.Choice(["quick", "slow"]), default="quick", show_default=True,
+              help="Export processing time: quick (tests) or slow (JSOC-like minutes).")
+@click.option("--image-size", default=None, metavar="ROWSxCOLS", help="Pixels of generated files (default 64x64).")
+@click.option("--fault", "faults", multiple=True, metavar="NAME=VALUE",
+              help="Turn on a fault switch, e.g. http_503=0.2, endpoints=files, slow=1 (see docs/emulator.md). "
+                   "Repeatable.")
 def serve(port: int, host: str, state_dir: str | None, seed: int, series_dirs: tuple[str, ...],
-          max_records: int | None) -> None:
+          max_records: int | None, mode: str, speed: str, image_size: str | None, faults: tuple[str, ...]) -> None:
     """Serve the emulator until interrupted (Ctrl-C or SIGTERM)."""
     from jsocmirror.emulator import Emulator, EmulatorConfig
 
@@ -65,6 +73,7 @@ def serve(port: int, host: str, state_dir: str | None, seed: int, series_dirs: t
         emu = Emulator(state_dir=state_dir, seed=seed, host=host, port=port, series_dirs=series_dirs, config=config)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    _configure_exports(emu, mode, speed, image_size, faults)
     try:
         emu.start()
     except OSError as exc:
@@ -78,6 +87,22 @@ def serve(port: int, host: str, state_dir: str | None, seed: int, series_dirs: t
         pass
     finally:
         emu.stop()
+
+
+def _configure_exports(emu, mode: str, speed: str, image_size: str | None, faults: tuple[str, ...]) -> None:
+    """The exports/faults options of ``serve`` (H3's part of this file)."""
+    emu.exports.config.set_mode(mode)
+    emu.exports.config.set_speed(speed)
+    if image_size:
+        rows, sep, cols = image_size.lower().partition("x")
+        if not (sep and rows.isdigit() and cols.isdigit() and 0 < int(rows) <= 8192 and 0 < int(cols) <= 8192):
+            raise UsageError(f"bad --image-size {image_size!r} (expected ROWSxCOLS, e.g. 64x64, each 1..8192)")
+        emu.exports.config.image_shape = (int(rows), int(cols))
+    for assignment in faults:
+        try:
+            emu.faults.parse(assignment)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _seconds(text: str) -> float:

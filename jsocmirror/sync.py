@@ -297,8 +297,8 @@ def _int_or_none(text: str | None) -> int | None:
     if text is None:
         return None
     try:
-        return int(text, 16) if text.lower().startswith(("0x", "-0x")) else int(float(text))
-    except ValueError:
+        return int(text, 16) if text.lower().startswith(("0x", "-0x")) else int(text)
+    except ValueError:  # not an integer (JSOC should never send one for an int keyword): NULL
         return None
 
 

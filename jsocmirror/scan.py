@@ -178,11 +178,13 @@ def scan_tree(
 
     ``stat=False`` records names only (no size/mtime: fastest; empty files are not noticed);
     ``full=True`` lists every directory even if its mtime says it is unchanged; ``verify=True``
-    then checks the headers of files not verified since they changed. ``skip`` names paths
+    (which implies ``full``) then checks the headers of files not verified since they changed. ``skip`` names paths
     (relative to the root) that belong to the mirror, such as a catalog file kept there.
     ``progress`` is called with the number of files found so far, now and then.
     """
     started = time.perf_counter()
+    # verification must notice files rewritten in place, which leave their directory's mtime alone
+    full = full or verify
     fs, root_path = open_root(root, storage_options)
     root_id = root if fs is not None else root_path
     if fs is None and not os.path.isdir(root_path):

@@ -217,3 +217,31 @@ def test_stuck_export_never_finishes(emu):
     time.sleep(emu.exports.config.timing.base + 0.3)
     status = json.loads(_get(_status_url(emu, reply["requestid"])).read())
     assert status["status"] == 1 and status["requestid"] == reply["requestid"]
+
+
+def test_cli_serve_fault_option_turns_a_switch_on():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "jsocmirror", "emulator", "serve", "--fault", "http_503=1",
+                             "--fault", "endpoints=exp_status", "--mode", "lenient"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _get(url + "cgi-bin/ajax/jsoc_fetch?op=exp_status&requestid=JSOC_20240701_001")
+        assert err.value.code == 503
+        assert _get(url + "cgi-bin/ajax/jsoc_info?op=series_struct&ds=hmi.m_45s").status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_cli_serve_rejects_an_unknown_fault():
+    from click.testing import CliRunner
+
+    from jsocmirror.cli import cli
+
+    result = CliRunner().invoke(cli, ["emulator", "serve", "--fault", "nope=1"])
+    assert result.exit_code == 2 and "unknown fault 'nope'" in result.output

@@ -420,6 +420,17 @@ def _duration(text: str, key: str, step: float | None) -> float:
     return seconds
 
 
+def _duration_slots(duration: float, slot: Slotting) -> int:
+    """How many slots ``a/duration`` covers (drms_keyword_slotval2indexval).
+
+    ts_eq: ``max(1, int(dur/step))``. ts_slot truncates to whole rounding intervals first and
+    slots that: ``floor((int(dur/R)·R + R/2) / step)``, at least one interval's worth.
+    """
+    unit = slot.round if slot.kind == "ts_slot" and slot.round > 0 else slot.step
+    whole = max(1, int(duration / unit + 1e-9))
+    return max(1, math.floor((whole * unit + unit / 2.0) / slot.step + 1e-9))
+
+
 def _every_slots(seconds: float, slot: Slotting) -> int:
     return max(1, round(seconds / slot.step))
 
@@ -437,7 +448,7 @@ def _time_item(item: str, kw: Keyword, slot: Slotting | None) -> Item:
         if m["b"]:
             return Range(lo, slot.index(_time(m["b"], kw.name)), n_every)
         if m["dur"]:
-            count = max(1, int(_duration(m["dur"], kw.name, step) / slot.step + 1e-9))
+            count = _duration_slots(_duration(m["dur"], kw.name, step), slot)
             return Range(lo, lo + count - 1, n_every)
         if n_every is not None:
             raise RecordSetError(f"@{m['every']} in {item!r} needs a range (a-b@step or a/dur@step)")
@@ -488,7 +499,7 @@ def _number_item(item: str, kw: Keyword, slot: Slotting | None) -> Item:
         if m["b"]:
             return Range(lo, slot.index(_number(m["b"], kw)), n_every)
         if m["dur"]:
-            count = max(1, int(_number(m["dur"], kw) / slot.step + 1e-9))
+            count = _duration_slots(float(_number(m["dur"], kw)), slot)
             return Range(lo, lo + count - 1, n_every)
         return Point(lo)
     if m["b"]:

@@ -209,6 +209,13 @@ def test_parse_recordset_iso_and_date_only_ranges():
         parse1("hmi.M_720s[2014.01.01_00:00:35_TAI/3600s]"))
 
 
+def test_parse_recordset_ts_slot_durations():
+    lev1 = trec_slots(parse1("aia.lev1[2014-01-01T00:00:00Z/1m]"))
+    assert len(lev1) == 60 and lev1[0] == "2014-01-01T00:00:00Z" and lev1[-1] == "2014-01-01T00:00:59Z"
+    assert trec_slots(parse1("aia.lev1[2014-01-01T00:00:00.4Z/0.5s]")) == ["2014-01-01T00:00:00Z"]
+    assert trec_slots(parse1("aia.lev1[2014-01-01T00:00:00.5Z]")) == ["2014-01-01T00:00:01Z"]  # ts_slot rounds
+
+
 def test_parse_recordset_slots_across_leap_second():
     # 2016-12-31T23:59:60Z is TAI 2017.01.01_00:00:36, a grid point of the 12 s AIA series
     before = trec_slots(parse1("aia.lev1_euv_12s[2016-12-31T23:59:40Z-2017-01-01T00:00:20Z][171]"))

@@ -151,6 +151,12 @@ class Spec:
 # Top-level structure: comma-joined specs, brackets, braces
 # ----------------------------------------------------------------------------------------
 
+def _clip(text: str, limit: int = 160) -> str:
+    """The record set as quoted in an error: stripped, and cut short if it is huge."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 _SERIES_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z0-9_]+)")
 _ACCEPTED = "a record set like hmi.M_45s[2014.01.01_TAI/1h][2]{magnetogram}"
 
@@ -164,7 +170,7 @@ def parse_recordset(text: str, lookup: Callable[[str], SeriesDef | None]) -> lis
     if not isinstance(text, str) or not text.strip():
         raise RecordSetError(f"empty record set (expected {_ACCEPTED})")
     if text.lstrip().startswith("@"):
-        raise RecordSetError(f"record-set files ({text.strip()!r}) are not supported; send the record set itself")
+        raise RecordSetError(f"record-set files ({_clip(text)!r}) are not supported; send the record set itself")
     return [_parse_spec(part, lookup) for part in _split_top_level(text)]
 
 
@@ -175,7 +181,7 @@ def _quote_end(text: str, i: int) -> int:
     while True:
         j = text.find(q, j)
         if j < 0:
-            raise RecordSetError(f"unterminated {q} quote in {text!r}")
+            raise RecordSetError(f"unterminated {q} quote in {_clip(text)!r}")
         if j + 1 < len(text) and text[j + 1] == q:
             j += 2
             continue
@@ -194,7 +200,7 @@ def _where_end(text: str, i: int) -> int:
         if ch == mark and text.startswith("]", j + 1):
             return j
         j += 1
-    raise RecordSetError(f"unbalanced '[{mark}' in {text!r}: missing '{mark}]'")
+    raise RecordSetError(f"unbalanced '[{mark}' in {_clip(text)!r}: missing '{mark}]'")
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -210,25 +216,25 @@ def _split_top_level(text: str) -> list[str]:
             stack.append(closer[ch])
         elif ch in "]}":
             if not stack or stack[-1] != ch:
-                raise RecordSetError(f"unbalanced {ch!r} at position {i} in {text!r}")
+                raise RecordSetError(f"unbalanced {ch!r} at position {i} in {_clip(text)!r}")
             stack.pop()
         elif ch == "," and not stack:
             parts.append(text[start:i])
             start = i + 1
         i += 1
     if stack:
-        raise RecordSetError(f"unbalanced brackets in {text!r}: missing {stack[-1]!r}")
+        raise RecordSetError(f"unbalanced brackets in {_clip(text)!r}: missing {stack[-1]!r}")
     parts.append(text[start:])
     for part in parts:
         if not part.strip():
-            raise RecordSetError(f"empty record set between commas in {text!r} (expected {_ACCEPTED})")
+            raise RecordSetError(f"empty record set between commas in {_clip(text)!r} (expected {_ACCEPTED})")
     return parts
 
 
 def _parse_spec(text: str, lookup: Callable[[str], SeriesDef | None]) -> Spec:
     match = _SERIES_RE.match(text)
     if match is None:
-        raise RecordSetError(f"no series name at the start of {text.strip()!r} (expected {_ACCEPTED})")
+        raise RecordSetError(f"no series name at the start of {_clip(text)!r} (expected {_ACCEPTED})")
     name = match.group(1)
     series = lookup(name)
     if series is None:
@@ -243,7 +249,7 @@ def _parse_spec(text: str, lookup: Callable[[str], SeriesDef | None]) -> Spec:
             i += 1
             continue
         if segments is not None:
-            raise RecordSetError(f"unexpected {text[i:].strip()!r} after the segment list in {text.strip()!r}")
+            raise RecordSetError(f"unexpected {text[i:].strip()!r} after the segment list in {_clip(text)!r}")
         if ch == "[":
             if i + 1 < len(text) and text[i + 1] in "?!":
                 end = _where_end(text, i)
@@ -254,21 +260,21 @@ def _parse_spec(text: str, lookup: Callable[[str], SeriesDef | None]) -> Spec:
                 continue
             end = text.find("]", i + 1)
             if end < 0:
-                raise RecordSetError(f"unbalanced '[' in {text.strip()!r}: missing ']'")
+                raise RecordSetError(f"unbalanced '[' in {_clip(text)!r}: missing ']'")
             body = text[i + 1:end]
             if "[" in body:
-                raise RecordSetError(f"unbalanced '[' in {text.strip()!r}: '[' inside a filter")
+                raise RecordSetError(f"unbalanced '[' in {_clip(text)!r}: '[' inside a filter")
             position = _parse_bracket(body, series, filters, position, text)
             i = end + 1
         elif ch == "{":
             end = text.find("}", i + 1)
             if end < 0:
-                raise RecordSetError(f"unbalanced '{{' in {text.strip()!r}: missing '}}'")
+                raise RecordSetError(f"unbalanced '{{' in {_clip(text)!r}: missing '}}'")
             segments = _parse_segments(text[i + 1:end], series)
             i = end + 1
         else:
             raise RecordSetError(
-                f"unexpected {text[i:].strip()!r} after {name} in {text.strip()!r} (expected [filter] or {{segments}})"
+                f"unexpected {text[i:].strip()!r} after {name} in {_clip(text)!r} (expected [filter] or {{segments}})"
             )
     return Spec(series=series, filters=tuple(filters), segments=segments)
 
@@ -312,7 +318,7 @@ def _parse_bracket(body: str, series: SeriesDef, filters: list, position: int, t
         # a [KEY=...] bracket does not, so [CAMERA=2][t] binds t to T_REC
         if position >= len(series.primekeys):
             raise RecordSetError(
-                f"too many [] filters in {text.strip()!r}: {series.name} has {len(series.primekeys)} prime keys "
+                f"too many [] filters in {_clip(text)!r}: {series.name} has {len(series.primekeys)} prime keys "
                 f"({', '.join(series.primekeys)})"
             )
         key = series.keyword(series.primekeys[position]).name
@@ -332,7 +338,7 @@ def _parse_recnums(body: str, text: str) -> RecnumFilter:
         m = _RECNUM_ITEM.match(item)
         if m is None:
             raise RecordSetError(
-                f"bad record-number filter [:{body}] in {text.strip()!r} (accepted: [:#n], [:#a-#b], [:#a/n])"
+                f"bad record-number filter [:{body}] in {_clip(text)!r} (accepted: [:#n], [:#a-#b], [:#a/n])"
             )
         lo = int(m.group(1))
         if m.group(2) is not None:
@@ -407,16 +413,16 @@ def _time(text: str, key: str) -> float:
     try:
         return drmstime.parse_time(text)
     except ValueError:
-        raise RecordSetError(f"bad time {text!r} for {key} ({_TIME_HELP})") from None
+        raise RecordSetError(f"bad time {_clip(text)!r} for {key} ({_TIME_HELP})") from None
 
 
 def _duration(text: str, key: str, step: float | None) -> float:
     try:
         seconds = drmstime.parse_duration(text, step)
     except ValueError as exc:
-        raise RecordSetError(f"bad duration {text!r} for {key}: {exc}") from None
+        raise RecordSetError(f"bad duration {_clip(text)!r} for {key}: {exc}") from None
     if seconds <= 0:
-        raise RecordSetError(f"bad duration {text!r} for {key}: it must be positive")
+        raise RecordSetError(f"bad duration {_clip(text)!r} for {key}: it must be positive")
     return seconds
 
 
@@ -466,7 +472,7 @@ def _number(text: str, kw: Keyword) -> int | float:
             return _hex_value(text, kw)
         value = float(text)
     except ValueError:
-        raise RecordSetError(f"bad value {text!r} for {kw.type} keyword {kw.name} (expected a number)") from None
+        raise RecordSetError(f"bad value {_clip(text)!r} for {kw.type} keyword {kw.name} (expected a number)") from None
     return int(value) if kw.is_int and value.is_integer() else value
 
 
@@ -659,7 +665,7 @@ def _tokenize(text: str) -> list[_Tok]:
         m = _TOKEN_RE.match(text, i)
         if m is None:
             bad = text[i:i + 10]
-            raise RecordSetError(f"{bad!r} is not allowed in [? {text.strip()} ?] ({_WHERE_HELP})")
+            raise RecordSetError(f"{bad!r} is not allowed in [? {_clip(text)} ?] ({_WHERE_HELP})")
         i = m.end()
         kind = m.lastgroup
         if kind == "ws":
@@ -682,9 +688,9 @@ def _reject_sql_word(word: str, called: bool, text: str) -> None:
     if lower in _LOGIC_WORDS:
         return
     if called:
-        raise RecordSetError(f"function call {word}(...) is not allowed in [? {text.strip()} ?] ({_WHERE_HELP})")
+        raise RecordSetError(f"function call {word}(...) is not allowed in [? {_clip(text)} ?] ({_WHERE_HELP})")
     if lower in _SQL_WORDS:
-        raise RecordSetError(f"SQL word {word.upper()!r} is not allowed in [? {text.strip()} ?] ({_WHERE_HELP})")
+        raise RecordSetError(f"SQL word {word.upper()!r} is not allowed in [? {_clip(text)} ?] ({_WHERE_HELP})")
 
 
 class Expr:
@@ -917,7 +923,7 @@ class _WhereParser:
 
     # -- token helpers -------------------------------------------------------------------
     def error(self, what: str) -> RecordSetError:
-        return RecordSetError(f"{what} in [? {self.text} ?] ({_WHERE_HELP})")
+        return RecordSetError(f"{what} in [? {_clip(self.text)} ?] ({_WHERE_HELP})")
 
     def peek(self, offset: int = 0) -> _Tok | None:
         i = self.pos + offset
@@ -1061,7 +1067,7 @@ class _WhereParser:
             name, names, n=3, cutoff=0.6
         )
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        return RecordSetError(f"unknown keyword {name!r} of {self.series.name} in [? {self.text} ?]{hint}")
+        return RecordSetError(f"unknown keyword {name!r} of {self.series.name} in [? {_clip(self.text)} ?]{hint}")
 
     def check_comparable(self, a: Keyword, b: Keyword) -> None:
         if a.is_numeric != b.is_numeric:
@@ -1076,7 +1082,7 @@ class _WhereParser:
             raise self.error(f"expected a value for {kw.name} but found {tok.text!r}")
         if not isinstance(tok, _Tok) or tok.kind not in ("str", "bare", "time"):
             text = tok.text if isinstance(tok, _Tok) else repr(tok)
-            raise self.error(f"expected a value for {kw.name} but found {text!r}")
+            raise self.error(f"expected a value for {kw.name} but found {_clip(text)!r}")
         if tok.kind == "time":
             if not kw.is_numeric:
                 raise self.error(f"$(...) gives a time, but {kw.name} is a {kw.type} keyword")
@@ -1089,10 +1095,10 @@ class _WhereParser:
                 try:
                     return float(text)  # an internal time number, as $(...) gives
                 except ValueError:
-                    raise self.error(f"bad time {text!r} for {kw.name}") from None
+                    raise self.error(f"bad time {_clip(text)!r} for {kw.name}") from None
         if kw.is_numeric:
             try:
                 return _number(text.strip(), kw)
             except RecordSetError:
-                raise self.error(f"{text!r} is not a number, but {kw.name} is a {kw.type} keyword") from None
+                raise self.error(f"{_clip(text)!r} is not a number, but {kw.name} is a {kw.type} keyword") from None
         return text

@@ -486,3 +486,13 @@ def test_parse_recordset_user_series_slotted_number_and_unslotted_time():
     assert [item_matches(spec.filters[0].items[0], t0 + s) for s in (0, 15, 30, 60)] == [True, False, True, True]
     with pytest.raises(RecordSetError, match="not a slotted prime key"):
         format_slot(spec.series, "T_OBS", 0)
+
+
+def test_parse_recordset_error_quotes_huge_input_briefly():
+    huge = "hmi.M_45s[" + ",".join(f"2014.01.01_00:{m:02d}:00_TAI" for m in range(60)) * 50 + ",nope]"
+    with pytest.raises(RecordSetError) as info:
+        parse_recordset(huge, lookup)
+    assert "bad time 'nope'" in str(info.value) and len(str(info.value)) < 400
+    with pytest.raises(RecordSetError) as info:
+        parse_recordset("hmi.M_45s[? QUALITY = 0 AND\n" + "CAMERA = 2 AND " * 500 + "; ?]", lookup)
+    assert "';" in str(info.value) and len(str(info.value)) < 600 and "\n" not in str(info.value)

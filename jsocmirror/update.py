@@ -1,0 +1,381 @@
+"""The nightly job: sync, scan, diff, stage, download, under the mirror's lock.
+
+``update_mirror`` runs every stage; ``fetch_mirror`` skips the sync (it fetches the gaps the
+catalog already knows of). Both return an ``UpdateSummary`` (errors as data: the unrecoverable
+records are listed with their reason) and never raise for a single file. The order converges
+after any crash: the scan first picks up files a killed run renamed into place, export requests
+a killed run left behind are resumed before anything new is asked, and downloads resume their
+``.part`` files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from jsocmirror import download as dl
+from jsocmirror.catalog import Catalog, keyword_table, quote_ident
+from jsocmirror.config import MirrorConfig
+from jsocmirror.download import FileTask, Landed, Results, RetryPolicy
+from jsocmirror.errors import JsocMirrorError
+from jsocmirror.jsoc import ExportClient, JsocClient
+from jsocmirror.layout import Layout, relative_path
+from jsocmirror.lock import mirror_lock
+from jsocmirror.plan import Gap, PlanLimits, plan_gaps, split_record_key
+from jsocmirror.series import SeriesDef
+from jsocmirror.stage import Governor, RecordProblem, StagePolicy, StageResult, Transfer
+
+log = logging.getLogger("jsocmirror.update")
+
+#: Diff states the nightly job fetches. (no_image and offline are never gaps: JSOC has no file,
+#: or the file is on tape and an export would be queued for staff; orphans are never deleted.)
+FETCH_STATES = ("missing", "stale", "corrupt")
+
+
+@dataclass
+class UpdateOptions:
+    series: list[str] | None = None  # None: every configured series
+    sync: bool = True
+    dry_run: bool = False
+    connections: int | None = None  # None: the config's [transfer] max_connections
+    stage_policy: StagePolicy = field(default_factory=StagePolicy)
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: PlanLimits = field(default_factory=PlanLimits)
+    header_fill: bool | None = None  # None: the config's [transfer] header_fill
+
+
+@dataclass
+class UpdateSummary:
+    """What one run did. ``exit_code`` is 0 when every gap was filled, 1 otherwise."""
+
+    run_id: str
+    command: str
+    dry_run: bool = False
+    started_at: str = ""
+    seconds: float = 0.0
+    sync: dict[str, Any] = field(default_factory=dict)
+    scan: dict[str, Any] = field(default_factory=dict)
+    gaps: dict[str, int] = field(default_factory=dict)  # state -> (record, segment) count
+    plan: list[dict[str, Any]] = field(default_factory=list)  # queries (dry run: all; else count only)
+    planned_queries: int = 0
+    planned_records: int = 0
+    listings: int = 0
+    exports_submitted: int = 0
+    exports_resumed: int = 0
+    files_downloaded: int = 0
+    bytes_downloaded: int = 0
+    records_downloaded: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)  # unrecoverable this run
+    notes: list[dict[str, str]] = field(default_factory=list)  # vanished upstream, left pending...
+    jsoc_requests: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["exit_code"] = self.exit_code
+        return out
+
+    def render(self) -> str:
+        lines = [f"{self.command} {self.run_id}{' (dry run)' if self.dry_run else ''}: {self.seconds:.1f} s"]
+        if self.sync:
+            lines.append("  sync: " + ", ".join(f"{k} {v}" for k, v in self.sync.items()))
+        if self.gaps:
+            lines.append("  gaps: " + ", ".join(f"{k} {v}" for k, v in sorted(self.gaps.items())))
+        else:
+            lines.append("  gaps: none")
+        lines.append(f"  plan: {self.planned_queries} queries for {self.planned_records} records")
+        if self.dry_run:
+            for item in self.plan:
+                lines.append(f"    {item['recordset']}  ({item['records']} records, ~{_human(item['est_bytes'])})")
+        else:
+            lines.append(f"  staged: {self.listings} listings, {self.exports_submitted} exports submitted, "
+                         f"{self.exports_resumed} resumed")
+            lines.append(f"  downloaded: {self.files_downloaded} files, {_human(self.bytes_downloaded)}")
+        for note in self.notes[:20]:
+            lines.append(f"  note: {note['series']}{note['record_key']} {note['segment']}: {note['reason']}")
+        if len(self.notes) > 20:
+            lines.append(f"  ... and {len(self.notes) - 20} more notes (see --json)")
+        for fail in self.failures[:50]:
+            lines.append(f"  FAILED: {fail['series']}{fail['record_key']} {fail['segment']}: {fail['reason']}")
+        if len(self.failures) > 50:
+            lines.append(f"  ... and {len(self.failures) - 50} more failures (see --json)")
+        lines.append("  result: " + ("all done" if not self.failures else f"{len(self.failures)} failed"))
+        return "\n".join(lines)
+
+
+def _human(n: int | None) -> str:
+    value = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+# -- entry points ---------------------------------------------------------------------------------
+def update_mirror(config: MirrorConfig, url: str, options: UpdateOptions | None = None, *,
+                  progress: Any = None, command: str = "update") -> UpdateSummary:
+    """The nightly job. Takes the mirror lock (LockedError if another run holds it)."""
+    options = options or UpdateOptions()
+    with mirror_lock(config.mirror_dir, command):
+        return _run(config, url, options, progress, command)
+
+
+def fetch_mirror(config: MirrorConfig, url: str, options: UpdateOptions | None = None, *,
+                 progress: Any = None) -> UpdateSummary:
+    """Stage and download the current gaps (no sync)."""
+    options = options or UpdateOptions()
+    options.sync = False
+    return update_mirror(config, url, options, progress=progress, command="fetch")
+
+
+def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, command: str) -> UpdateSummary:
+    started = time.monotonic()
+    summary = UpdateSummary(run_id=uuid.uuid4().hex[:12], command=command, dry_run=options.dry_run,
+                            started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    client = JsocClient(url, email=config.email)
+    with Catalog(config.catalog_path) as catalog:
+        if options.sync:
+            _sync(config, catalog, client, options, summary, progress)
+        from jsocmirror import diff as diff_mod
+
+        registry = diff_mod.series_definitions(catalog)
+        layout = diff_mod.layout_for_config(config, registry)
+        _scan(config, catalog, layout, summary, progress)
+        gaps = _gaps(config, catalog, options, summary, registry)
+        definitions = registry
+        if options.dry_run:
+            _dry_run(gaps, definitions, options, summary)
+            summary.seconds = time.monotonic() - started
+            return summary
+        catalog.q("run_start", run_id=summary.run_id, command=command).fetchall()
+        status = "failed"
+        try:
+            _stage_and_download(config, catalog, client, layout, definitions, gaps, options, summary, progress)
+            status = "ok" if not summary.failures else "failed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            summary.seconds = time.monotonic() - started
+            summary.jsoc_requests = client.requests
+            try:
+                catalog.q("run_finish", run_id=summary.run_id, status=status,
+                          summary=json.dumps(_short(summary))).fetchall()
+            except Exception:  # bookkeeping must never hide the real outcome
+                log.warning("could not record the end of run %s", summary.run_id)
+    return summary
+
+
+def _short(summary: UpdateSummary) -> dict[str, Any]:
+    out = summary.as_dict()
+    out["failures"] = out["failures"][:100]
+    out["notes"] = out["notes"][:100]
+    out["plan"] = out["plan"][:100]
+    return out
+
+
+# -- stages ----------------------------------------------------------------------------------------
+def _sync(config, catalog, client, options, summary, progress) -> None:
+    from jsocmirror import sync as sync_mod
+
+    result = sync_mod.sync(config, catalog, client, options.series, command="update-sync",
+                           progress=getattr(progress, "sync", None))
+    summary.sync = {name: result.total(name) for name in ("new", "reprocessed", "gone")}
+
+
+def _scan(config, catalog, layout, summary, progress) -> None:
+    from jsocmirror import scan as scan_mod
+
+    root = config.data_root
+    if "://" not in root:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    result = scan_mod.scan_tree(catalog, root, layout)
+    summary.scan = {"files": result.files, "added": result.added, "removed": result.removed}
+
+
+def _gaps(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, summary: UpdateSummary,
+          registry) -> list[Gap]:
+    from jsocmirror import diff as diff_mod
+
+    result = diff_mod.diff_mirror(catalog, config, options.series, registry=registry)
+    gaps = []
+    for row in result.gaps(states=FETCH_STATES):
+        summary.gaps[row.state] = summary.gaps.get(row.state, 0) + 1
+        gaps.append(Gap(row.series, row.record_key, row.segment, row.size))
+    for state in ("no_image", "offline", "orphan"):
+        if result.total(state):
+            summary.gaps[state] = result.total(state)
+    return gaps
+
+
+def _dry_run(gaps: list[Gap], definitions, options: UpdateOptions, summary: UpdateSummary) -> None:
+    plan = plan_gaps(gaps, definitions, options.limits)
+    summary.planned_queries = len(plan.queries)
+    summary.planned_records = plan.n_records
+    summary.plan = [{"series": q.series, "recordset": q.recordset, "records": q.n_records, "est_bytes": q.est_bytes}
+                    for q in plan.queries]
+
+
+def _stage_and_download(config, catalog, client, layout: Layout, definitions, gaps: list[Gap],
+                        options: UpdateOptions, summary: UpdateSummary, progress) -> None:
+    transfers = _transfers(config)
+    header_fill = options.header_fill if options.header_fill is not None else bool(
+        getattr(config.transfer, "header_fill", False))
+    connections = options.connections or config.transfer.max_connections
+    governor = Governor(catalog, ExportClient(client), definitions, _path_for(config), email=config.email,
+                        run_id=summary.run_id, policy=options.stage_policy, limits=options.limits)
+    plan = plan_gaps(gaps, definitions, options.limits)
+    summary.planned_queries, summary.planned_records = len(plan.queries), plan.n_records
+    pending = {(g.series, g.record_key, g.segment): g for g in gaps}
+    stage = StageResult()
+    landed_records: set[tuple[str, str]] = set()
+    files_bar = getattr(progress, "files", None)
+    bytes_bar = getattr(progress, "bytes", None)
+    if files_bar is not None:
+        files_bar.total = len(pending)
+        files_bar.refresh()
+    root = config.data_root
+
+    def on_landed(item: Landed) -> None:
+        _record_landed(catalog, root, layout, item)
+        landed_records.add((item.task.series, item.task.record_key))
+        summary.files_downloaded += 1
+        summary.bytes_downloaded += item.size
+        if files_bar is not None:
+            files_bar.update(1)
+
+    def on_bytes(n: int) -> None:
+        if bytes_bar is not None:
+            bytes_bar.update(n)
+
+    batches = list(governor.resume(pending, transfers, stage))
+    for batch in batches:
+        _download_batch(batch, governor, root, connections, options.retry_policy, header_fill, catalog,
+                        on_landed, on_bytes, summary, config)
+    for batch in governor.stage(list(pending.values()), transfers, stage):
+        _download_batch(batch, governor, root, connections, options.retry_policy, header_fill, catalog,
+                        on_landed, on_bytes, summary, config)
+    summary.listings += stage.listings
+    summary.exports_submitted += stage.exports_submitted
+    summary.exports_resumed += stage.exports_resumed
+    summary.records_downloaded = len(landed_records)
+    for problem in stage.problems:
+        entry = {"series": problem.series, "record_key": problem.record_key, "segment": problem.segment,
+                 "reason": problem.reason, "kind": problem.kind}
+        (summary.notes if problem.kind == "vanished" else summary.failures).append(entry)
+    if "://" not in root:
+        dl.sweep_parts(root, keep=())  # parts of files that failed for good are not resumable anyway
+
+
+def _download_batch(batch, governor: Governor, root: str, connections: int, policy: RetryPolicy,
+                    header_fill: bool, catalog: Catalog, on_landed, on_bytes, summary: UpdateSummary,
+                    config: MirrorConfig) -> None:
+    if header_fill:
+        batch.tasks = _with_headers(catalog, batch.tasks)
+    if batch.tar_url:
+        results = _download_tar(batch, root, policy, on_landed, on_bytes, config)
+    else:
+        results = dl.download_files(batch.tasks, root, connections=connections, policy=policy,
+                                    on_landed=on_landed, on_bytes=on_bytes)
+    for failed in results.errors:
+        summary.failures.append({"series": failed.task.series, "record_key": failed.task.record_key,
+                                 "segment": failed.task.segment, "reason": failed.error, "kind": "download"})
+    if batch.export_id is not None and not results.errors:
+        governor.mark_downloaded(batch.export_id)
+
+
+def _download_tar(batch, root: str, policy: RetryPolicy, on_landed, on_bytes, config: MirrorConfig) -> Results:
+    workdir = Path(tempfile.mkdtemp(prefix="tar-", dir=_tmp_dir(config)))
+    try:
+        tar_task = FileTask(url=batch.tar_url, dest="export.tar", series="", record_key=batch.source, segment="tar")
+        fetched = dl.download_files([tar_task], workdir, policy=policy, on_bytes=on_bytes)
+        if fetched.errors:
+            out = Results()
+            for task in batch.tar_members.values():
+                out.errors.append(dl.FailedFile(task, f"tar {batch.source}: {fetched.errors[0].error}", 1))
+            return out
+        return dl.extract_tar(workdir / "export.tar", batch.tar_members, root, on_landed=on_landed)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _tmp_dir(config: MirrorConfig) -> str:
+    path = Path(config.mirror_dir) / ".tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _record_landed(catalog: Catalog, root: str, layout: Layout, item: Landed) -> None:
+    from jsocmirror import scan as scan_mod
+
+    scan_mod.record_landed_file(catalog, root, item.path, item.task.recnum, layout)
+
+
+def _path_for(config: MirrorConfig) -> Callable[[SeriesDef, str, str], str]:
+    templates = {entry.series.lower(): entry.layout for entry in config.series}
+
+    def path_for(definition: SeriesDef, record_key: str, segment: str) -> str:
+        return relative_path(definition, split_record_key(record_key), segment, templates.get(definition.name.lower()))
+
+    return path_for
+
+
+def _transfers(config: MirrorConfig) -> dict[str, Transfer]:
+    return {entry.series.lower(): Transfer(method=config.method_for(entry), protocol=config.protocol_for(entry),
+                                           template=entry.layout)
+            for entry in config.series}
+
+
+def catalog_keywords(catalog: Catalog, series: str, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The catalog's keyword values of some records (for the as-is header fill), by record key.
+
+    Dynamic SQL: the table name comes from ``keyword_table`` through ``quote_ident``.
+    """
+    keys = list(keys)
+    if not keys:
+        return {}
+    table = quote_ident(keyword_table(series))
+    cursor = catalog.execute(f"SELECT * FROM {table} WHERE _key IN (SELECT unnest($keys))", {"keys": keys})
+    names = [d[0] for d in cursor.description]
+    out = {}
+    for row in cursor.fetchall():
+        values = dict(zip(names, row))
+        key = values.pop("_key")
+        out[key] = {name: _header_value(value) for name, value in values.items()
+                    if not name.startswith("_") and not name.endswith(("_index", "_str"))}
+        for name, value in values.items():
+            if name.endswith("_str") and value is not None:
+                out[key][name[:-4]] = value  # the time prime key as JSOC prints it
+    return out
+
+
+def _header_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return value
+
+
+def _with_headers(catalog: Catalog, tasks: list[FileTask]) -> list[FileTask]:
+    from dataclasses import replace
+
+    by_series: dict[str, list[FileTask]] = {}
+    for task in tasks:
+        by_series.setdefault(task.series, []).append(task)
+    out = []
+    for series, items in by_series.items():
+        values = catalog_keywords(catalog, series, {t.record_key for t in items})
+        out.extend(replace(t, header=values.get(t.record_key)) for t in items)
+    return out

@@ -25,8 +25,9 @@ def fits_bytes(series="hmi.M_720s", t_rec="2024.01.01_00:00:00.000_TAI", camera=
     comp = fits.CompImageHDU(np.arange(64, dtype=np.int32).reshape(8, 8), compression_type="RICE_1")
     comp.header["T_REC"] = t_rec
     comp.header["CAMERA"] = camera
-    comp.header["RECNUM"] = recnum
-    comp.header["DRMS_ID"] = f"{series}:{recnum}:{segment}"
+    if recnum is not None:  # as-is files from SUMS carry no RECNUM
+        comp.header["RECNUM"] = recnum
+        comp.header["DRMS_ID"] = f"{series}:{recnum}:{segment}"
     out = io.BytesIO()
     fits.HDUList([fits.PrimaryHDU(), comp]).writeto(out, checksum=checksum)
     return out.getvalue()

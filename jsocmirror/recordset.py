@@ -384,9 +384,9 @@ def _parse_items(value_text: str, series: SeriesDef, key: str) -> tuple[Item, ..
         item = raw.strip()
         if not item:
             raise RecordSetError(f"empty value in [{value_text}] for {key}")
-        if item == "^":
+        if item in ("^", "#^"):  # DRMS accepts the index forms #^ / #$ too
             items.append(First())
-        elif item == "$":
+        elif item in ("$", "#$"):
             items.append(Last())
         elif item.startswith("#"):
             m = _INDEX_ITEM.match(item)

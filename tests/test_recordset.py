@@ -188,6 +188,7 @@ def test_parse_recordset_lists_first_last_and_index():
     assert spec.filters[0].items == (Last(),) and [p.value for p in spec.filters[1].items] == [171, 193, 304]
     spec = parse1("hmi.M_45s[^][#3]")
     assert spec.filters[0].items == (First(),) and spec.filters[1].items == (IndexSel(3, 3),)
+    assert parse1("hmi.M_45s[#^,#$]").filters[0].items == (First(), Last())
     spec = parse1("hmi.M_45s[#100-#105,2012.01.01_00:00:45_TAI]")
     assert spec.filters[0].items[0] == IndexSel(100, 105)
     assert slot_range(spec.filters[0].items[1]) == range(spec.filters[0].items[1].value, spec.filters[0].items[1].value + 1)

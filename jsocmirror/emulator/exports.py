@@ -163,7 +163,7 @@ class ExportStore:
         self._lock = threading.RLock()
         self.requests: dict[str, ExportRequest] = {}
         self.counters: dict[str, int] = {}
-        self._mtime = 0.0
+        self._mtime: tuple[int, int] | None = None
         self.reload()
 
     def reload(self) -> None:
@@ -171,7 +171,8 @@ class ExportStore:
         if self.path is None or not self.path.exists():
             return
         with self._lock:
-            mtime = self.path.stat().st_mtime
+            stat = self.path.stat()
+            mtime = (stat.st_mtime_ns, stat.st_size)
             if mtime == self._mtime:
                 return
             try:
@@ -192,7 +193,8 @@ class ExportStore:
             payload = {"counters": self.counters, "requests": {k: r.to_json() for k, r in self.requests.items()}}
             tmp.write_text(json.dumps(payload), encoding="utf-8")
             os.replace(tmp, self.path)  # whole or not at all: a crash never leaves half a file
-            self._mtime = self.path.stat().st_mtime
+            stat = self.path.stat()
+            self._mtime = (stat.st_mtime_ns, stat.st_size)
 
     def new_id(self, emu_now: float) -> str:
         day = drmstime.format_time(emu_now, "UTC")[:10].replace(".", "")
@@ -594,10 +596,10 @@ class Exports:
         if request.error is not None:
             return _error(4, request.error, requestid=requestid, contact="jsoc_help@jsoc.stanford.edu")
         if request.pending(wall):
-            left = max(0, math.ceil(request.ready_wall - wall)) if not request.stuck else self.config.timing.wait_hint
+            left = 0 if request.stuck else math.ceil(request.ready_wall - wall)
             return {"status": 1, "requestid": requestid, "method": request.method, "protocol": request.protocol,
-                    "wait": max(self.config.timing.wait_hint, left) if left else self.config.timing.wait_hint,
-                    "rcount": request.rcount, "size": request.size_mb}
+                    "wait": max(self.config.timing.wait_hint, left), "rcount": request.rcount,
+                    "size": request.size_mb}
         return self.index(request)
 
     def index(self, request: ExportRequest) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def registry() -> SeriesRegistry:
 
 
 def test_builtin_series_every_required_series_loads(registry):
-    assert [d.name for d in registry] == sorted(BUILTIN_NAMES, key=str.lower)
+    assert set(BUILTIN_NAMES) <= {d.name for d in registry}
     for path in sorted(BUILTIN_DIR.glob("*.json")):
         definition = load_series_file(path)
         assert definition.name == path.name.removesuffix(".json")
@@ -134,7 +134,7 @@ def test_from_dirs_user_directory_adds_series(tmp_path):
     (tmp_path / "hmi.V_45s.json").write_text(json.dumps(struct))  # no "name": the file name stands in
     registry = SeriesRegistry.from_dirs(tmp_path)
     assert registry.get("hmi.v_45s").name == "hmi.V_45s" and registry.get("hmi.v_45s").note == "my copy"
-    assert len(registry) == len(BUILTIN_NAMES) + 1
+    assert len(registry) == len(builtin_series()) + 1
 
 
 def test_load_series_file_rejects_bad_definitions(tmp_path):

@@ -205,7 +205,7 @@ def scan_tree(
     )
     previous = set(known) if not full else {d for d, _, _ in catalog.q("scan_known_dirs").fetchall()}
     gone = sorted(previous - visited)
-    _store(catalog, batch, listed, gone, first_scan and not gone)
+    result.added, result.removed = _store(catalog, batch, listed, gone, first_scan and not gone)
     result.dirs_listed = len(listed)
     if verify:
         verify_files(catalog, root, layout, fs=fs, root_path=root_path, result=result, progress=progress)
@@ -399,7 +399,8 @@ def _info_size_mtime(info: dict) -> tuple[int | None, float | None]:
     return size, None
 
 
-def _store(catalog: Catalog, batch: _Batch, listed, gone: list[str], fresh: bool) -> None:
+def _store(catalog: Catalog, batch: _Batch, listed, gone: list[str], fresh: bool) -> tuple[int, int]:
+    """Apply one walk to the inventory in a transaction; returns (files added, files removed)."""
     now = _now()
     con = catalog.con
     tables = {
@@ -417,8 +418,10 @@ def _store(catalog: Catalog, batch: _Batch, listed, gone: list[str], fresh: bool
         catalog.execute("BEGIN TRANSACTION")
         if fresh:
             catalog.q("scan_insert_all", now=now)
+            added, removed = len(batch), 0
         else:
-            catalog.q("scan_drop_vanished")
+            added = catalog.q("scan_count_new").fetchall()[0][0]
+            removed = catalog.q("scan_drop_vanished").fetchall()[0][0]
             catalog.q("scan_merge", now=now)
         catalog.q("scan_replace_dirs")
         catalog.q("scan_insert_dirs", now=now)
@@ -429,6 +432,7 @@ def _store(catalog: Catalog, batch: _Batch, listed, gone: list[str], fresh: bool
     finally:
         for name in tables:
             con.unregister(name)
+    return added, removed
 
 
 def _summarise(catalog: Catalog, result: ScanResult) -> None:

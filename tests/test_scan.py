@@ -117,13 +117,14 @@ def test_scan_tree_rescan_lists_only_changed_directories(catalog, root):
     put(root, m720(36))
     third = scan_tree(catalog, root, LAYOUT)
     assert third.dirs_listed == 1  # only 2024/01/01
+    assert (third.added, third.removed) == (1, 1)
     assert set(rows(catalog)) == {m720(0), m720(24), m720(36),
                                   LAYOUT.relative_path("hmi.M_720s", ["2024.01.02_00:00:00_TAI", 3], "magnetogram")}
     import shutil
 
     shutil.rmtree(os.path.join(root, "hmi.M_720s", "2024", "01", "02"))
     fourth = scan_tree(catalog, root, LAYOUT)
-    assert fourth.by_state == {"layout": 3}
+    assert fourth.by_state == {"layout": 3} and fourth.removed == 1
 
 
 def test_scan_tree_verify_classifies_damage(catalog, root):

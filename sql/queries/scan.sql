@@ -27,6 +27,9 @@ SELECT count(*) FROM local_files;
 INSERT INTO local_files (path, dir, series, record_key, segment, size, mtime, state, problem, scanned_at)
 SELECT path, dir, series, record_key, segment, size, mtime, state, problem, $now FROM scan_batch;
 
+-- name: scan_count_new
+SELECT count(*) FROM scan_batch b WHERE NOT EXISTS (SELECT 1 FROM local_files t WHERE t.path = b.path);
+
 -- name: scan_drop_vanished
 -- Files no longer in a directory that was listed again, and everything under vanished directories.
 DELETE FROM local_files

@@ -518,7 +518,8 @@ class Exports:
             return {"status": 3, "requestid": "VOID", "method": method, "protocol": protocol, "wait": 0,
                     "rcount": len(records), "size": size,
                     "error": f"Request exceeds max byte limit of {self.config.max_request_mb}MB"}
-        all_online = all(r.online for r in records)
+        # a link segment's file is on tape when its target's storage unit is
+        all_online = all(filegen.resolve_link(r, s)[0].online for r in records for s in segments)
         if method == "url_quick" and protocol == "as-is" and all_online and size <= self.config.max_quick_mb:
             files = self._files(records, segments, method, protocol, template)
             return {"rcount": len(records), "count": len(files), "size": size, "dir": "",
@@ -538,7 +539,8 @@ class Exports:
         for rec in records:
             for seg in segments:
                 if method == "url_quick":
-                    path = f"{filegen.sums_dir(rec.sunum, rec.slot)}/{filegen.stored_filename(rec, seg)}"
+                    holder, stored = filegen.resolve_link(rec, seg)  # a link's file lives in the target's unit
+                    path = f"{filegen.sums_dir(holder.sunum, holder.slot)}/{stored.name}.fits"
                     out.append(ExportFile(rec.record_string(seg.name), rec.series.name, rec.recnum, seg.name, path))
                 else:
                     name = template.render(rec, seg, len(out))

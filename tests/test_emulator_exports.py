@@ -418,3 +418,16 @@ def test_download_bytes_are_stable_and_change_when_reprocessed(emu):
     assert new_path != path
     assert urllib.request.urlopen(emu.url + new_path.lstrip("/")).read() != first
     assert urllib.request.urlopen(emu.url + path.lstrip("/")).read() == first  # the old version stays stored
+
+
+def test_export_url_quick_link_segments_point_where_rs_list_does(emu):
+    ds = "aia.lev1_euv_12s[2024.06.30_00:00:00_TAI/24s][171]"
+    reply = _request(emu, ds=ds, method="url_quick", protocol="as-is")
+    url = emu.cgi_url + "jsoc_info?" + urllib.parse.urlencode({"op": "rs_list", "ds": ds, "key": "T_REC",
+                                                               "seg": "image,spikes"})
+    listed = json.loads(urllib.request.urlopen(url).read())["segments"]
+    assert reply["status"] == 0 and reply["count"] == 4
+    assert [d["filename"] for d in reply["data"]] == [p for pair in zip(*(s["values"] for s in listed)) for p in pair]
+    assert reply["data"][0]["filename"].endswith("/image_lev1.fits")
+    for row in reply["data"]:
+        assert urllib.request.urlopen(emu.url + row["filename"].lstrip("/")).status == 200

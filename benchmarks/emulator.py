@@ -5,6 +5,9 @@ RSS is measured alone, sampled every 20 ms with psutil) and times over loopback 
 
 * ``rs_list`` of 100k hmi.M_45s records x 30 keywords   (target: < 2 s)
 * ``rs_list`` of 1M records with ``key=T_REC,*recnum*`` (target: < 10 s, server peak RSS < 1 GB)
+* file serving of ~1 MB generated FITS files with 1, 4 and 8 connections against
+  ``python -m http.server`` (HTTP/1.0, subprocess) serving the same bytes from disk
+  (target: >= 70% of it with 4 connections; ``bench_file_serving``)
 
 The peer, measured in the same run, is the stdlib: ``json.dumps`` of the same reply already
 decoded into Python lists, i.e. what a server that merely serialised a prepared answer would
@@ -143,7 +146,151 @@ def bench_rs_list_1m_trec_recnum(url: str, sampler: RssSampler, repeat: int = 1)
                 "T_REC,*recnum*", 1_000_000, repeat, TARGET_1M_S, TARGET_1M_RSS)
 
 
-BENCHMARKS: list[Callable[..., dict]] = [bench_rs_list_100k_30_keywords, bench_rs_list_1m_trec_recnum]
+# -- file serving (exports/files) -------------------------------------------------------------------
+TARGET_FILES_RATIO_4 = 0.7
+
+
+def _fetch_all(urls: list[str], connections: int) -> tuple[int, float]:
+    """GET every URL with ``connections`` client threads, one request per connection (HTTP/1.0)."""
+    import http.client
+
+    queue = list(urls)
+    lock = threading.Lock()
+    total = [0]
+    errors: list[str] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                url = queue.pop()
+            parts = urllib.parse.urlsplit(url)
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+            conn.request("GET", parts.path)
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            with lock:
+                total[0] += len(body)
+                if response.status != 200:
+                    errors.append(f"{url}: HTTP {response.status}")
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(errors[0])
+    return total[0], seconds
+
+
+def _image_side_for(target_bytes: int) -> int:
+    """Side of a square generated HMI image whose as-is file is about ``target_bytes``."""
+    from jsocmirror.emulator import files
+    from jsocmirror.series import builtin_series
+
+    sdef = builtin_series().get("hmi.M_45s")
+    rec = files.FileRecord(sdef, 1, {})
+    side = 512
+    for _ in range(3):  # compression makes size a little non-linear in the area: iterate
+        size = len(files.build_fits(rec, sdef.segments[0], shape=(side, side)))
+        side = max(64, int(side * (target_bytes / size) ** 0.5))
+    return side
+
+
+@contextmanager
+def _process(args: list[str], first_line: bool) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE if first_line else subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bench_file_serving(n_files: int = 48, rounds: int = 3, repeat: int = 3, file_mb: float = 1.0) -> dict:
+    """Emulator file serving vs ``python -m http.server`` (HTTP/1.0) serving the same bytes from disk.
+
+    Both servers run in their own subprocess; the same client (threads in this process, one
+    request per connection) fetches ``n_files`` ~1 MB generated FITS files ``repeat`` times per
+    measurement, with 1, 4 and 8 connections; median MB/s of ``rounds``. The emulator's files
+    come from its LRU cache (a warm-up pass fills it), as they do in steady state.
+    Target: at least 70% of http.server with 4 connections.
+    """
+    import socket
+    import tempfile
+    from pathlib import Path
+
+    side = _image_side_for(int(file_mb * 1e6))
+    emulator_cmd = [sys.executable, "-m", "jsocmirror", "-q", "emulator", "serve", "--port", "0",
+                    "--mode", "lenient", "--image-size", f"{side}x{side}"]
+    with tempfile.TemporaryDirectory() as tmp, _process(emulator_cmd, first_line=True) as emu_proc:
+        url = emu_proc.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError(f"emulator did not start (said {url!r})")
+        query = urllib.parse.urlencode({
+            "op": "exp_request", "ds": f"hmi.M_45s[2024.06.01_00:00:00_TAI/{45 * n_files}s]",
+            "notify": "bench@example.com", "method": "url_quick", "protocol": "as-is", "format": "json"})
+        with urllib.request.urlopen(f"{url}cgi-bin/ajax/jsoc_fetch?{query}", timeout=60) as resp:
+            reply = orjson.loads(resp.read())
+        paths = [d["filename"] for d in reply["data"]]
+        static = Path(tmp) / "static"
+        sizes = []
+        for path in paths:  # the warm-up pass fills the emulator's cache; the same bytes go to disk
+            with urllib.request.urlopen(url + path.lstrip("/"), timeout=60) as resp:
+                data = resp.read()
+            dest = static / path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+            sizes.append(len(data))
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        peer_cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(static)]
+        with _process(peer_cmd, first_line=False):
+            peer = f"http://127.0.0.1:{port}/"
+            for _ in range(100):
+                try:
+                    urllib.request.urlopen(peer + paths[0].lstrip("/"), timeout=5).read()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            ours_urls = [url + p.lstrip("/") for p in paths] * repeat
+            peer_urls = [peer + p.lstrip("/") for p in paths] * repeat
+            mean_mb = sum(sizes) / len(sizes) / 1e6
+            result: dict = {"name": "file serving", "files": n_files, "file_mb": round(mean_mb, 3)}
+            print(f"file serving: {n_files} files x {repeat} of {mean_mb:.2f} MB each per measurement, "
+                  f"median of {rounds}; peer: python -m http.server (HTTP/1.0) on the same bytes from disk")
+            print(f"  {'connections':>11} {'emulator MB/s':>14} {'http.server MB/s':>17} {'ratio':>6}")
+            for conns in (1, 4, 8):
+                ours, theirs = [], []
+                for _ in range(rounds):  # alternate, so load from elsewhere hits both alike
+                    nbytes, secs = _fetch_all(ours_urls, conns)
+                    ours.append(nbytes / secs / 1e6)
+                    nbytes, secs = _fetch_all(peer_urls, conns)
+                    theirs.append(nbytes / secs / 1e6)
+                mine, other = sorted(ours)[rounds // 2], sorted(theirs)[rounds // 2]
+                result[f"emulator_mb_s_{conns}"] = round(mine, 1)
+                result[f"http_server_mb_s_{conns}"] = round(other, 1)
+                result[f"ratio_{conns}"] = round(mine / other, 2)
+                print(f"  {conns:>11} {mine:>14.1f} {other:>17.1f} {mine / other:>6.2f}")
+            result["ok"] = result["ratio_4"] >= TARGET_FILES_RATIO_4
+            print(f"  target: >= {TARGET_FILES_RATIO_4:.0%} of http.server with 4 connections: "
+                  f"{result['ratio_4']:.2f}" + ("  OK" if result["ok"] else "  MISSED"))
+            return result
+
+
+BENCHMARKS: list[Callable[..., dict]] = [bench_rs_list_100k_30_keywords, bench_rs_list_1m_trec_recnum,
+                                           bench_file_serving]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emulator at {url} (pid {sampler.proc.pid})")
         results.append(bench_rs_list_100k_30_keywords(url, sampler, repeat=args.repeat))
         results.append(bench_rs_list_1m_trec_recnum(url, sampler, repeat=1))
+    results.append(bench_file_serving())  # its own emulator process (image size for ~1 MB files)
     return 0 if all(r["ok"] for r in results) else 1
 
 

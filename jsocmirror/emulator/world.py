@@ -542,7 +542,7 @@ class SeriesLog:
 class World:
     """Records of every series at the emulator clock ``now`` (internal DRMS seconds, TAI)."""
 
-    SUNUM_BLOCK = 10**9
+    SUNUM_BLOCK = 10**9  # sunums of one series; aia.lev1_euv_12s (unitsize 1) needs ~3e8 units
     #: share of the existing records next_night() reprocesses / deletes, per series (at most these many)
     NIGHT_REPROCESS = 25
     NIGHT_DELETE = 5
@@ -641,9 +641,26 @@ class World:
         hint = (sdef.emulator or {}).get("sunum_base")
         if hint is not None:
             return int(hint)
-        # a block per series, ordered by name so the built-ins never collide
-        names = sorted(d.name.lower() for d in self.registry)
-        return (10 + names.index(sdef.name.lower())) * self.SUNUM_BLOCK
+        return self._sunum_blocks()[sdef.name.lower()] * self.SUNUM_BLOCK
+
+    def _sunum_blocks(self) -> dict[str, int]:
+        """A storage-unit block per series, from its name alone (so adding a series moves no other),
+        built-ins first; a rare hash collision takes the next free block."""
+        if getattr(self, "_blocks", None) is None or len(self._blocks) != len(self.registry):
+            from jsocmirror.series import BUILTIN_DIR
+
+            builtin = {p.name.removesuffix(".json").lower() for p in BUILTIN_DIR.glob("*.json")}
+            names = sorted(d.name.lower() for d in self.registry)
+            blocks: dict[str, int] = {}
+            taken: set[int] = set()
+            for name in [n for n in names if n in builtin] + [n for n in names if n not in builtin]:
+                block = 10 + zlib.crc32(name.encode()) % 90
+                while block in taken:
+                    block = 10 + (block - 9) % 90
+                taken.add(block)
+                blocks[name] = block
+            self._blocks = blocks
+        return self._blocks
 
     # -- clock ---------------------------------------------------------------------------------
     @property

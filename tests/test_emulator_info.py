@@ -185,3 +185,15 @@ def test_rs_list_old_records_partly_offline(shared_emulator):
         assert (flag == "Y") == path.startswith("/SUM") == (rec["online"] == 1)
         if flag == "N":
             assert path == "NoDataDirectory"
+
+
+def test_check_address_without_checkonly_starts_registration(shared_emulator):
+    d = get(shared_emulator, "checkAddress.sh", raw_query=urlencode({"address": quote_plus("new@lab.invalid")}))
+    assert d["status"] == 1 and d["msg"].startswith("Email address is not registered. Starting registration")
+
+
+def test_where_filter_on_constant_numeric_keyword(shared_emulator):
+    ds = "hmi.M_45s[2014.01.01_TAI/3m][? WAVELNTH > 6000 ?]"
+    assert get(shared_emulator, "jsoc_info", op="rs_list", ds=ds, key="T_REC")["count"] == 4
+    ds = "hmi.M_45s[2014.01.01_TAI/3m][? WAVELNTH < 6000 ?]"
+    assert get(shared_emulator, "jsoc_info", op="rs_list", ds=ds, key="T_REC")["count"] == 0

@@ -121,7 +121,7 @@ def rs_summary(request: Request) -> Response:
     if isinstance(n, Response):
         return n
     try:
-        sel = select(emulator.world, ds, n=n, cap=max(emulator.config.max_records, 50_000_000))
+        sel = select(emulator.world, ds, n=n, cap=max(emulator.config.max_records, 10_000_000))
     except QueryError as exc:
         return json_response({"status": exc.status, "error": exc.message})
     return json_response({"count": len(sel), "runtime": _runtime(start), "status": 0})
@@ -274,6 +274,9 @@ MSG_PENDING = "Email-address registration is pending. Please wait and try again 
 MSG_UNREGISTERED = "Email address has been neither validated nor registered."
 MSG_MISSING = "Missing required argument 'address'."
 MSG_INVALID = "Not a valid email address."
+MSG_STARTED = ("Email address is not registered. Starting registration process. You will receive an email "
+               "address from user jsoc. Please reply to this email message without modifying the subject. "
+               "The body will be ignored.")
 
 
 def address_status(config: Any, address: str) -> tuple[int, str]:
@@ -299,4 +302,7 @@ def check_address(request: Request) -> Response:
     # drms double-encodes (quote_plus, then urlencode): undo the second layer here
     address = unquote_plus(raw) if raw is not None else ""
     status, msg = address_status(request.emulator.config, address)
+    if status == 4 and (request.param("checkonly") or "0").strip() in ("", "0"):
+        # without checkonly JSOC starts a registration (and mails the user)
+        status, msg = 1, MSG_STARTED
     return json_response({"msg": msg, "status": status})

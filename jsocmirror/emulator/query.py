@@ -453,8 +453,11 @@ class Column:
     hex_width: int = 0
     int_type: str = "int"
     const: str | None = None
+    typed_const: Any = None  # a constant keyword's value as a number/time, for [? ?] filters
 
     def typed(self) -> np.ndarray:
+        if self.typed_const is not None:
+            return np.full(self.n, self.typed_const)
         if self.kind == "str":
             if self.const is not None:
                 return np.full(self.n, self.const, dtype=object)
@@ -659,7 +662,8 @@ def _generate(sel: Selection, kw: Keyword) -> Column:
     t = base["_time"]
     if kw.recscope == "constant" or upper.startswith("CPARMS_SG") or upper.endswith(("_BZERO", "_BSCALE")):
         if kw.is_time or kw.is_numeric or kw.type == "string":
-            return Column("str", None, n, const=kw.defval if kw.defval != "" else "MISSING")
+            return Column("str", None, n, const=kw.defval if kw.defval != "" else "MISSING",
+                          typed_const=_typed_defval(kw))
     if lower in base and not lower.startswith("_"):
         vals = base[lower]
         if kw.is_time:
@@ -675,6 +679,21 @@ def _generate(sel: Selection, kw: Keyword) -> Column:
         if col is not None:
             return col
     return _generic(sel, kw, h, t)
+
+
+def _typed_defval(kw: Keyword) -> Any:
+    text = (kw.defval or "").strip()
+    try:
+        if kw.is_time:
+            return drmstime.parse_time(text)
+        if kw.is_numeric:
+            if text.lower().startswith("0x"):
+                return int(text, 16)
+            value = float(text)
+            return int(value) if kw.is_int and value.is_integer() else value
+    except ValueError:
+        return None
+    return None
 
 
 def _wavelengths(sel: Selection) -> np.ndarray | None:

@@ -431,3 +431,35 @@ def test_export_url_quick_link_segments_point_where_rs_list_does(emu):
     assert reply["data"][0]["filename"].endswith("/image_lev1.fits")
     for row in reply["data"]:
         assert urllib.request.urlopen(emu.url + row["filename"].lstrip("/")).status == 200
+
+
+def test_export_url_as_is_serves_files_keywords_and_index(emu):
+    done = _wait_done(emu, _request(emu, ds="hmi.M_45s[2024.06.30_15:00:00_TAI/90s]", protocol="as-is")["requestid"])
+    base = emu.url + done["dir"].lstrip("/") + "/"
+    assert done["keywords"] == f"{done['dir']}/{done['requestid']}.keywords.txt"
+    keywords = urllib.request.urlopen(emu.url + done["keywords"].lstrip("/")).read().decode()
+    assert "T_REC=2024.06.30_15:00:00_TAI" in keywords and "CAMERA=2" in keywords
+    assert json.loads(urllib.request.urlopen(base + "index.json").read())["requestid"] == done["requestid"]
+    data = urllib.request.urlopen(base + done["data"][0]["filename"]).read()
+    with fits.open(io.BytesIO(data), disable_image_compression=True) as raw:
+        assert "RECNUM" not in raw[1].header and raw[1].verify_datasum() == 1
+
+
+def test_export_ids_are_unique_across_processes_sharing_a_state_dir(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from jsocmirror.emulator import Emulator\n"
+        "emu = Emulator(state_dir=sys.argv[1])\n"
+        "emu.exports.config.set_mode('lenient')\n"
+        "ids = [emu.exports.exp_request({'ds': f'hmi.M_45s[2024.06.30_{h:02d}:{sys.argv[2]}:00_TAI]', 'method': 'url',\n"
+        "       'protocol': 'fits', 'notify': 'p@example.com'})['requestid'] for h in range(8)]\n"
+        "print(' '.join(ids))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), f"{m:02d}"], stdout=subprocess.PIPE,
+                              text=True) for m in (10, 20)]
+    ids = [i for p in procs for i in p.communicate(timeout=60)[0].split()]
+    assert len(ids) == 16 and len(set(ids)) == 16
+    with Emulator(state_dir=tmp_path) as emu:
+        assert {r.requestid for r in emu.exports.store.all()} == set(ids)

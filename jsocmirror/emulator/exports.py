@@ -25,9 +25,10 @@ import os
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -195,6 +196,24 @@ class ExportStore:
             os.replace(tmp, self.path)  # whole or not at all: a crash never leaves half a file
             stat = self.path.stat()
             self._mtime = (stat.st_mtime_ns, stat.st_size)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Exclusive across threads and processes sharing the state dir: reload, change, save."""
+        with self._lock:
+            if self.path is None:
+                yield
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path.with_suffix(".lock"), "a") as lock:
+                try:
+                    import fcntl
+
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                except ImportError:  # no flock (Windows): threads are still serialised
+                    pass
+                self.reload()
+                yield
 
     def new_id(self, emu_now: float) -> str:
         day = drmstime.format_time(emu_now, "UTC")[:10].replace(".", "")
@@ -432,7 +451,6 @@ class Exports:
         self.config = config or ExportConfig()
         self.store = ExportStore(getattr(emulator, "state_dir", None))
         self.cache = filegen.FileCache(self.config.cache_bytes)
-        self._submit_lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------------
     @property
@@ -552,8 +570,7 @@ class Exports:
                template: filegen.FilenameTemplate, size: int, all_online: bool) -> dict[str, Any]:
         identity = dict(ds=ds, method=method, protocol=protocol, filenamefmt=fmt, notify=notify, process=process)
         now, wall = self.now, time.time()
-        with self._submit_lock:
-            self.store.reload()
+        with self.store.transaction():
             for old in self.store.all():
                 if old.same_as(identity) and old.error is None and 0 <= now - old.created_emu < SAME_REQUEST_SECONDS:
                     return self._queued_reply(old)

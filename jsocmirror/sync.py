@@ -634,6 +634,8 @@ class _SeriesSync:
         counts = self.catalog.apply_chunk(self.entry.series, self.columns, rows, window, _utcnow(), adv)
         self.summary.add(counts)
         self.summary.chunks += 1
+        log.debug("%s: committed slots %s..%s, %d records %s", self.entry.series, window.lo, window.hi,
+                  rows.num_rows, counts)
         self.progress.chunk_done(self.entry.series, rows.num_rows)
 
     def _apply_window_empty(self, window: Window) -> None:

@@ -222,3 +222,9 @@ def test_cli_rejects_bad_input_with_one_line(tmp_path):
     res = subprocess.run(cli + ["delete", "hmi.M_45s", "[2099.01.01_TAI][2]", "--state-dir", str(tmp_path)],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_last_record_skips_deleted_head(world):
+    head = select(world, "hmi.M_720s[$]").record_names()[0]
+    world.delete("hmi.M_720s", head[len("hmi.M_720s"):])
+    assert select(world, "hmi.M_720s[$]").record_names() == ["hmi.M_720s[2024.06.30_23:48:00_TAI][3]"]

@@ -10,6 +10,7 @@ links give ``Invalid KeyLink``, ``InvalidSegName`` and ``Invalid_Link`` per reco
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Any, Iterator
@@ -21,6 +22,8 @@ from jsocmirror.emulator.query import QueryError, Selection, select
 from jsocmirror.emulator.server import Request, Response, iter_chunks, json_response
 
 CGI = "/cgi-bin/ajax/"
+EAGER_CELLS = 2_000_000  # rs_list replies up to this many values are built whole before sending
+log = logging.getLogger("jsocmirror.emulator.info")
 _EMAIL_RE = re.compile(r"\s*[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,6}")
 
 
@@ -148,8 +151,15 @@ def rs_list(request: Request) -> Response:
     segs = _expand(_split_list(request.param("seg")), [s.name for s in sdef.segments])
     links = _expand(_split_list(request.param("link")), [lk.name for lk in sdef.links])
     want_recinfo = (request.param("R") or "0").strip() not in ("", "0")
-    body = iter_chunks(_rs_list_chunks(sel, keys, segs, links, want_recinfo, start))
-    return Response(body=body)
+    chunks = _rs_list_chunks(sel, keys, segs, links, want_recinfo, start)
+    if len(sel) * (len(keys) + len(segs) + len(links) + 1) <= EAGER_CELLS:
+        # small enough to build whole: a failure still becomes a JSON error, never a torn reply
+        try:
+            return Response(body=b"".join(chunks))
+        except Exception as exc:  # pragma: no cover - a generator bug, reported like JSOC would
+            log.exception("rs_list %s failed", ds)
+            return json_response({"status": 1, "error": f"jsoc_info: cannot list {ds!r}: {exc}"})
+    return Response(body=iter_chunks(chunks))  # big: streamed column by column, memory ~ one column
 
 
 def _expand(items: list[str] | None, every: list[str]) -> list[str]:

@@ -300,6 +300,7 @@ def _series_edge(world, sdef, model, now, last):
     lanes = getattr(model, "lanes", 8)
     window = np.arange(max(0, limit - 64 * lanes), limit) if last else np.arange(0, min(limit, 64 * lanes))
     window = window[model.exists(window, now)]
+    window = world.drop_deleted(sdef, window)
     return window if len(window) else None
 
 

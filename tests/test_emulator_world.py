@@ -205,8 +205,11 @@ def test_state_is_shared_by_processes_and_a_running_server(registry, tmp_path):
         assert drmstime.format_time(emu.world.now, "TAI") == "2024.07.03_00:00:00_TAI"
         key = report["series"]["hmi.M_45s"]["deleted"][0]
         assert len(select(emu.world, "hmi.M_45s" + key)) == 0
-        status = json.loads(subprocess.run(cli + ["status", "--state-dir", str(state)], check=True,
-                                           capture_output=True, text=True).stdout)
+        from click.testing import CliRunner
+
+        from jsocmirror.cli import cli as cli_group
+
+        status = json.loads(CliRunner().invoke(cli_group, ["emulator", "status", "--state-dir", str(state)]).stdout)
         assert status["nights"] == 1 and status["series"]["hmi.M_45s"]["deleted"] == World.NIGHT_DELETE
     fresh = World(registry, state_dir=state)
     assert fresh.nights == 1 and len(select(fresh, "hmi.M_45s" + key)) == 0
@@ -215,13 +218,18 @@ def test_state_is_shared_by_processes_and_a_running_server(registry, tmp_path):
 
 
 def test_cli_rejects_bad_input_with_one_line(tmp_path):
-    cli = [sys.executable, "-m", "jsocmirror", "emulator"]
-    res = subprocess.run(cli + ["advance", "soon", "--state-dir", str(tmp_path)], capture_output=True, text=True)
-    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+    from click.testing import CliRunner
+
+    from jsocmirror.cli import cli
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["emulator", "advance", "soon", "--state-dir", str(tmp_path)])
+    assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
         "Error: bad duration 'soon' (expected e.g. 3600, 90s, 12m, 6h or 1d)"]
-    res = subprocess.run(cli + ["delete", "hmi.M_45s", "[2099.01.01_TAI][2]", "--state-dir", str(tmp_path)],
-                         capture_output=True, text=True)
-    assert res.returncode == 2 and "does not exist" in res.stderr
+    res = runner.invoke(cli, ["emulator", "delete", "hmi.M_45s", "[2099.01.01_TAI][2]", "--state-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "does not exist" in res.stderr
+    res = runner.invoke(cli, ["emulator", "reprocess", "hmi.nope", "[2014.01.01_TAI][2]", "--state-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown series 'hmi.nope'" in res.stderr
 
 
 def test_last_record_skips_deleted_head(world):

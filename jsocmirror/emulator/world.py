@@ -23,15 +23,17 @@ when another process changes it, so CLI commands and a running server share one 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
 import os
 import threading
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -595,6 +597,20 @@ class World:
         os.replace(tmp, self._state_path)
         self._mtime = self._state_path.stat().st_mtime_ns
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One mutation at a time: across threads, and across processes sharing the state dir."""
+        with self._lock:
+            if self.state_dir is None:
+                yield
+                return
+            with open(self.state_dir / "world.lock", "a+") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+
     def refresh(self) -> None:
         """Re-read the state if another process changed it (called per request)."""
         if self.state_dir is None:
@@ -670,7 +686,7 @@ class World:
 
     @now.setter
     def now(self, value: float) -> None:
-        with self._lock:
+        with self._exclusive():
             self.refresh()
             self._now = float(value)
             self._save()
@@ -679,7 +695,7 @@ class World:
         """Move the clock forward; new records appear at the head of every series. Returns now."""
         if seconds < 0:
             raise WorldError(f"cannot advance the clock by {seconds} s (the world only moves forward)")
-        with self._lock:
+        with self._exclusive():
             self.refresh()
             self._now += float(seconds)
             self._save()
@@ -883,7 +899,7 @@ class World:
 
     def reprocess(self, series: str, record_key: str) -> str:
         """Reprocess one record now: a new version (new RECNUM, SUNUM, keywords, file content)."""
-        with self._lock:
+        with self._exclusive():
             self.refresh()
             sdef = self._require(series)
             ordinal = self.ordinal_of_key(sdef, record_key)
@@ -894,7 +910,7 @@ class World:
 
     def delete(self, series: str, record_key: str) -> str:
         """Delete one record (every version); later queries no longer return it."""
-        with self._lock:
+        with self._exclusive():
             self.refresh()
             sdef = self._require(series)
             ordinal = self.ordinal_of_key(sdef, record_key)
@@ -908,7 +924,7 @@ class World:
         Returns ``{series: {"new": [...], "reprocessed": [...], "deleted": [...]}}`` of record keys
         (``new`` is capped at 1000 keys per series; ``new_count`` in the same dict has the total).
         """
-        with self._lock:
+        with self._exclusive():
             self.refresh()
             before = {sdef.name: self.model(sdef).ordinal_limit(self._now) for sdef in self.registry}
             self._now += float(seconds)

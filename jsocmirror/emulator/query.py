@@ -697,6 +697,15 @@ def _typed_defval(kw: Keyword) -> Any:
     return None
 
 
+def _lookup(keys: np.ndarray, table: dict[int, float], default: float) -> np.ndarray:
+    """Vectorised ``table.get(int(k), default)`` over an int array."""
+    ks = np.array(sorted(table), dtype=np.int64)
+    vals = np.array([table[k] for k in sorted(table)], dtype=np.float64)
+    keys = np.asarray(keys, dtype=np.int64)
+    idx = np.clip(np.searchsorted(ks, keys), 0, len(ks) - 1)
+    return np.where(ks[idx] == keys, vals[idx], default)
+
+
 def _wavelengths(sel: Selection) -> np.ndarray | None:
     base = sel.base()
     if "wavelnth" in base:
@@ -754,7 +763,7 @@ def _t_obs(sel, kw, h, t, wl):
 def _exptime_values(sel, h, wl) -> np.ndarray:
     hh = record_hash(name_key(sel.sdef.name, "EXPTIME"), sel.ordinals, 0)
     if wl is not None:
-        nominal = np.vectorize(lambda w: AIA_EXPTIME.get(int(w), 1.0), otypes=[float])(wl) if len(wl) else wl
+        nominal = _lookup(wl, AIA_EXPTIME, 1.0)
         return nominal * (1.0 + 0.0005 * (uniform(hh) - 0.5))
     return 0.135 * (1.0 + 0.001 * (uniform(hh) - 0.5))
 
@@ -781,7 +790,7 @@ def _date(sel, kw, h, t, wl):
 def _camera(sel, kw, h, t, wl):
     if wl is None:
         return None
-    return Column("int", np.array([AIA_CAMERA.get(int(w), 3) for w in wl.tolist()], dtype=np.int64), len(sel))
+    return Column("int", _lookup(wl, AIA_CAMERA, 3).astype(np.int64), len(sel))
 
 
 def _camera_values(sel, wl) -> np.ndarray | None:
@@ -789,7 +798,7 @@ def _camera_values(sel, wl) -> np.ndarray | None:
     if "camera" in base:
         return np.asarray(base["camera"])
     if wl is not None:
-        return np.array([AIA_CAMERA.get(int(w), 3) for w in wl.tolist()], dtype=np.int64)
+        return _lookup(wl, AIA_CAMERA, 3).astype(np.int64)
     return None
 
 
@@ -797,8 +806,9 @@ def _instrume(sel, kw, h, t, wl):
     cam = _camera_values(sel, wl)
     n = len(sel)
     if sel.sdef.name.lower().startswith("aia"):
-        return Column("str", [f"AIA_{c}" for c in cam.tolist()], n) if cam is not None else \
-            Column("str", None, n, const="AIA_3")
+        if cam is None:
+            return Column("str", None, n, const="AIA_3")
+        return Column("str", np.array(["AIA_0", "AIA_1", "AIA_2", "AIA_3", "AIA_4"])[np.clip(cam, 0, 4)].tolist(), n)
     if cam is None:
         return Column("str", None, n, const="HMI_SIDE1")
     names = {1: "HMI_SIDE1", 2: "HMI_FRONT2", 3: "HMI_COMBINED"}
@@ -862,7 +872,7 @@ def _rsun_obs(sel, kw, h, t, wl):
 
 def _level(sel, wl) -> np.ndarray | float:
     if wl is not None and sel.sdef.name.lower().startswith("aia"):
-        return np.array([AIA_LEVEL.get(int(w), 100.0) for w in wl.tolist()], dtype=np.float64)
+        return _lookup(wl, AIA_LEVEL, 100.0)
     return 1.0
 
 
@@ -888,7 +898,7 @@ def _datastat(sel, kw, h, t, wl):
     else:
         return None
     v = np.where(_no_image(sel), np.nan, v)
-    return Column("float", v, len(sel), decimals=4 if not aia else 2)
+    return Column("float", v, len(sel), decimals=4)
 
 
 def _totvals(sel, kw, h, t, wl):

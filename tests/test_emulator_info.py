@@ -197,3 +197,24 @@ def test_where_filter_on_constant_numeric_keyword(shared_emulator):
     assert get(shared_emulator, "jsoc_info", op="rs_list", ds=ds, key="T_REC")["count"] == 4
     ds = "hmi.M_45s[2014.01.01_TAI/3m][? WAVELNTH < 6000 ?]"
     assert get(shared_emulator, "jsoc_info", op="rs_list", ds=ds, key="T_REC")["count"] == 0
+
+
+def test_cli_serve_prints_url_answers_and_stops_on_sigterm(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "jsocmirror", "-q", "emulator", "serve", "--port", "0",
+                             "--state-dir", str(tmp_path / "emu")], stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/")
+        with urllib.request.urlopen(url + "cgi-bin/ajax/show_series?filter=M_720", timeout=10) as resp:
+            assert json.loads(resp.read())["names"][0]["name"] == "hmi.M_720s"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert (tmp_path / "emu" / "world.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -379,30 +379,36 @@ def build_fits(rec: FileRecord, segment: Segment, *, protocol: str = "as-is",
     pixels = generate_pixels(target_rec.series.name, target_rec.recnum, target_seg.name, fmt, shape)
     header = fits.Header()
     if protocol == "fits":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # over-long comments are cut, as JSOC's exporter does
-            for name, value, comment in _header_cards(rec, segment):
-                if value is UNDEFINED:  # JSOC pads an empty value to the usual column
-                    header.append(fits.Card.fromstring(f"{name:<8}= {'':20} / {comment}"[:80]), end=True)
-                else:
-                    header.append(fits.Card(name, value, comment), end=True)
-            header.append(("RECNUM", rec.recnum, "Recnum"), end=True)
-            header.append(("DRMS_ID", f"{rec.series.name}:{rec.recnum}:{segment.name}", "DRMS ID"), end=True)
-            header.append(("PRIMARYK", ", ".join(rec.series.primekeys), "DRMS primary key"), end=True)
-            header.append(("LICENSE", "LICENSE", "CC0 1.0"), end=True)
-            header.append(("LONGSTRN", "OGIP 1.0", "The HEASARC Long String Convention may be used."), end=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hdu = fits.CompImageHDU(data=pixels, header=header, compression_type="RICE_1",
-                                tile_shape=(1, shape[1]))
-        if fmt.blank is not None:
-            hdu.header["BLANK"] = fmt.blank
-        if fmt.dtype != "uint8":
-            hdu.header["BZERO"] = fmt.bzero
-            hdu.header["BSCALE"] = fmt.bscale
-        out = io.BytesIO()
-        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(out)
+        # Comments are cut to fit the card here, as JSOC's exporter does, so astropy never warns
+        # (warnings.catch_warnings is not thread-safe and the server builds files in threads).
+        for name, value, comment in _header_cards(rec, segment):
+            if value is UNDEFINED:  # JSOC pads an empty value to the usual column
+                header.append(fits.Card.fromstring(f"{name:<8}= {'':20} / {comment}"[:80]), end=True)
+            else:
+                header.append(_fitted_card(fits, name, value, comment), end=True)
+        header.append(("RECNUM", rec.recnum, "Recnum"), end=True)
+        header.append(("DRMS_ID", f"{rec.series.name}:{rec.recnum}:{segment.name}", "DRMS ID"), end=True)
+        header.append(("PRIMARYK", ", ".join(rec.series.primekeys), "DRMS primary key"), end=True)
+        header.append(("LICENSE", "LICENSE", "CC0 1.0"), end=True)
+        header.append(("LONGSTRN", "OGIP 1.0", "The HEASARC Long String Convention may be used."), end=True)
+    hdu = fits.CompImageHDU(data=pixels, header=header, compression_type="RICE_1", tile_shape=(1, shape[1]))
+    if fmt.blank is not None:
+        hdu.header["BLANK"] = fmt.blank
+    if fmt.dtype != "uint8":
+        hdu.header["BZERO"] = fmt.bzero
+        hdu.header["BSCALE"] = fmt.bscale
+    out = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(out)
     return _add_checksums(out.getvalue(), _CHECKSUM_WHEN)
+
+
+def _fitted_card(fits: Any, name: str, value: Any, comment: str) -> Any:
+    """A card whose comment is cut so that the card fits its 80 columns (long strings: CONTINUE)."""
+    bare = fits.Card(name, value).image
+    if len(bare) <= 80:
+        room = 80 - max(len(bare.rstrip()), 30) - 3  # with a comment the value fills at least column 30
+        return fits.Card(name, value, comment[:room] if room > 0 else "")
+    return fits.Card(name, value, comment[:40])
 
 
 def resolve_link(rec: FileRecord, segment: Segment) -> tuple[FileRecord, Segment]:

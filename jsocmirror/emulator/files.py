@@ -25,7 +25,6 @@ import math
 import re
 import tarfile
 import threading
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping

@@ -236,3 +236,15 @@ def test_last_record_skips_deleted_head(world):
     head = select(world, "hmi.M_720s[$]").record_names()[0]
     world.delete("hmi.M_720s", head[len("hmi.M_720s"):])
     assert select(world, "hmi.M_720s[$]").record_names() == ["hmi.M_720s[2024.06.30_23:48:00_TAI][3]"]
+
+
+def test_unreadable_state_is_a_clear_error(registry, tmp_path):
+    from click.testing import CliRunner
+
+    from jsocmirror.cli import cli
+
+    (tmp_path / "world.json").write_text("{not json")
+    with pytest.raises(WorldError, match="unreadable"):
+        World(registry, state_dir=tmp_path)
+    res = CliRunner().invoke(cli, ["emulator", "status", "--state-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "unreadable" in res.stderr and "Traceback" not in res.output

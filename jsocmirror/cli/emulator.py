@@ -34,9 +34,9 @@ def _world(state_dir: str, seed: int | None = None, series_dirs: tuple[str, ...]
 
     try:
         registry = SeriesRegistry.from_dirs(*series_dirs)
-    except ValueError as exc:
+        return World(registry, state_dir=Path(state_dir), seed=seed or 0)
+    except ValueError as exc:  # a bad definition or an unreadable state (WorldError)
         raise UsageError(str(exc)) from None
-    return World(registry, state_dir=Path(state_dir), seed=seed or 0)
 
 
 def _echo_json(data) -> None:

@@ -577,12 +577,16 @@ class World:
 
     def _load(self) -> None:
         path = self._state_path
-        data = json.loads(path.read_text(encoding="utf-8"))
-        self._mtime = path.stat().st_mtime_ns
-        self.seed = int(data.get("seed", self.seed))
-        self._now = float(data.get("now", DEFAULT_NOW))
-        self.nights = int(data.get("nights", 0))
-        self.logs = {k.lower(): SeriesLog.from_json(v) for k, v in data.get("series", {}).items()}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            mtime = path.stat().st_mtime_ns
+            seed = int(data.get("seed", self.seed))
+            now = float(data.get("now", DEFAULT_NOW))
+            nights = int(data.get("nights", 0))
+            logs = {k.lower(): SeriesLog.from_json(v) for k, v in data.get("series", {}).items()}
+        except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise WorldError(f"emulator state {path} is unreadable ({exc}); remove it to start a fresh world") from None
+        self._mtime, self.seed, self._now, self.nights, self.logs = mtime, seed, now, nights, logs
         self._build_indexes()
 
     def _save(self) -> None:

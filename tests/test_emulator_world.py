@@ -248,3 +248,15 @@ def test_unreadable_state_is_a_clear_error(registry, tmp_path):
         World(registry, state_dir=tmp_path)
     res = CliRunner().invoke(cli, ["emulator", "status", "--state-dir", str(tmp_path)])
     assert res.exit_code == 2 and "unreadable" in res.stderr and "Traceback" not in res.output
+
+
+def test_locate_recnum_maps_every_version_back(world):
+    sdef = world.series("hmi.M_720s")
+    before = select(world, "hmi.M_720s[2024.06.30_12:00_TAI/1h]")
+    world.reprocess("hmi.M_720s", "[2024.06.30_12:12:00_TAI][3]")
+    world.advance(7200)
+    after = select(world, "hmi.M_720s[2024.06.30_12:00_TAI/1h],hmi.M_720s[2024.07.01_01:00_TAI/1h]")
+    for sel in (before, after):
+        for ordinal, version, recnum in zip(sel.ordinals.tolist(), sel.versions.tolist(), sel.recnums.tolist()):
+            assert world.locate_recnum(sdef, recnum) == (ordinal, version)
+    assert world.locate_recnum(sdef, int(after.recnums.max()) + 10_000) is None

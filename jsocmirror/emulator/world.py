@@ -174,10 +174,6 @@ class Model:
         raise NotImplementedError
 
 
-def _slot_constraint(items, slotting) -> list[Interval] | None:
-    return items
-
-
 class GridModel(Model):
     """One slotted (or counted) axis key times value lists for the other prime keys."""
 
@@ -777,20 +773,18 @@ class World:
             return hit
         lg = self.log_of(sdef)
         base = self.recnum_base(sdef)
+        # version 0 of ordinals in (head of event i-1, head of event i] is shifted by events 0..i-1
+        heads = [-1] + [e[0] for e in lg.events] + [None]
         shift = 0
-        bounds = [(-1, 0)] + [(e[0], None) for e in lg.events]
-        cumulative = [0]
-        for e in lg.events:
-            cumulative.append(cumulative[-1] + e[1])
-        for i, (head, _x) in enumerate(bounds):
-            shift = cumulative[i]
-            ordinal = recnum - base - shift
-            upper = lg.events[i][0] if i < len(lg.events) else None
-            if ordinal > head and (upper is None or ordinal <= upper):
-                model = self.model(sdef)
-                if ordinal >= 0 and model.exists(np.array([ordinal]), self._now)[0]:
-                    return int(ordinal), 0
+        for i in range(len(heads) - 1):
+            ordinal = int(recnum) - base - shift
+            lo, hi = heads[i], heads[i + 1]
+            if ordinal > lo and (hi is None or ordinal <= hi):
+                if ordinal >= 0 and self.model(sdef).exists(np.array([ordinal]), self._now)[0]:
+                    return ordinal, 0
                 return None
+            if i < len(lg.events):
+                shift += lg.events[i][1]
         return None
 
     def locate_sunum(self, sunum: int) -> tuple[SeriesDef, list[tuple[int, int, int]]] | None:

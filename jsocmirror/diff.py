@@ -231,8 +231,14 @@ def wanted_select_sql(catalog: Catalog, entry, sd: SeriesDef) -> str | None:
         day = f"TRY_CAST(replace(substr({str_col}, 1, 10), '.', '-') AS DATE)"
     where = ["k._gone_at IS NULL"]
     if time_col:
+        index_col = columns.get(f"{time_kw.name}_index".lower())
         for bound, op in ((entry.start, ">="), (entry.end, "<=")):
-            if bound:
+            if bound and index_col and sd.slotting(time_kw.name):
+                # a window bound selects slots as JSOC does (AIA records sit a few s before their slot value)
+                from jsocmirror.recordset import slot_of_value
+
+                where.append(f"k.{quote_ident(index_col)} {op} {int(slot_of_value(sd, time_kw.name, bound))}")
+            elif bound:
                 dt = drmstime.to_datetime_utc(drmstime.parse_time(bound))
                 where.append(f"{time_col} {op} TIMESTAMP {sql_literal(dt.replace(tzinfo=None).isoformat(sep=' '))}")
     for key, values in (entry.keys or {}).items():

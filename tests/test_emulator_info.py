@@ -205,12 +205,17 @@ def test_cli_serve_prints_url_answers_and_stops_on_sigterm(tmp_path):
     import sys
 
     proc = subprocess.Popen([sys.executable, "-m", "jsocmirror", "-q", "emulator", "serve", "--port", "0",
-                             "--state-dir", str(tmp_path / "emu")], stdout=subprocess.PIPE, text=True)
+                             "--state-dir", str(tmp_path / "emu"), "--registered", "me@example.org"],
+                            stdout=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and url.endswith("/")
         with urllib.request.urlopen(url + "cgi-bin/ajax/show_series?filter=M_720", timeout=10) as resp:
             assert json.loads(resp.read())["names"][0]["name"] == "hmi.M_720s"
+        for address, status in (("me@example.org", 2), ("you@example.org", 4)):
+            query = urlencode({"address": quote_plus(address), "checkonly": 1})
+            with urllib.request.urlopen(f"{url}cgi-bin/ajax/checkAddress.sh?{query}", timeout=10) as resp:
+                assert json.loads(resp.read())["status"] == status
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert (tmp_path / "emu" / "world.json").exists()

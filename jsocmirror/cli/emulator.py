@@ -58,15 +58,21 @@ def _echo_json(data) -> None:
 @click.option("--speed", type=click.Choice(["quick", "slow"]), default="quick", show_default=True,
               help="Export processing time: quick (tests) or slow (JSOC-like minutes).")
 @click.option("--image-size", default=None, metavar="ROWSxCOLS", help="Pixels of generated files (default 64x64).")
+@click.option("--registered", multiple=True, metavar="EMAIL",
+              help="Only these addresses are registered for exports (repeatable; default: every well-formed "
+                   "address except domains ending in .invalid).")
+@click.option("--pending", multiple=True, metavar="EMAIL",
+              help="Addresses whose registration is pending (repeatable; also any local part with +pending).")
 @click.option("--fault", "faults", multiple=True, metavar="NAME=VALUE",
               help="Turn on a fault switch, e.g. http_503=0.2, endpoints=files, slow=1 (see docs/emulator.md). "
                    "Repeatable.")
 def serve(port: int, host: str, state_dir: str | None, seed: int, series_dirs: tuple[str, ...],
-          max_records: int | None, mode: str, speed: str, image_size: str | None, faults: tuple[str, ...]) -> None:
+          max_records: int | None, mode: str, speed: str, image_size: str | None, registered: tuple[str, ...],
+          pending: tuple[str, ...], faults: tuple[str, ...]) -> None:
     """Serve the emulator until interrupted (Ctrl-C or SIGTERM)."""
     from jsocmirror.emulator import Emulator, EmulatorConfig
 
-    config = EmulatorConfig()
+    config = EmulatorConfig(registered=set(registered) if registered else None, pending=set(pending))
     if max_records:
         config.max_records = max_records
     try:

@@ -23,6 +23,7 @@ import difflib
 import math
 import operator
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -171,7 +172,20 @@ def parse_recordset(text: str, lookup: Callable[[str], SeriesDef | None]) -> lis
         raise RecordSetError(f"empty record set (expected {_ACCEPTED})")
     if text.lstrip().startswith("@"):
         raise RecordSetError(f"record-set files ({_clip(text)!r}) are not supported; send the record set itself")
-    return [_parse_spec(part, lookup) for part in _split_top_level(text)]
+    with _one_line_errors():
+        return [_parse_spec(part, lookup) for part in _split_top_level(text)]
+
+
+@contextmanager
+def _one_line_errors():
+    """Whatever user text an error quotes, the message stays on one line."""
+    try:
+        yield
+    except RecordSetError as exc:
+        message = str(exc)
+        if "\n" in message or "\r" in message:
+            raise RecordSetError(" ".join(message.split())) from None
+        raise
 
 
 def _quote_end(text: str, i: int) -> int:
@@ -306,13 +320,13 @@ def _parse_bracket(body: str, series: SeriesDef, filters: list, position: int, t
         kw = series.keyword(named.group(1))
         if kw is None or kw.name.lower() not in {k.lower() for k in series.primekeys}:
             raise RecordSetError(
-                f"{named.group(1)!r} in [{body}] is not a prime key of {series.name} "
+                f"{named.group(1)!r} in [{_clip(body)}] is not a prime key of {series.name} "
                 f"(prime keys: {', '.join(series.primekeys)})"
             )
         key = kw.name
         value_text = body[named.end():]
         if not value_text.strip():
-            raise RecordSetError(f"[{body}] names {key} but gives no value")
+            raise RecordSetError(f"[{_clip(body)}] names {key} but gives no value")
     else:
         # as DRMS (drms_names.c): only positional brackets and [] advance the position;
         # a [KEY=...] bracket does not, so [CAMERA=2][t] binds t to T_REC
@@ -338,7 +352,7 @@ def _parse_recnums(body: str, text: str) -> RecnumFilter:
         m = _RECNUM_ITEM.match(item)
         if m is None:
             raise RecordSetError(
-                f"bad record-number filter [:{body}] in {_clip(text)!r} (accepted: [:#n], [:#a-#b], [:#a/n])"
+                f"bad record-number filter [:{_clip(body)}] in {_clip(text)!r} (accepted: [:#n], [:#a-#b], [:#a/n])"
             )
         lo = int(m.group(1))
         if m.group(2) is not None:
@@ -383,7 +397,7 @@ def _parse_items(value_text: str, series: SeriesDef, key: str) -> tuple[Item, ..
     for raw in value_text.split(","):
         item = raw.strip()
         if not item:
-            raise RecordSetError(f"empty value in [{value_text}] for {key}")
+            raise RecordSetError(f"empty value in [{_clip(value_text)}] for {key}")
         if item in ("^", "#^"):  # DRMS accepts the index forms #^ / #$ too
             items.append(First())
         elif item in ("$", "#$"):
@@ -600,7 +614,7 @@ def format_range(series: SeriesDef, key: str, lo_index: int, hi_index: int, ever
     text = format_slot(series, key, lo_index)
     if hi_index != lo_index:
         text += "-" + format_slot(series, key, hi_index)
-    if every and every > 1:
+    if every and every > 1 and hi_index != lo_index:
         text += f"@{_format_number(every * slot.step)}" + ("s" if kw.is_time else "")
     return text
 
@@ -911,7 +925,8 @@ class Not(Expr):
 
 def parse_where(text: str, series: SeriesDef) -> Expr:
     """Parse the SQL of a ``[? ... ?]`` filter against ``series``' keywords."""
-    return _WhereParser(text, series).parse()
+    with _one_line_errors():
+        return _WhereParser(text, series).parse()
 
 
 class _WhereParser:

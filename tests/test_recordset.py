@@ -497,3 +497,41 @@ def test_parse_recordset_error_quotes_huge_input_briefly():
     with pytest.raises(RecordSetError) as info:
         parse_recordset("hmi.M_45s[? QUALITY = 0 AND\n" + "CAMERA = 2 AND " * 500 + "; ?]", lookup)
     assert "';" in str(info.value) and len(str(info.value)) < 600 and "\n" not in str(info.value)
+
+
+_VALID = [
+    "hmi.M_45s[2012.01.01_00:00:34_TAI-2012.01.01_00:02:04_TAI@90.0s][2]{magnetogram}",
+    "aia.lev1_euv_12s[2014-01-01T00:00:01Z/1m][171,193][? QUALITY='0' AND EXPTIME>'2' ?]{image}",
+    "hmi.sharp_720s[][2020.01.01_00:00:35_TAI-2020.01.01_01:00:35_TAI@300.0s]{continuum,magnetogram}",
+    "hmi.M_45s[:#100/10][! T_OBS >= $(2012.01.01) OR CAMERA IN (1,2) !]",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    base=st.sampled_from(_VALID),
+    cut=st.integers(min_value=0, max_value=120),
+    insert=st.text(alphabet="[]{}?!:#$^@/-,;'\"()=<> 0123456789._TAIZaz*\n\t\\", max_size=6),
+    drop=st.integers(min_value=0, max_value=4),
+)
+def test_parse_recordset_mangled_input_raises_only_recordset_error(base, cut, insert, drop):
+    cut = min(cut, len(base))
+    text = base[:cut] + insert + base[cut + drop:]
+    try:
+        specs = parse_recordset(text, lookup)
+    except RecordSetError as exc:
+        assert "\n" not in str(exc) and str(exc)
+    else:
+        assert specs and all(s.series.name in {d.name for d in REGISTRY} for s in specs)
+
+
+@settings(max_examples=100, deadline=None)
+@given(series=st.sampled_from(SLOTTED), start=st.integers(0, 10**6), length=st.integers(0, 500),
+       every=st.integers(1, 20))
+def test_format_range_then_parse_gives_the_same_range(series: SeriesDef, start: int, length: int, every: int):
+    slot = series.slotting("T_REC")
+    lo = slot.index(drmstime.parse_time("2011.01.01_00:00:00_TAI")) + start
+    text = format_range(series, "T_REC", lo, lo + length, every)
+    (item,) = parse1(f"{series.name}[T_REC={text}]").filters[0].items
+    expected = Range(lo, lo + length, every if every > 1 else None) if length else Point(lo)
+    assert item == expected

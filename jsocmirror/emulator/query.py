@@ -150,15 +150,10 @@ class Selection:
         if target is None:
             return None
         tmodel = self.world.model(target)
-        if isinstance(tmodel, FsnModel) and isinstance(self.model, GridModel):
-            base = self.base()
-            wl = None
-            for key in ("wavelnth",):
-                if key in base:
-                    wl = base[key]
-            if wl is None:
-                return None
-            ords = tmodel.group_ordinal(base["_time"], wl)
+        base = self.base()
+        # the one link the emulated series have: an AIA band series -> the aia.lev1 frame
+        if isinstance(tmodel, FsnModel) and isinstance(self.model, GridModel) and "wavelnth" in base:
+            ords = tmodel.group_ordinal(base["_time"], np.asarray(base["wavelnth"]))
             return Selection(self.world, target, ords, self.world.latest_versions(target, ords))
         return None
 
@@ -612,9 +607,6 @@ def _defval_precision(kw: Keyword) -> int:
 
 
 def _float_decimals(kw: Keyword) -> int:
-    hint = None
-    if hint is not None:
-        return int(hint)
     return 6 if kw.type == "double" else 4
 
 

@@ -223,3 +223,16 @@ def test_cli_serve_prints_url_answers_and_stops_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_concurrent_requests_get_consistent_answers(shared_emulator):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def fetch(i):
+        return get(shared_emulator, "jsoc_info", op="rs_list", ds=f"hmi.M_45s[2014.01.0{1 + i % 3}_TAI/1h]",
+                   key="T_REC,*recnum*,QUALITY")
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(fetch, range(24)))
+    for i, reply in enumerate(replies):
+        assert reply["count"] == 80 and reply == replies[i % 3] | {"runtime": reply["runtime"]}

@@ -627,7 +627,10 @@ def keyword_column(sel: Selection, name: str) -> Column:
     if special == "*online*":
         return Column("str", np.where(sel.online, "Y", "N").tolist(), n)
     if special == "*size*":
-        size = int((sel.sdef.emulator or {}).get("file_size", 1_000_000)) * max(1, len(sel.sdef.segments))
+        # SUMS' size of the record's storage unit: unitsize records of every stored segment
+        sdef = sel.sdef
+        stored = [s for s in sdef.segments if not s.is_link] or list(sdef.segments)
+        size = int((sdef.emulator or {}).get("file_size", 1_000_000)) * max(1, len(stored)) * max(1, sdef.unitsize)
         return Column("str", None, n, const=str(size))
     if special == "*retain*":
         return Column("str", [("N/A" if not o else "2024.08.01") for o in sel.online.tolist()], n)

@@ -12,9 +12,8 @@ AIA's slotted series keep JSOC's own ``T_REC_epoch`` (1993.01.01_00:00:04_TAI) b
 records lie 4 s earlier, on TAI seconds = 0 (mod 12): the definition's
 ``emulator.trec_offset`` (-4) says so. Slot indices always use the real slotting, so a query
 time slots as JSOC slots it; :func:`format_slot` prints the observed grid time
-(``slot value + trec_offset``) and :func:`slot_of_value` subtracts the offset again, so the
-two are exact inverses, and the printed time also slots back to the same index through the
-parser (the offset is smaller than half a step).
+(``slot value + trec_offset``), and because the offset is smaller than half a step that
+printed time slots back to the same index, through :func:`slot_of_value` or the parser alike.
 """
 
 from __future__ import annotations
@@ -569,11 +568,24 @@ def item_matches(item: Item, value: Any) -> bool:
 
 
 def grid_offset(series: SeriesDef, key: str) -> float:
-    """Seconds between a slot's DRMS value and the time records on it carry (AIA: -4)."""
+    """Seconds between a slot's DRMS value and the time records on it carry (AIA: -4).
+
+    Only offsets under half a step are honoured (the slot must still contain its records);
+    a larger ``trec_offset`` is a definition error and raises RecordSetError.
+    """
     kw = series.keyword(key)
     if kw is None or kw.name != "T_REC":
         return 0.0
-    return float(series.emulator.get("trec_offset", 0.0))
+    offset = float(series.emulator.get("trec_offset", 0.0))
+    slot = series.slotting(key)
+    if slot is not None and offset:
+        rounding = slot.step if slot.kind == "ts_eq" else slot.round
+        if not (-rounding / 2.0 <= offset < slot.step - rounding / 2.0):
+            raise RecordSetError(
+                f"{series.name}: emulator.trec_offset {offset:g} s puts records outside their "
+                f"{slot.step:g} s slot (accepted: -{rounding / 2:g} <= offset < {slot.step - rounding / 2:g})"
+            )
+    return offset
 
 
 def _slotting_or_error(series: SeriesDef, key: str) -> tuple[Keyword, Slotting]:
@@ -597,13 +609,18 @@ def format_slot(series: SeriesDef, key: str, index: int) -> str:
 
 
 def slot_of_value(series: SeriesDef, key: str, value: str | float) -> int:
-    """The slot index of a printed value (or internal time); the inverse of :func:`format_slot`."""
+    """The slot a value (a printed value, or an internal time) falls in, as JSOC slots a query.
+
+    It is the inverse of :func:`format_slot`: a printed T_REC lies ``trec_offset`` from its
+    slot's DRMS value, and that offset is under half a step, so it slots back to its own slot.
+    Any other time slots exactly as it would inside a ``[...]`` filter.
+    """
     kw, slot = _slotting_or_error(series, key)
     if isinstance(value, str):
         number = _time(value, kw.name) if kw.is_time else _number(value, kw)
     else:
         number = float(value)
-    return slot.index(number - grid_offset(series, key))
+    return slot.index(number)
 
 
 def format_range(series: SeriesDef, key: str, lo_index: int, hi_index: int, every: int | None = None) -> str:

@@ -535,3 +535,21 @@ def test_format_range_then_parse_gives_the_same_range(series: SeriesDef, start: 
     (item,) = parse1(f"{series.name}[T_REC={text}]").filters[0].items
     expected = Range(lo, lo + length, every if every > 1 else None) if length else Point(lo)
     assert item == expected
+
+
+def test_slot_of_value_slots_any_time_as_a_query_does():
+    euv = REGISTRY.get("aia.lev1_euv_12s")
+    for text in ("2014-01-01T00:00:05Z", "2014-01-01T00:00:10Z", "2014-01-01T00:00:11Z", "2014.01.01_00:00:35_TAI"):
+        (item,) = parse1(f"aia.lev1_euv_12s[{text}]").filters[0].items
+        assert slot_of_value(euv, "T_REC", text) == item.value, text
+    # with JSOC's 1993.01.01_00:00:04_TAI epoch the slot of 00:00:01Z spans 23:59:59Z up to 00:00:11Z
+    assert format_slot(euv, "T_REC", slot_of_value(euv, "T_REC", "2014-01-01T00:00:10Z")) == "2014-01-01T00:00:01Z"
+    assert format_slot(euv, "T_REC", slot_of_value(euv, "T_REC", "2014-01-01T00:00:11Z")) == "2014-01-01T00:00:13Z"
+    assert format_slot(euv, "T_REC", slot_of_value(euv, "T_REC", "2013-12-31T23:59:59Z")) == "2014-01-01T00:00:01Z"
+
+
+def test_format_slot_rejects_an_offset_beyond_half_a_step():
+    struct = REGISTRY.get("aia.lev1_euv_12s").to_struct()
+    broken = SeriesDef.from_struct({**struct, "emulator": {"trec_offset": -7}}, name="aia.broken")
+    with pytest.raises(RecordSetError, match="trec_offset -7 s puts records outside their 12 s slot"):
+        format_slot(broken, "T_REC", 0)

@@ -203,3 +203,24 @@ def test_replies_match_recorded_series_struct_and_check_address(shared_emulator,
             assert ours == recorded  # same fields, order and texts
             checked += 1
     assert checked == 6
+
+
+def test_sunpy_jsoc_search_through_http_proxy(shared_emulator, monkeypatch):
+    """sunpy's JSOCClient knows only jsoc.stanford.edu; HTTP_PROXY sends it to the emulator."""
+    pytest.importorskip("sunpy.net", reason="sunpy[net] not installed")
+    import astropy.units as u
+    from sunpy.net import attrs as a
+    from sunpy.net import jsoc
+
+    proxy = shared_emulator.url.rstrip("/")
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = jsoc.JSOCClient()
+    res = client.search(a.Time("2014-01-01T00:00:00", "2014-01-01T00:05:00"), a.jsoc.Series("hmi.M_45s"))
+    assert len(res) == 7 and res["T_REC"][0] == "2014.01.01_00:00:45_TAI"
+    assert set(res["INSTRUME"]) == {"HMI_FRONT2"}
+    res = client.search(a.Time("2014-01-01T00:00:00", "2014-01-01T00:01:00"), a.jsoc.Series("aia.lev1_euv_12s"),
+                        a.Wavelength(171 * u.AA))
+    assert len(res) == 6 and all(t.endswith("Z") for t in res["T_REC"])

@@ -330,6 +330,17 @@ class Catalog:
         with self.transaction():
             self.con.register("_jm_chunk", rows)
             try:
+                if not self._slot_range_has_rows(table, window):
+                    # Nothing of this slot range is here yet (a first sync): every row is new, none
+                    # can be gone, and a plain INSERT is much cheaper than MERGE. A record's key
+                    # fixes its slot, so no key of the chunk can live outside the range.
+                    self.con.execute(
+                        f"INSERT INTO {table} ({cols}, _synced_at) SELECT {cols}, $now FROM _jm_chunk",
+                        {"now": synced_at},
+                    )
+                    if advance is not None:
+                        self.q("sync_state_advance", series=series, **advance).fetchall()
+                    return {"new": rows.num_rows, "reprocessed": 0, "unchanged": 0, "restored": 0, "gone": 0}
                 counts = self.con.execute(
                     "SELECT count(*) FILTER (WHERE t._key IS NULL),"
                     " count(*) FILTER (WHERE t._key IS NOT NULL AND t._recnum IS DISTINCT FROM s._recnum),"
@@ -357,6 +368,15 @@ class Catalog:
             finally:
                 self.con.unregister("_jm_chunk")
         return {"new": counts[0], "reprocessed": counts[1], "unchanged": counts[2], "restored": counts[3], "gone": gone}
+
+    def _slot_range_has_rows(self, table: str, window) -> bool:
+        if window.slot_column is None or window.lo is None or window.hi is None:
+            return True  # unknown extent: take the general (MERGE) path
+        slot = quote_ident(window.slot_column)
+        return bool(self.con.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {slot} >= $lo AND {slot} < $hi)",
+            {"lo": int(window.lo), "hi": int(window.hi)},
+        ).fetchall()[0][0])
 
     def window_recnum_changes(self, series: str, upstream, window) -> list[int]:
         """Slots of ``window`` where the catalog and ``upstream`` (Arrow: slot, _recnum) disagree.

@@ -193,6 +193,109 @@ def rs_list_columns(reply: dict[str, Any]) -> dict[str, list[str]]:
     return {item["name"]: item["values"] for item in reply.get("keywords") or ()}
 
 
+# -- columnar decoding of rs_list replies (the sync hot path) ------------------------------------
+_NAME_OPEN = b'{"name":"'
+_VALUES_OPEN = b'"values":['
+
+
+def rs_list_arrays(body: bytes, ds: str):
+    """``({keyword: Arrow string array}, count)`` of an rs_list reply, without Python objects.
+
+    JSOC sends one JSON object whose ``keywords`` list holds ``{"name":…,"values":[…]}`` per
+    keyword. Each values list without backslash escapes is exactly one quoted CSV field per
+    record once ``","`` becomes a newline, so Arrow's CSV reader turns it into a column in C++;
+    that is ~2x faster than ``orjson`` + ``pa.array`` and never holds millions of ``str``
+    objects. Numbers (JSOC sends ``*recnum*``/``*sunum*`` unquoted) come back as strings too.
+    Anything unexpected (escapes, other spacing, invalid UTF-8) falls back to ``orjson`` for
+    that keyword or for the whole reply. Errors (``status != 0``) raise JsocError.
+    """
+    import pyarrow as pa
+
+    start = body.find(b'"keywords":[')
+    if start < 0:
+        decode_rs_list(body, ds)  # raises on an error reply
+        return {}, 0
+    ends = [p for p in (body.find(k, start) for k in (b'"segments":', b'"links":', b'"count":')) if p > 0]
+    if not ends:
+        return _arrays_via_orjson(body, ds)
+    end = min(ends)
+    tail = decode(b"{" + body[end:], "rs_list")
+    if tail.get("status") != 0:
+        raise JsocError(f"rs_list {ds}: {tail.get('error') or 'query failed'} [status={tail.get('status')}]")
+    out: dict[str, Any] = {}
+    pos = body.find(_NAME_OPEN, start, end)
+    while pos >= 0:
+        nxt = body.find(_NAME_OPEN, pos + 1, end)
+        seg_end = nxt if nxt > 0 else end
+        quote = body.find(b'"', pos + len(_NAME_OPEN), seg_end)
+        vals = body.find(_VALUES_OPEN, quote, seg_end)
+        close = body.rfind(b"]}", vals, seg_end)
+        if quote < 0 or vals < 0 or close < 0:
+            return _arrays_via_orjson(body, ds)
+        name = body[pos + len(_NAME_OPEN):quote].decode("latin-1")
+        inner = body[vals + len(_VALUES_OPEN):close]
+        array = _csv_column(inner)
+        if array is None:
+            try:
+                values = orjson.loads(b"[" + inner + b"]")
+            except orjson.JSONDecodeError:
+                return _arrays_via_orjson(body, ds)
+            array = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+        out[name] = array
+        pos = nxt
+    count = tail.get("count")
+    count = int(count) if count is not None else (len(next(iter(out.values()))) if out else 0)
+    if any(len(a) != count for a in out.values()):
+        return _arrays_via_orjson(body, ds)
+    return out, count
+
+
+def _csv_column(inner: bytes):
+    """One rs_list values list as an Arrow string array via the CSV reader, or None if unsafe."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if not inner.strip():
+        return pa.array([], type=pa.string())
+    if b"\\" in inner or b"\n" in inner or b"\r" in inner or b" " in inner[:1]:
+        return None
+    if inner[:1] == b'"':
+        # Without escapes no value contains a quote, so '","' can only separate two values.
+        text = inner.replace(b'","', b'"\n"')
+    else:
+        if b'"' in inner or b"null" in inner:
+            return None
+        text = inner.replace(b",", b"\n")
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(text),
+            read_options=pacsv.ReadOptions(column_names=["v"], use_threads=False, block_size=len(text) + 64),
+            parse_options=pacsv.ParseOptions(newlines_in_values=False, double_quote=False, escape_char=False),
+            convert_options=pacsv.ConvertOptions(column_types={"v": pa.string()}, null_values=[],
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    column = table.column(0)
+    return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+
+
+def _arrays_via_orjson(body: bytes, ds: str):
+    import pyarrow as pa
+
+    reply = decode_rs_list(body, ds)
+    out = {}
+    for item in reply.get("keywords") or ():
+        values = item["values"]
+        try:
+            out[item["name"]] = pa.array(values, type=pa.string())
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            out[item["name"]] = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+    return out, int(reply.get("count") or 0)
+
+
 # ============================================================================================
 # Exports and file listings (stage.py's ExportAPI). Section owned by the stage/download work.
 # ============================================================================================

@@ -31,6 +31,7 @@ import hashlib
 import logging
 import math
 import re
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,7 @@ from jsocmirror import drmstime, recordset
 from jsocmirror.catalog import Catalog, Column
 from jsocmirror.config import MirrorConfig, SeriesConfig
 from jsocmirror.errors import JsocError, SyncError
-from jsocmirror.jsoc import RECORD_SPECIALS, JsocClient, decode_rs_list, rs_list_columns
+from jsocmirror.jsoc import RECORD_SPECIALS, JsocClient, rs_list_arrays, rs_list_columns
 from jsocmirror.series import SeriesDef
 
 log = logging.getLogger("jsocmirror.sync")
@@ -302,11 +303,20 @@ def _int_or_none(text: str | None) -> int | None:
         return None
 
 
+_NUMBER_RE = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|nan|inf|infinity)\s*$"
+
+
 def _float_array(strings: pa.Array) -> pa.Array:
     try:
         values = pc.cast(strings, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        values = pa.array([_float_or_none(v) for v in strings.to_pylist()], type=pa.float64())
+        # Words such as MISSING mean no value: NULL them, then cast what is left.
+        numeric = pc.match_substring_regex(strings, _NUMBER_RE, ignore_case=True)
+        cleaned = pc.if_else(numeric, strings, pa.scalar(None, pa.string()))
+        try:
+            values = pc.cast(cleaned, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values = pa.array([_float_or_none(v) for v in strings.to_pylist()], type=pa.float64())
     return pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
 
 
@@ -319,16 +329,23 @@ def _float_or_none(text: str | None) -> float | None:
         return None
 
 
-def rows_to_arrow(keywords: dict[str, list[str]], columns: list[Column], sdef: SeriesDef) -> pa.Table:
-    """An Arrow table with the keyword table's columns from one decoded rs_list reply."""
+def rows_to_arrow(keywords: dict[str, Any], columns: list[Column], sdef: SeriesDef) -> pa.Table:
+    """An Arrow table with the keyword table's columns from one rs_list reply.
+
+    ``keywords`` maps each keyword of the reply to its values: an Arrow string array (from
+    ``jsoc.rs_list_arrays``) or a list of strings.
+    """
     names = {name.lower(): name for name in keywords}
 
     def raw(name: str) -> pa.Array:
         key = names.get(name.lower())
         if key is None:
             raise SyncError(f"JSOC's rs_list reply for {sdef.name} lacks {name!r}")
+        values = keywords[key]
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            return values
         try:
-            return pa.array(keywords[key], type=pa.string())
+            return pa.array(values, type=pa.string())
         except (pa.ArrowTypeError, pa.ArrowInvalid):  # JSOC sends *recnum*/*sunum* as JSON numbers
             return pa.array([None if v is None else str(v) for v in keywords[key]], type=pa.string())
 
@@ -336,10 +353,13 @@ def rows_to_arrow(keywords: dict[str, list[str]], columns: list[Column], sdef: S
         key = names.get(name.lower())
         if key is None:
             raise SyncError(f"JSOC's rs_list reply for {sdef.name} lacks {name!r}")
-        try:
-            return pa.array(keywords[key], type=pa.int64())
-        except (pa.ArrowTypeError, pa.ArrowInvalid):
-            return _int_array(raw(name), "longlong")
+        values = keywords[key]
+        if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+            try:
+                return pa.array(values, type=pa.int64())
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                pass
+        return _int_array(raw(name), "longlong")
 
     n = len(next(iter(keywords.values()))) if keywords else 0
     out: dict[str, pa.Array] = {}
@@ -621,10 +641,8 @@ class _SeriesSync:
         return self.jsoc.rs_list_bytes(self.sel.recordset(window), self.keys)
 
     def _apply(self, window: Window, body: bytes, advance: bool) -> None:
-        reply = decode_rs_list(body, self.sel.recordset(window))
-        keywords = rs_list_columns(reply)
-        del reply
-        rows = rows_to_arrow(keywords, self.columns, self.sdef) if keywords else self._empty_rows()
+        keywords, count = rs_list_arrays(body, self.sel.recordset(window))
+        rows = rows_to_arrow(keywords, self.columns, self.sdef) if keywords and count else self._empty_rows()
         del keywords
         adv = None
         if advance:
@@ -664,14 +682,14 @@ class _SeriesSync:
             window, _ = next(chunker)
             while True:
                 body = self.jsoc.rs_list_bytes(self.sel.recordset(window), [key, "*recnum*"])
-                cols = rs_list_columns(decode_rs_list(body, "recnum scan"))
-                count = len(cols.get("*recnum*", ()))
-                if cols:
-                    tai, _ = parse_times(pa.array(cols[key], type=pa.string()))
+                cols, count = rs_list_arrays(body, "recnum scan")
+                if cols and count:
+                    cols = {name.lower(): values for name, values in cols.items()}
+                    tai, _ = parse_times(cols[key.lower()])
                     slotting = sdef.slotting(key)
                     rounding = slotting.step if slotting.kind == "ts_eq" else slotting.round
                     slots = np.floor((tai - slotting.epoch + rounding / 2.0) / slotting.step + 1e-9).astype(np.int64)
-                    upstream = pa.table({"slot": slots, "_recnum": recnum_array(cols["*recnum*"])})
+                    upstream = pa.table({"slot": slots, "_recnum": _int_array(cols["*recnum*"], "longlong")})
                 else:
                     upstream = pa.table({"slot": pa.array([], pa.int64()), "_recnum": pa.array([], pa.int64())})
                 changed += self.catalog.window_recnum_changes(self.entry.series, upstream, window)
@@ -708,6 +726,13 @@ def _slot_time_utc(sdef: SeriesDef, key: str, slot: int) -> datetime:
     return drmstime.to_datetime_utc(t).replace(tzinfo=None)
 
 
+def _warm_arrow_scan() -> None:
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        pass
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -727,6 +752,9 @@ def sync(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, series: list[
         raise ConfigError(f"no series configured in {config.config_path}; add one with 'jsocmirror series add'")
     run_id = uuid.uuid4().hex[:12]
     result = SyncResult(run_id=run_id)
+    # DuckDB imports pandas the first time it scans an Arrow table (~0.5-1 s); do that while
+    # the first JSOC replies are on their way rather than after.
+    threading.Thread(target=_warm_arrow_scan, name="jsocmirror-warmup", daemon=True).start()
     progress = progress or Progress()
     started, req0, bytes0 = time.monotonic(), jsoc.requests, jsoc.bytes_received
     catalog.q("run_start", run_id=run_id, command=command).fetchall()

@@ -236,3 +236,20 @@ def test_concurrent_requests_get_consistent_answers(shared_emulator):
         replies = list(pool.map(fetch, range(24)))
     for i, reply in enumerate(replies):
         assert reply["count"] == 80 and reply == replies[i % 3] | {"runtime": reply["runtime"]}
+
+
+def test_random_record_sets_never_crash_the_server(shared_emulator):
+    import random
+
+    rng = random.Random(2)
+    pieces = ["hmi.M_45s", "aia.lev1_euv_12s", "hmi.sharp_720s", "[", "]", "{", "}", "[?", "?]", "[!", "!]",
+              "2014.01.01_TAI", "/1h", "@12m", "-", ",", "#", ":#", "$", "^", "QUALITY", "=", "'0'", " AND ",
+              "(", ")", "T_REC", "magnetogram", "3604", "171", "1e9", "%", "\\", ";", "x"]
+    for _ in range(80):
+        ds = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 10)))
+        params = {"op": rng.choice(["rs_list", "rs_summary", "series_struct"]), "ds": ds,
+                  "key": rng.choice(["T_REC", "**ALL**", "x,*recnum*"]), "seg": rng.choice(["", "**ALL**"]),
+                  "n": rng.choice(["", "5", "-3", "1e400", "x"]), "R": rng.choice(["", "1"])}
+        d = get(shared_emulator, "jsoc_info", **params)  # asserts HTTP 200 + JSON
+        assert isinstance(d["status"], int), ds
+        assert not str(d.get("error", "")).startswith("internal emulator error"), (ds, d)

@@ -110,7 +110,7 @@ def _limit(request: Request) -> int | Response:
         return 0
     try:
         return int(float(text))
-    except ValueError:
+    except (ValueError, OverflowError):
         return json_response({"status": 1, "error": f"jsoc_info: n={text!r} is not an integer record limit"})
 
 

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from jsocmirror import drmstime, fitsheader
 from jsocmirror.catalog import Catalog
@@ -89,40 +91,55 @@ def _now() -> datetime:
 
 # -- classification of one directory's names ----------------------------------------------------
 class _Batch:
-    """Column lists of the files found (becomes the Arrow table ``scan_batch``)."""
+    """The files found, kept column-wise in runs per directory (becomes the Arrow table ``scan_batch``).
+
+    Directory, series, state and problem are constant over a run, so they are stored once per
+    run and expanded in C when the table is built; names, keys and segments are extended in
+    bulk. Per-file Python work stays at a few list operations (the scan's hot path).
+    """
 
     def __init__(self):
-        self.path: list[str] = []
-        self.dir: list[str] = []
-        self.series: list[str | None] = []
-        self.record_key: list[str | None] = []
-        self.segment: list[str | None] = []
-        self.size: list[int | None] = []
-        self.mtime: list[float | None] = []
-        self.state: list[str] = []
-        self.problem: list[str | None] = []
+        self.names: list[str] = []
+        self.keys: list[str | None] = []
+        self.segs: list[str | None] = []
+        self.sizes: list[int | None] = []
+        self.mtimes: list[float | None] = []
+        self.runs: list[tuple[int, str, str | None, str, str | None]] = []  # (count, dir, series, state, problem)
+        self.n = 0
 
-    def add(self, path, dirpath, series, key, seg, size, mtime, state, problem):
-        self.path.append(path)
-        self.dir.append(dirpath)
-        self.series.append(series)
-        self.record_key.append(key)
-        self.segment.append(seg)
-        self.size.append(size)
-        self.mtime.append(mtime)
-        self.state.append(state)
-        self.problem.append(problem)
+    def add_many(self, dirpath, names, series, state, problem=None, keys=None, segs=None, sizes=None, mtimes=None):
+        k = len(names)
+        if not k:
+            return
+        nones = [None] * k
+        self.names.extend(names)
+        self.keys.extend(keys if keys is not None else nones)
+        self.segs.extend(segs if segs is not None else nones)
+        self.sizes.extend(sizes if sizes is not None else nones)
+        self.mtimes.extend(mtimes if mtimes is not None else nones)
+        self.runs.append((k, dirpath, series, state, problem))
+        self.n += k
+
+    def add(self, name, dirpath, series, key, seg, size, mtime, state, problem):
+        self.add_many(dirpath, [name], series, state, problem, [key], [seg], [size], [mtime])
 
     def __len__(self) -> int:
-        return len(self.path)
+        return self.n
 
     def table(self) -> pa.Table:
+        index = pa.array(np.repeat(np.arange(len(self.runs), dtype=np.int32),
+                                   np.array([r[0] for r in self.runs], dtype=np.int64)))
+
+        def expand(i: int) -> pa.Array:
+            return pa.array([r[i] for r in self.runs], pa.string()).take(index)
+
+        dirs = expand(1)
+        names = pa.array(self.names, pa.string())
+        paths = pc.if_else(pc.equal(dirs, ""), names, pc.binary_join_element_wise(dirs, names, "/"))
         return pa.table({
-            "path": pa.array(self.path, pa.string()), "dir": pa.array(self.dir, pa.string()),
-            "series": pa.array(self.series, pa.string()), "record_key": pa.array(self.record_key, pa.string()),
-            "segment": pa.array(self.segment, pa.string()), "size": pa.array(self.size, pa.int64()),
-            "mtime": pa.array(self.mtime, pa.float64()), "state": pa.array(self.state, pa.string()),
-            "problem": pa.array(self.problem, pa.string()),
+            "path": paths, "dir": dirs, "series": expand(2), "record_key": pa.array(self.keys, pa.string()),
+            "segment": pa.array(self.segs, pa.string()), "size": pa.array(self.sizes, pa.int64()),
+            "mtime": pa.array(self.mtimes, pa.float64()), "state": expand(3), "problem": expand(4),
         })
 
 
@@ -132,9 +149,9 @@ class _Classifier:
         self._series_prefixes = {tpl.prefix for tpl in layout.templates.values() if tpl.prefix}
         self._name_prefixes = tuple(sorted({s.lower() + "." for s in (t.series_def.name for t in layout.templates.values())}))
 
-    def names(self, dirpath: str, names: list[str]) -> tuple[list[tuple[str, str, str, str]], list[tuple[str, str]]]:
-        """([(name, series, record_key, segment)], [(name, why)]) for the plain files in a directory."""
-        found: list[tuple[str, str, str, str]] = []
+    def names(self, dirpath: str, names: list[str]) -> tuple[list[tuple[str, list, list, list]], list[tuple[str, str]]]:
+        """([(series, names, record keys, segments)], [(name, why not)]) for the plain files in a directory."""
+        found: list[tuple[str, list, list, list]] = []
         left = names
         prefix = (dirpath + "/") if dirpath else ""
         for tpl in self.layout.candidates(prefix + "x"):
@@ -143,13 +160,13 @@ class _Classifier:
             matcher = directory_matcher(tpl, dirpath) if dirpath else None
             if matcher is not None:
                 matched, keys, segs, left = matcher.match(left)
-                series = tpl.series_def.name
-                found.extend(zip(matched, [series] * len(matched), keys, segs))
+                if matched:
+                    found.append((tpl.series_def.name, matched, keys, segs))
         others: list[tuple[str, str]] = []
         for name in left:
             parsed = self.layout.parse(prefix + name)
             if parsed is not None:
-                found.append((name, parsed.series, parsed.record_key, parsed.segment))
+                found.append((parsed.series, [name], [parsed.record_key], [parsed.segment]))
             else:
                 others.append((name, self.why_not(dirpath, name)))
         return found, others
@@ -264,67 +281,72 @@ def _walk_local(base, root_path, classifier, batch, listed, known, stat, skip_se
 
 def _list_local_dir(rel, abs_dir, real_root, classifier, batch, listed, mtime_ns, stat, skip_set, result, stack):
     prefix = rel + "/" if rel else ""
-    names: list[str] = []
-    entries = {}
     try:
         with os.scandir(abs_dir) as it:
-            for entry in it:
-                name = entry.name
-                if _is_temp(name) or (prefix + name) in skip_set:
-                    result.skipped_temp += 1
-                    continue
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(prefix + name)
-                    elif entry.is_file(follow_symlinks=False):
-                        names.append(name)
-                        if stat:
-                            entries[name] = entry
-                    elif entry.is_symlink():
-                        _symlink(entry, prefix + name, rel, real_root, batch, names, entries, stat)
-                    else:
-                        batch.add(prefix + name, rel, None, None, None, None, None, "special",
-                                  "not a regular file (device, FIFO or socket)")
-                except OSError as exc:
-                    batch.add(prefix + name, rel, None, None, None, None, None, "unreadable", _why(exc))
+            entries = list(it)
+        files = [e for e in entries if e.is_file(follow_symlinks=False)]
     except OSError as exc:
         listed.append((rel, mtime_ns, "unreadable"))
-        batch.add(prefix, rel, None, None, None, None, None, "unreadable", f"cannot list directory: {_why(exc)}")
+        batch.add("", rel, None, None, None, None, None, "unreadable", f"cannot list directory: {_why(exc)}")
         return
     listed.append((rel, mtime_ns, "ok"))
+    names = [e.name for e in files]
+    by_name = {e.name: e for e in files} if stat else {}
+    if len(files) != len(entries):
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                continue
+            name = entry.name
+            if _is_temp(name) or (prefix + name) in skip_set:
+                result.skipped_temp += 1
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(prefix + name)
+                elif entry.is_symlink():
+                    _symlink(entry, name, rel, real_root, batch, names, by_name, stat)
+                else:
+                    batch.add(name, rel, None, None, None, None, None, "special",
+                              "not a regular file (device, FIFO or socket)")
+            except OSError as exc:
+                batch.add(name, rel, None, None, None, None, None, "unreadable", _why(exc))
     found, others = classifier.names(rel, names)
-    for name, series, key, seg in found:
-        size = mtime = None
-        state, problem = "layout", None
-        if stat:
-            size, mtime, state, problem = _stat_entry(entries[name], state)
-        batch.add(prefix + name, rel, series, key, seg, size, mtime, state, problem)
+    for series, matched, keys, segs in found:
+        if not stat:
+            batch.add_many(rel, matched, series, "layout", None, keys, segs)
+            continue
+        for name, key, seg in zip(matched, keys, segs):
+            size, mtime, state, problem = _stat_entry(by_name[name], "layout")
+            batch.add(name, rel, series, key, seg, size, mtime, state, problem)
     for name, why in others:
+        if _is_temp(name) or (prefix + name) in skip_set:
+            result.skipped_temp += 1
+            continue
         size = mtime = None
         problem = "name does not follow the layout" if why == "unknown" else "name almost follows the layout"
         if stat:
-            size, mtime, state, err = _stat_entry(entries[name], why)
+            size, mtime, state, err = _stat_entry(by_name[name], why)
             if state == "unreadable":
                 why, problem = state, err
-        batch.add(prefix + name, rel, None, None, None, size, mtime, why, problem)
+        batch.add(name, rel, None, None, None, size, mtime, why, problem)
 
 
-def _symlink(entry, path, rel, real_root, batch, names, entries, stat):
+def _symlink(entry, name, rel, real_root, batch, names, by_name, stat):
     try:
         target = os.path.realpath(entry.path)
     except OSError as exc:
-        batch.add(path, rel, None, None, None, None, None, "unreadable", _why(exc))
+        batch.add(name, rel, None, None, None, None, None, "unreadable", _why(exc))
         return
     if os.path.commonpath([real_root, target]) != real_root:
-        batch.add(path, rel, None, None, None, None, None, "symlink_out", "symbolic link out of the data root (not followed)")
+        batch.add(name, rel, None, None, None, None, None, "symlink_out", "symbolic link out of the data root (not followed)")
     elif not os.path.exists(target):
-        batch.add(path, rel, None, None, None, None, None, "unreadable", "broken symbolic link")
+        batch.add(name, rel, None, None, None, None, None, "unreadable", "broken symbolic link")
     elif os.path.isdir(target):
-        batch.add(path, rel, None, None, None, None, None, "unknown", "symbolic link to a directory (not followed)")
+        batch.add(name, rel, None, None, None, None, None, "unknown", "symbolic link to a directory (not followed)")
     else:
-        names.append(entry.name)
+        names.append(name)
         if stat:
-            entries[entry.name] = entry
+            by_name[name] = entry
 
 
 def _stat_entry(entry, state: str) -> tuple[int | None, float | None, str, str | None]:
@@ -367,15 +389,15 @@ def _walk_fsspec(fs, root_path, classifier, batch, listed, known, stat, skip_set
         infos = by_dir.get(dirpath, {})
         listed.append((dirpath, None, "ok"))
         found, others = classifier.names(dirpath, sorted(infos))
-        prefix = dirpath + "/" if dirpath else ""
-        for name, series, key, seg in found:
-            size, mtime = _info_size_mtime(infos[name])
-            state, problem = ("empty", "zero-byte file") if size == 0 else ("layout", None)
-            batch.add(prefix + name, dirpath, series, key, seg, size, mtime, state, problem)
+        for series, matched, keys, segs in found:
+            for name, key, seg in zip(matched, keys, segs):
+                size, mtime = _info_size_mtime(infos[name])
+                state, problem = ("empty", "zero-byte file") if size == 0 else ("layout", None)
+                batch.add(name, dirpath, series, key, seg, size, mtime, state, problem)
         for name, why in others:
             size, mtime = _info_size_mtime(infos[name])
             problem = "name does not follow the layout" if why == "unknown" else "name almost follows the layout"
-            batch.add(prefix + name, dirpath, None, None, None, size, mtime, why, problem)
+            batch.add(name, dirpath, None, None, None, size, mtime, why, problem)
         if progress is not None:
             progress(len(batch))
     return visited

@@ -34,9 +34,9 @@ def fill_keyword_table(catalog: Catalog, series: str, n: int, *, quality=None, o
         key = f"[{printed}][{camera}]"
         keys.append(key)
         catalog.execute(
-            f'INSERT INTO {table} (_key, "T_REC", "CAMERA", "QUALITY", "T_REC_str", _recnum, _online, _prev_recnum) '
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [key, drmstime.to_datetime_utc(t).replace(tzinfo=None), camera, (quality or {}).get(i, 0), printed,
+            f'INSERT INTO {table} (_key, "T_REC_index", "T_REC", "CAMERA", "QUALITY", "T_REC_str", _recnum, _online, '
+            "_prev_recnum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [key, sd.slotting("T_REC").index(t), drmstime.to_datetime_utc(t).replace(tzinfo=None), camera, (quality or {}).get(i, 0), printed,
              (recnum or {}).get(i, 100 + i), (online or {}).get(i, True), (prev or {}).get(i)],
         )
     return keys

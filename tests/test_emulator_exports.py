@@ -463,3 +463,14 @@ def test_export_ids_are_unique_across_processes_sharing_a_state_dir(tmp_path):
     assert len(ids) == 16 and len(set(ids)) == 16
     with Emulator(state_dir=tmp_path) as emu:
         assert {r.requestid for r in emu.exports.store.all()} == set(ids)
+
+
+def test_exp_request_accepts_requestor_and_requester_and_reqid(emu):
+    old = _fetch(emu, ds="hmi.M_45s[2024.06.30_16:00:00_TAI]", method="url", protocol="fits", notify=EMAIL,
+                 requestor="oldclient")  # drms 0.5/0.6 spelling, no process=n
+    new = _fetch(emu, ds="hmi.M_45s[2024.06.30_16:01:30_TAI]", method="url", protocol="fits", notify=EMAIL,
+                 requester="newclient", **{"process=n": "0"})
+    assert emu.exports.store.get(old["requestid"]).requester == "oldclient"
+    assert emu.exports.store.get(new["requestid"]).requester == "newclient"
+    assert _wait_done(emu, old["requestid"])["status"] == "0"
+    assert _fetch(emu, op="exp_status", reqid=new["requestid"])["requestid"] == new["requestid"]

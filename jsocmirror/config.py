@@ -92,10 +92,17 @@ class TransferConfig:
 
     #: Parallel download connections. JSOC asked SunPy to use one.
     max_connections: int = 1
-    #: Default export method: url_quick, url or url-tar.
-    method: str = "url"
+    #: Default export method: url_quick (with as-is: files straight from their SUMS paths, no
+    #: export queue, what JSOC prefers), url or url-tar.
+    method: str = "url_quick"
     #: Default export protocol: as-is (JSOC's preference) or fits.
     protocol: str = "as-is"
+    #: Seconds between export status polls (JSOC's own "wait" hint is honoured when longer).
+    poll_interval: float = 5.0
+    #: Export requests pending at once per email (JSOC allows 1).
+    max_pending_exports: int = 1
+    #: Write the catalog's keywords into the header of as-is files (the bytes then differ from JSOC's).
+    header_fill: bool = False
 
 
 @dataclass
@@ -255,6 +262,16 @@ def validate_transfer(transfer: TransferConfig) -> None:
         raise ConfigError(f"[transfer] max_connections {transfer.max_connections!r} must be an integer from 1 to 64")
     _check_choice(transfer.method, METHODS, "[transfer] method")
     _check_choice(transfer.protocol, PROTOCOLS, "[transfer] protocol")
+    if isinstance(transfer.poll_interval, bool) or not isinstance(transfer.poll_interval, (int, float)) or not (
+        0 < transfer.poll_interval <= 3600
+    ):
+        raise ConfigError(f"[transfer] poll_interval {transfer.poll_interval!r} must be a number of seconds in (0, 3600]")
+    if isinstance(transfer.max_pending_exports, bool) or not isinstance(transfer.max_pending_exports, int) or not (
+        1 <= transfer.max_pending_exports <= 10
+    ):
+        raise ConfigError(f"[transfer] max_pending_exports {transfer.max_pending_exports!r} must be an integer from 1 to 10")
+    if not isinstance(transfer.header_fill, bool):
+        raise ConfigError(f"[transfer] header_fill {transfer.header_fill!r} must be true or false")
 
 
 def validate_series_entry(entry: SeriesConfig, series_def=None) -> None:

@@ -49,7 +49,8 @@ def demo_config(path: Path) -> cfg.MirrorConfig:
             cfg.SeriesConfig(series="aia.lev1_euv_12s", segments=["image"], start=AIA_START, cadence="10m",
                              keys={"WAVELNTH": [171]}),
         ],
-        transfer=cfg.TransferConfig(max_connections=4, method="url_quick", protocol="as-is"),
+        # the emulator allows 4 connections and quick polls; the real JSOC wants 1 and patience
+        transfer=cfg.TransferConfig(max_connections=4, method="url_quick", protocol="as-is", poll_interval=0.2),
     )
     cfg.save_config(config)
     with Catalog(config.catalog_path):

@@ -47,7 +47,7 @@ class UpdateOptions:
     sync: bool = True
     dry_run: bool = False
     connections: int | None = None  # None: the config's [transfer] max_connections
-    stage_policy: StagePolicy = field(default_factory=StagePolicy)
+    stage_policy: StagePolicy | None = None  # None: defaults with the config's poll_interval/max_pending_exports
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     limits: PlanLimits = field(default_factory=PlanLimits)
     header_fill: bool | None = None  # None: the config's [transfer] header_fill
@@ -232,11 +232,12 @@ def _dry_run(gaps: list[Gap], definitions, options: UpdateOptions, summary: Upda
 def _stage_and_download(config, catalog, client, layout: Layout, definitions, gaps: list[Gap],
                         options: UpdateOptions, summary: UpdateSummary, progress) -> None:
     transfers = _transfers(config)
-    header_fill = options.header_fill if options.header_fill is not None else bool(
-        getattr(config.transfer, "header_fill", False))
+    header_fill = options.header_fill if options.header_fill is not None else config.transfer.header_fill
     connections = options.connections or config.transfer.max_connections
+    policy = options.stage_policy or StagePolicy(poll_interval=float(config.transfer.poll_interval),
+                                                 max_pending_per_email=config.transfer.max_pending_exports)
     governor = Governor(catalog, ExportClient(client), definitions, _path_for(config), email=config.email,
-                        run_id=summary.run_id, policy=options.stage_policy, limits=options.limits)
+                        run_id=summary.run_id, policy=policy, limits=options.limits)
     plan = plan_gaps(gaps, definitions, options.limits)
     summary.planned_queries, summary.planned_records = len(plan.queries), plan.n_records
     pending = {(g.series, g.record_key, g.segment): g for g in gaps}

@@ -40,7 +40,8 @@ def make_mirror(path: Path, url: str, *, email: str = EMAIL, aia_method: str = "
             cfg.SeriesConfig(series="aia.lev1_euv_12s", segments=["image"], start=AIA_START, cadence="1m",
                              keys={"WAVELNTH": [171]}, method=aia_method, protocol=aia_protocol),
         ],
-        transfer=cfg.TransferConfig(max_connections=connections, method="url_quick", protocol="as-is"),
+        transfer=cfg.TransferConfig(max_connections=connections, method="url_quick", protocol="as-is",
+                                    poll_interval=0.05),
     )
     cfg.save_config(config)
     with Catalog(config.catalog_path):

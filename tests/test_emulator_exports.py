@@ -398,6 +398,9 @@ def test_download_range_answers_206_with_content_range(emu):
     assert status == 206 and last == full[-50:]
     status, headers, _ = _raw_get(emu, path, {"Range": f"bytes={len(full)}-"})
     assert status == 416 and headers["Content-Range"] == f"bytes */{len(full)}"
+    for ignored in ("bytes=0-1,5-9", "lines=1-2", "bytes=x-y"):  # may be ignored: the whole file
+        status, _, body = _raw_get(emu, path, {"Range": ignored})
+        assert status == 200 and body == full
 
 
 def test_download_head_gives_length_without_body(emu):

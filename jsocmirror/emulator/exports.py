@@ -744,10 +744,11 @@ class Exports:
             if span is None:
                 return Response(body=b"", status=416, content_type="text/plain",
                                 headers={"Content-Range": f"bytes */{total}"})
-            start, end = span
-            data = data[start:end + 1]
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end}/{total}"
+            if span != _WHOLE:
+                start, end = span
+                data = data[start:end + 1]
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end}/{total}"
         response = Response(body=data, status=status, content_type=content_type, headers=headers)
         if faults is not None and request.method == "GET" and fault_key and len(data) > 1:
             kind = faults.body_fault()
@@ -760,10 +761,16 @@ class Exports:
         return response
 
 
+_WHOLE = (-1, -1)
+
+
 def _parse_range(value: str, total: int) -> tuple[int, int] | None:
-    """One ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range as inclusive (start, end); None if unsatisfiable."""
+    """One ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range as inclusive (start, end); None if
+    unsatisfiable; ``_WHOLE`` for what a server may ignore (several ranges, other units, garbage)."""
     match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", value)
-    if match is None or (not match[1] and not match[2]) or total == 0:
+    if match is None or (not match[1] and not match[2]):
+        return _WHOLE  # RFC 9110: a server may ignore a Range it does not support; answer 200
+    if total == 0:
         return None
     if not match[1]:
         n = int(match[2])

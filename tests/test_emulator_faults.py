@@ -245,3 +245,19 @@ def test_cli_serve_rejects_an_unknown_fault():
 
     result = CliRunner().invoke(cli, ["emulator", "serve", "--fault", "nope=1"])
     assert result.exit_code == 2 and "unknown fault 'nope'" in result.output
+
+
+def test_body_faults_hit_url_tar_downloads_too(emu):
+    reply = _exp_request(emu, "hmi.M_45s[2024.06.29_02:00:00_TAI/90s]", method="url-tar")
+    deadline = time.monotonic() + 10
+    while True:
+        status = json.loads(_get(_status_url(emu, reply["requestid"])).read())
+        if status["status"] != 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    url = emu.url + status["tarfile"].lstrip("/")
+    whole = _get(url).read()
+    emu.faults.truncate_body = 1.0
+    with pytest.raises(http.client.IncompleteRead) as err:
+        _get(url).read()
+    assert len(err.value.partial) < len(whole)

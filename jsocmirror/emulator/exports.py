@@ -692,7 +692,7 @@ class Exports:
         if request.tarfile and name == f"{request.requestid}.tar":
             key = ("tar", request.requestid)
             data = self.cache.get(key, lambda: self._build_tar(request))
-            return data, "application/x-tar", ""
+            return data, "application/x-tar", f"tar:{request.requestid}"  # body faults hit tars too
         for entry in request.files:
             if entry.filename == name:
                 built = self._export_member(request, entry)

@@ -187,7 +187,7 @@ def _rs_list_chunks(sel: Selection, keys, segs, links, want_recinfo: bool, start
         yield b'"recinfo":' + orjson.dumps([{"name": nm, "online": on} for nm, on in zip(names, online)]) + b","
     yield b'"keywords":['
     for i, name in enumerate(keys):
-        col = sel.column(name)
+        col = sel.column(name, cache=False)  # memory stays near one column
         yield (b"," if i else b"") + b'{"name":' + orjson.dumps(name) + b',"values":' + col.json_array() + b"}"
     yield b'],"segments":['
     for i, (name, paths) in enumerate(zip(segs, seg_paths)):

@@ -95,11 +95,14 @@ class Selection:
         u = uniform(record_hash(name_key("online", self.sdef.name), sun, 0))
         return u >= p_offline
 
-    def column(self, name: str) -> Column:
+    def column(self, name: str, cache: bool = True) -> Column:
+        """One keyword (or special) for every record; ``cache=False`` when streaming big replies."""
         key = name.lower()
         col = self._cache.get(key)
         if col is None:
-            col = self._cache[key] = keyword_column(self, name)
+            col = keyword_column(self, name)
+            if cache:
+                self._cache[key] = col
         return col
 
     def take(self, index: np.ndarray) -> Selection:
@@ -579,14 +582,17 @@ def time_json_array(t: np.ndarray, zone: str, precision: int = 0) -> bytes:
     """A JSON array of printed times built as one byte matrix (no Python string per value)."""
     if len(t) == 0:
         return b"[]"
-    m = _time_matrix(t, zone, precision)
-    n, w = m.shape
-    full = np.empty((n, w + 3), dtype=np.uint8)
-    full[:, 0] = 34
-    full[:, 1:w + 1] = m
-    full[:, w + 1] = 34
-    full[:, w + 2] = 44
-    return b"[" + full.tobytes()[:-1] + b"]"
+    parts = []
+    for start in range(0, len(t), 500_000):  # bounded temporaries for multi-million-row replies
+        m = _time_matrix(t[start:start + 500_000], zone, precision)
+        n, w = m.shape
+        full = np.empty((n, w + 3), dtype=np.uint8)
+        full[:, 0] = 34
+        full[:, 1:w + 1] = m
+        full[:, w + 1] = 34
+        full[:, w + 2] = 44
+        parts.append(full.tobytes())
+    return b"[" + b"".join(parts)[:-1] + b"]"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -477,3 +477,29 @@ def test_exp_request_accepts_requestor_and_requester_and_reqid(emu):
     assert emu.exports.store.get(new["requestid"]).requester == "newclient"
     assert _wait_done(emu, old["requestid"])["status"] == "0"
     assert _fetch(emu, op="exp_status", reqid=new["requestid"])["requestid"] == new["requestid"]
+
+
+def test_download_with_parfive_split_ranges(emu, tmp_path):
+    """parfive (what sunpy downloads with) probes, then fetches files in Range splits."""
+    parfive = pytest.importorskip("parfive")
+    reply = _request(emu, ds="hmi.M_45s[2024.06.30_17:00:00_TAI/90s]", method="url_quick", protocol="as-is")
+    urls = [emu.url + d["filename"].lstrip("/") for d in reply["data"]]
+    ranges: list[str] = []
+
+    def spy(request, response):
+        if request.path.startswith("/SUM") and request.headers.get("Range"):
+            ranges.append(request.headers["Range"])
+        return response
+
+    emu.add_after_hook(spy)
+    try:
+        downloader = parfive.Downloader(max_conn=2, max_splits=3, progress=False)
+        for i, url in enumerate(urls):
+            downloader.enqueue_file(url, path=tmp_path, filename=f"f{i}.fits")
+        results = downloader.download()
+    finally:
+        emu.router.after_hooks.remove(spy)
+    assert not results.errors and len(results) == len(urls)
+    assert len(ranges) >= 2 * len(urls)  # really fetched in split ranges
+    for i, url in enumerate(urls):
+        assert (tmp_path / f"f{i}.fits").read_bytes() == urllib.request.urlopen(url).read()

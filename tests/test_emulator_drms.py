@@ -217,6 +217,8 @@ def test_sunpy_jsoc_search_through_http_proxy(shared_emulator, monkeypatch):
         monkeypatch.setenv(name, proxy)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
+    # urllib caches its opener (and the proxies it read) at the first urlopen: make it read them again
+    monkeypatch.setattr(urllib.request, "_opener", None)
     client = jsoc.JSOCClient()
     res = client.search(a.Time("2014-01-01T00:00:00", "2014-01-01T00:05:00"), a.jsoc.Series("hmi.M_45s"))
     assert len(res) == 7 and res["T_REC"][0] == "2014.01.01_00:00:45_TAI"

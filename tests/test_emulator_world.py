@@ -260,3 +260,25 @@ def test_locate_recnum_maps_every_version_back(world):
         for ordinal, version, recnum in zip(sel.ordinals.tolist(), sel.versions.tolist(), sel.recnums.tolist()):
             assert world.locate_recnum(sdef, recnum) == (ordinal, version)
     assert world.locate_recnum(sdef, int(after.recnums.max()) + 10_000) is None
+
+
+def test_vectorised_number_printing_matches_python_formatting():
+    import orjson
+
+    from jsocmirror.emulator.query import format_times, numbers_json_array, time_json_array
+
+    rng = np.random.default_rng(3)
+    x = (rng.random(5000) - 0.5) * 10.0 ** rng.integers(-3, 8, 5000)
+    x[::7] = np.nan
+    for decimals in (1, 2, 4, 6):
+        expected = ["MISSING" if v != v else f"{round(v * 10**decimals) / 10**decimals:.{decimals}f}" for v in x.tolist()]
+        got = orjson.loads(numbers_json_array(x, decimals))
+        assert [g for g, e in zip(got, expected) if g != e and e.lstrip("-") != g] == []
+    ints = np.array([0, -5, 2147483647, -2147483648, 7])
+    assert orjson.loads(numbers_json_array(ints, 0, missing=ints == -2147483648)) == ["0", "-5", "2147483647", "MISSING", "7"]
+    t = np.array([drmstime.parse_time("2016.12.31_23:59:59_UTC"), drmstime.parse_time("2017.01.01_00:00:00_UTC"),
+                  drmstime.parse_time("1999.12.31_12:00:00.25_TAI")])
+    for zone, precision in (("TAI", 0), ("UTC", 0), ("ISO", 2)):
+        expected = [drmstime.format_time(v, zone, precision) for v in t.tolist()]
+        assert format_times(t, zone, precision) == expected
+        assert orjson.loads(time_json_array(t, zone, precision)) == expected

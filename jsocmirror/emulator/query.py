@@ -452,6 +452,7 @@ class Column:
     hex_width: int = 0
     int_type: str = "int"
     const: str | None = None
+    sci: bool = False  # floats printed as %.{decimals}e (fluxes of 1e22)
     typed_const: Any = None  # a constant keyword's value as a number/time, for [? ?] filters
 
     def typed(self) -> np.ndarray:
@@ -485,8 +486,13 @@ class Column:
             return out
         if self.kind == "float":
             v = np.asarray(self.values, dtype=np.float64)
-            fmt = f"{{:.{self.decimals}f}}".format
-            out = list(map(fmt, v.tolist()))
+            if self.sci:
+                out = [f"{x:.{self.decimals}e}" for x in v.tolist()]
+            elif self._vectorisable(v):
+                return orjson.loads(numbers_json_array(v, self.decimals))  # one formatting for both paths
+            else:
+                fmt = f"{{:.{self.decimals}f}}".format
+                out = list(map(fmt, v.tolist()))
             if np.isnan(v).any():
                 out = ["MISSING" if x != x else s for x, s in zip(v.tolist(), out)]
             return out
@@ -503,7 +509,18 @@ class Column:
             return b"[" + b",".join([item] * self.n) + b"]"
         if self.kind == "time" and not np.isnan(np.asarray(self.values, dtype=np.float64)).any():
             return time_json_array(np.asarray(self.values, dtype=np.float64), self.zone, self.precision)
+        if self.kind == "float" and not self.sci:
+            v = np.asarray(self.values, dtype=np.float64)
+            if self._vectorisable(v):
+                return numbers_json_array(v, self.decimals)
         return orjson.dumps(self.strings())
+
+    def _vectorisable(self, v: np.ndarray) -> bool:
+        """Fixed-decimal printing through int64 needs |v| * 10**decimals well inside int64."""
+        if len(v) == 0:
+            return False
+        finite = v[~np.isnan(v)]
+        return len(finite) == 0 or float(np.abs(finite).max()) * 10.0 ** self.decimals < 1e17
 
 
 def _zone_cal(t: np.ndarray, zone: str) -> np.ndarray:
@@ -576,6 +593,63 @@ def format_times(t: np.ndarray, zone: str, precision: int = 0) -> list[str]:
         return ["MISSING" if m else s for m, s in zip(missing.tolist(), good)]
     m = _time_matrix(t, zone, precision)
     return m.view(f"S{m.shape[1]}").ravel().astype(f"U{m.shape[1]}").tolist()
+
+
+def numbers_json_array(values, decimals=0, missing=None):
+    """JSON array of numbers printed as strings with fixed decimals, built as one byte matrix."""
+    n = len(values)
+    if n == 0:
+        return b"[]"
+    if decimals:
+        x = np.asarray(values, dtype=np.float64)
+        miss = np.isnan(x) if missing is None else (missing | np.isnan(x))
+        v = np.round(np.where(miss, 0.0, x) * (10 ** decimals)).astype(np.int64)
+    else:
+        v = np.asarray(values, dtype=np.int64)
+        miss = missing if missing is not None else None
+        if miss is not None:
+            v = np.where(miss, 0, v)
+    neg = v < 0
+    a = np.abs(v)
+    scale = 10 ** decimals
+    ip, fp = np.divmod(a, scale)
+    nd = np.ones(n, dtype=np.int64)
+    p = 10
+    while p <= 10**18:
+        m = ip >= p
+        if not m.any():
+            break
+        nd += m
+        p *= 10
+    maxnd = int(nd.max())
+    width = 2 + maxnd + (decimals + 1 if decimals else 0) + 2
+    if miss is not None and miss.any():
+        width = max(width, 2 + 7 + 2)
+    e = width - 3 - (decimals + 1 if decimals else 0)  # column of the last integer digit
+    M = np.zeros((n, width), dtype=np.uint8)
+    t = ip.copy()
+    for j in range(maxnd):
+        M[:, e - j] = t % 10 + 48
+        t //= 10
+    if decimals:
+        M[:, e + 1] = 46
+        f = fp.copy()
+        for j in range(decimals):
+            M[:, e + 1 + decimals - j] = f % 10 + 48
+            f //= 10
+    M[:, -2] = 34
+    M[:, -1] = 44
+    start = e - nd + 1
+    quote = start - 1 - neg
+    rows = np.arange(n)
+    M[rows[neg], (start - 1)[neg]] = 45
+    if miss is not None and miss.any():
+        mr = rows[miss]
+        M[mr[:, None], np.arange(width - 9, width - 2)[None, :]] = np.frombuffer(b"MISSING", dtype=np.uint8)
+        quote = np.where(miss, width - 10, quote)
+    M[rows, quote] = 34
+    mask = np.arange(width)[None, :] >= quote[:, None]
+    return b"[" + M[mask].tobytes()[:-1] + b"]"
 
 
 def time_json_array(t: np.ndarray, zone: str, precision: int = 0) -> bytes:
@@ -999,7 +1073,7 @@ def _crota2(sel, kw, h, t, wl):
 
 
 def _usflux(sel, kw, h, t, wl):
-    return Column("float", 1e21 * (1.0 + 20.0 * uniform(h)), len(sel), decimals=6)
+    return Column("float", 1e21 * (1.0 + 20.0 * uniform(h)), len(sel), decimals=3, sci=True)
 
 
 _NAMED = {

@@ -142,18 +142,18 @@ def diff_mirror(catalog: Catalog, config, series: str | Iterable[str] | None = N
         names = [series] if isinstance(series, str) else list(series)
         entries = [config.get_series(name) for name in names]
     result = DiffResult(catalog=catalog)
-    selects, scope = [], []
+    wanted, scope = [], []
     for entry in entries:
         sd = registry.get(entry.series)
         if sd is None:
             raise ConfigError(f"series {entry.series!r} has no known definition (run 'jsocmirror sync' first)")
         scope.append(sd.name)
         result._keys[sd.name] = tuple(sd.primekeys)
-        select = wanted_select_sql(catalog, entry, sd)
+        select, segments = wanted_select_sql(catalog, entry, sd)
         if select is None:
             result.skipped.append(sd.name)
             continue
-        selects.append(select)
+        wanted.append((sd.name, select, segments))
     if series is None:
         scope += [r[0] for r in catalog.execute(
             "SELECT DISTINCT series FROM local_files WHERE series IS NOT NULL").fetchall() if r[0] not in scope]
@@ -161,14 +161,23 @@ def diff_mirror(catalog: Catalog, config, series: str | Iterable[str] | None = N
             sd = registry.get(name)
             if sd is not None:
                 result._keys.setdefault(sd.name, tuple(sd.primekeys))
-    catalog.execute("CREATE OR REPLACE TEMP VIEW diff_wanted AS " + (" UNION ALL ".join(selects) or _EMPTY_WANTED))
+    catalog.q("diff_create_gaps")
+    pairs: list[tuple[str, str]] = []
+    for name, select, segments in wanted:
+        catalog.execute("CREATE OR REPLACE TEMP VIEW diff_wanted_one AS " + select)
+        for day, n in catalog.q("diff_wanted_counts").fetchall():
+            _bump(result, name, day, "present", n * len(segments))
+        for segment in segments:
+            catalog.q("diff_insert_gaps", series=name, segment=segment)
+            pairs.append((name, segment))
     catalog.con.register("diff_scope", pa.table({"series": pa.array(scope, pa.string())}))
+    catalog.con.register("diff_pairs", pa.table({"series": pa.array([p[0] for p in pairs], pa.string()),
+                                                 "segment": pa.array([p[1] for p in pairs], pa.string())}))
     try:
-        catalog.q("diff_build_gaps")
+        catalog.q("diff_insert_other_orphans")
     finally:
         catalog.con.unregister("diff_scope")
-    for name, day, n in catalog.q("diff_wanted_counts").fetchall():
-        _bump(result, name, day, "present", n)
+        catalog.con.unregister("diff_pairs")
     for name, day, state, n in catalog.q("diff_gap_counts").fetchall():
         if state != "orphan":
             _bump(result, name, day, "present", -n)
@@ -181,15 +190,9 @@ def diff_mirror(catalog: Catalog, config, series: str | Iterable[str] | None = N
 def _bump(result: DiffResult, series: str, day, state: str, n: int) -> None:
     states = result.counts.setdefault(series, dict.fromkeys(STATES, 0))
     states[state] = states.get(state, 0) + n
-    period = day.isoformat() if day is not None else ""
+    period = "" if day is None else (day.isoformat() if hasattr(day, "isoformat") else str(day).replace(".", "-"))
     per = result.by_period.setdefault(series, {}).setdefault(period, {})
     per[state] = per.get(state, 0) + n
-
-
-_EMPTY_WANTED = (
-    "SELECT NULL::VARCHAR AS series, NULL::VARCHAR AS record_key, NULL::VARCHAR AS segment, NULL::BIGINT AS recnum,"
-    " NULL::BIGINT AS quality, NULL::BOOLEAN AS online, NULL::BIGINT AS prev_recnum, NULL::DATE AS day WHERE false"
-)
 
 
 def sql_literal(value: Any) -> str:
@@ -201,8 +204,8 @@ def sql_literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def wanted_select_sql(catalog: Catalog, entry, sd: SeriesDef) -> str | None:
-    """The SELECT of one series' wanted (record, segment) rows, or None if it has no keyword table.
+def wanted_select_sql(catalog: Catalog, entry, sd: SeriesDef) -> tuple[str | None, list[str]]:
+    """(the SELECT of one series' wanted records, its configured segments); None if there is nothing to want.
 
     Identifiers go through ``quote_ident`` and values through ``sql_literal``; the one piece of
     user SQL is the configured ``filter`` (the same text JSOC evaluates inside ``[? ?]``).
@@ -211,7 +214,7 @@ def wanted_select_sql(catalog: Catalog, entry, sd: SeriesDef) -> str | None:
     columns = {name.lower(): name for name in catalog.table_columns(table)}
     if not columns:
         log.warning("series %s is configured but has no keyword table yet (run 'jsocmirror sync')", sd.name)
-        return None
+        return None, []
     segments = []
     for name in entry.segments:
         seg = sd.segment(name)
@@ -219,16 +222,15 @@ def wanted_select_sql(catalog: Catalog, entry, sd: SeriesDef) -> str | None:
             raise ConfigError(f"series {sd.name}: unknown segment {name!r} (segments: {', '.join(s.name for s in sd.segments)})")
         segments.append(seg.name)
     if not segments:
-        return None
-    seg_list = "[" + ", ".join(sql_literal(s) for s in segments) + "]"
+        return None, []
     quality = f"k.{quote_ident(columns['quality'])}::BIGINT" if "quality" in columns else "NULL::BIGINT"
     time_kw = next((kw for kw in sd.primekey_keywords if kw.is_time and kw.name.lower() in columns), None)
     time_col = f"k.{quote_ident(columns[time_kw.name.lower()])}" if time_kw else None
-    day = f"CAST({time_col} AS DATE)" if time_col else "NULL::DATE"
+    # the calendar day as JSOC prints the key (TAI for HMI), as the layout's directories do; kept
+    # as text (YYYY.MM.DD or YYYY-MM-DD) because slicing is cheap and only aggregates get parsed
+    day = f"strftime({time_col}, '%Y-%m-%d')" if time_col else "NULL::VARCHAR"
     if time_kw is not None and f"{time_kw.name}_str".lower() in columns:
-        # the calendar day as JSOC prints the key (TAI for HMI), as the layout's directories do
-        str_col = f"k.{quote_ident(columns[f'{time_kw.name}_str'.lower()])}"
-        day = f"TRY_CAST(replace(substr({str_col}, 1, 10), '.', '-') AS DATE)"
+        day = f"substr(k.{quote_ident(columns[f'{time_kw.name}_str'.lower()])}, 1, 10)"
     where = ["k._gone_at IS NULL"]
     if time_col:
         index_col = columns.get(f"{time_kw.name}_index".lower())
@@ -248,10 +250,8 @@ def wanted_select_sql(catalog: Catalog, entry, sd: SeriesDef) -> str | None:
         lits = ", ".join(sql_literal(int(v, 0) if kw.is_int and isinstance(v, str) else v) for v in values)
         where.append(f"k.{quote_ident(columns[kw.name.lower()])} IN ({lits})")
     select = (
-        f"SELECT {sql_literal(sd.name)} AS series, k._key AS record_key, s.segment AS segment, "
-        f"k._recnum AS recnum, {quality} AS quality, k._online AS online, k._prev_recnum AS prev_recnum, "
-        f"{day} AS day FROM {quote_ident(table)} AS k CROSS JOIN (SELECT unnest({seg_list}) AS segment) AS s "
-        f"WHERE " + " AND ".join(where)
+        f"SELECT k._key AS record_key, k._recnum AS recnum, {quality} AS quality, k._online AS online, "
+        f"k._prev_recnum AS prev_recnum, {day} AS day FROM {quote_ident(table)} AS k WHERE " + " AND ".join(where)
     )
     if entry.filter:
         filtered = select + f" AND ({entry.filter})"
@@ -261,7 +261,7 @@ def wanted_select_sql(catalog: Catalog, entry, sd: SeriesDef) -> str | None:
         except Exception as exc:  # JSOC filter syntax DuckDB does not share: sync already applied it
             log.warning("series %s: filter %r is not usable in DuckDB (%s); relying on sync's selection",
                         sd.name, entry.filter, str(exc).splitlines()[0])
-    return select
+    return select, segments
 
 
 # -- status ------------------------------------------------------------------------------------

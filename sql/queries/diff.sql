@@ -1,18 +1,25 @@
 -- The diff (diff.py): every wanted (record, segment) against the inventory.
--- diff_wanted is a temp view diff.py builds from the configured series (one SELECT per series
--- over its keyword table: series, record_key, segment, recnum, quality, online, prev_recnum, day);
--- diff_scope is a registered one-column table of the series in scope.
+-- For one configured (series, segment) at a time, diff.py defines the temp view diff_wanted_one
+-- (the series' wanted records: record_key, recnum, quality, online, prev_recnum, day) and runs
+-- diff_insert_gaps; joining on the record key alone (series and segment are constants on both
+-- sides) is about twice as fast as a three-column join.
 
--- name: diff_build_gaps
+-- name: diff_create_gaps
+CREATE OR REPLACE TEMP TABLE diff_gaps (
+    series VARCHAR, record_key VARCHAR, segment VARCHAR, recnum BIGINT, file_recnum BIGINT, day VARCHAR,
+    path VARCHAR, size BIGINT, state VARCHAR, reason VARCHAR
+);
+
+-- name: diff_insert_gaps
 -- One FULL JOIN classifies both sides: wanted rows without a file (missing / no_image / offline),
 -- rows with a file (present / stale / corrupt) and files nothing wants (orphan). Only the rows
 -- that are not 'present' are kept: the gap set is small even when the mirror is not.
-CREATE OR REPLACE TEMP TABLE diff_gaps AS
+INSERT INTO diff_gaps
 SELECT * FROM (
     SELECT
-        coalesce(w.series, f.series) AS series,
+        $series AS series,
         coalesce(w.record_key, f.record_key) AS record_key,
-        coalesce(w.segment, f.segment) AS segment,
+        $segment AS segment,
         w.recnum AS recnum,
         f.file_recnum AS file_recnum,
         w.day AS day,
@@ -40,18 +47,28 @@ SELECT * FROM (
             WHEN f.file_recnum IS NULL AND w.prev_recnum IS NOT NULL THEN 'reprocessed upstream; the file''s RECNUM is unknown'
             ELSE NULL
         END AS reason
-    FROM diff_wanted AS w
+    FROM diff_wanted_one AS w
     FULL OUTER JOIN (
-        SELECT series, record_key, segment, path, size, state, verify_state, verify_problem,
+        SELECT record_key, path, size, state, verify_state, verify_problem,
                coalesce(header_recnum, fetched_recnum) AS file_recnum
         FROM local_files
-        WHERE state IN ('layout', 'empty') AND series IN (SELECT series FROM diff_scope)
+        WHERE series = $series AND segment = $segment AND state IN ('layout', 'empty')
     ) AS f
-    ON w.series = f.series AND w.record_key = f.record_key AND w.segment = f.segment
+    ON w.record_key = f.record_key
 ) WHERE state <> 'present';
 
+-- name: diff_insert_other_orphans
+-- Layout files of series in scope whose (series, segment) no configured entry wants at all.
+INSERT INTO diff_gaps
+SELECT f.series, f.record_key, f.segment, NULL, coalesce(f.header_recnum, f.fetched_recnum), NULL, f.path, f.size,
+       'orphan', CASE WHEN f.series IN (SELECT series FROM diff_pairs) THEN 'segment not configured'
+                      ELSE 'series not configured' END
+FROM local_files AS f
+WHERE f.state IN ('layout', 'empty') AND f.series IN (SELECT series FROM diff_scope)
+  AND NOT EXISTS (SELECT 1 FROM diff_pairs p WHERE p.series = f.series AND p.segment = f.segment);
+
 -- name: diff_wanted_counts
-SELECT series, day, count(*) FROM diff_wanted GROUP BY ALL;
+SELECT day, count(*) FROM diff_wanted_one GROUP BY ALL;
 
 -- name: diff_gap_counts
 SELECT series, day, state, count(*) FROM diff_gaps GROUP BY ALL;

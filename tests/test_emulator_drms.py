@@ -226,3 +226,20 @@ def test_sunpy_jsoc_search_through_http_proxy(shared_emulator, monkeypatch):
     res = client.search(a.Time("2014-01-01T00:00:00", "2014-01-01T00:01:00"), a.jsoc.Series("aia.lev1_euv_12s"),
                         a.Wavelength(171 * u.AA))
     assert len(res) == 6 and all(t.endswith("Z") for t in res["T_REC"])
+
+
+def test_drms_sees_the_next_night(emulator, drms_client):
+    before = drms_client.query("hmi.M_720s[2024.06.01_TAI-2024.07.01_TAI]", key="T_REC,*recnum*")
+    report = emulator.world.next_night()["hmi.M_720s"]
+    after = drms_client.query("hmi.M_720s[2024.06.01_TAI-2024.07.02_TAI]", key="T_REC,*recnum*")
+    assert len(after) == len(before) + 120 - len(report["deleted"])
+    old = dict(zip(before.T_REC, before["*recnum*"]))
+    new = dict(zip(after.T_REC, after["*recnum*"]))
+    for key in report["reprocessed"]:
+        t_rec = key[1:].split("]")[0]
+        if t_rec in old:
+            assert new[t_rec] > max(old.values())
+    for key in report["deleted"]:
+        assert key[1:].split("]")[0] not in new
+    versions = drms_client.query(f"hmi.M_720s{report['reprocessed'][0]}[! QUALITY >= -2147483648 !]", key="*recnum*")
+    assert len(versions) == 2

@@ -81,15 +81,8 @@ def jsoc_server(server: str, mirror_dir: str | Path | None = None) -> Iterator[s
 
 
 def _register_commands() -> None:
-    # Each module adds its commands to ``cli``; a module that is not written yet is skipped.
-    import importlib
-
-    for name in ("emulator", "catalog", "mirror", "transfer"):
-        try:
-            importlib.import_module(f"jsocmirror.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"jsocmirror.cli.{name}":
-                raise
+    # Importing a command module adds its commands to ``cli``.
+    from jsocmirror.cli import catalog, emulator, mirror, transfer  # noqa: F401
 
 
 _register_commands()

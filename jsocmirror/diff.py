@@ -300,7 +300,8 @@ def mirror_status(catalog: Catalog, config, *, by: str = "month", series=None,
 # -- SQL over the mirror -------------------------------------------------------------------------
 def refresh_file_views(catalog: Catalog, series_names: Iterable[str]) -> list[str]:
     """(Re)create ``<slug>_files`` for each series with a keyword table: its keyword columns plus
-    segment, path, state (and file size / verification) of each local file. Returns the view names."""
+    segment, path, state, file_size, verify_state and file_recnum of each local file (one row per
+    file; records without a file do not appear). Returns the view names."""
     made = []
     for name in sorted(set(series_names)):
         table = keyword_table(name)
@@ -310,7 +311,8 @@ def refresh_file_views(catalog: Catalog, series_names: Iterable[str]) -> list[st
         catalog.execute(
             f"CREATE OR REPLACE VIEW {quote_ident(view)} AS "
             f"SELECT k.*, f.segment AS segment, f.path AS path, f.state AS state, f.size AS file_size, "
-            f"f.verify_state AS verify_state FROM {quote_ident(table)} AS k "
+            f"f.verify_state AS verify_state, coalesce(f.header_recnum, f.fetched_recnum) AS file_recnum "
+            f"FROM {quote_ident(table)} AS k "
             f"JOIN local_files AS f ON f.series = {sql_literal(name)} AND f.record_key = k._key"
         )
         made.append(view)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 
 import duckdb
 import pytest
@@ -54,7 +55,15 @@ def run(*args):
     return result.exit_code, result.output
 
 
-def test_cli_scan_diff_status_export_after_a_real_sync(emulator, tmp_path):
+DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "sql.md")
+
+
+def doc_blocks(lang: str) -> list[str]:
+    with open(DOC, encoding="utf-8") as f:
+        return re.findall(rf"```{lang} files\n(.*?)```", f.read(), re.S)
+
+
+def test_cli_scan_diff_status_export_after_a_real_sync(emulator, tmp_path, monkeypatch):
     config = make_mirror(tmp_path / "m", emulator.url)
     records = synced_records(config, emulator.url)
     assert len(records) == 10
@@ -105,6 +114,19 @@ def test_cli_scan_diff_status_export_after_a_real_sync(emulator, tmp_path):
     code, out = run("scan", "-m", mirror)
     assert code == 0 and "_catalog" not in out
 
+    # every "files" example of docs/sql.md runs and returns rows, from the data root
+    monkeypatch.chdir(config.data_root)
+    blocks = doc_blocks("sql")
+    assert len(blocks) >= 5
+    with Catalog(config.catalog_path, read_only=True) as catalog:
+        results = [catalog.run_user_sql(sql) for sql in blocks]
+    for sql, (names, rows) in zip(blocks, results):
+        assert names and rows, sql
+    parquet_paths = {row[0] for row in results[-1][1]}
+    (code_block,) = doc_blocks("python")
+    scope: dict = {}
+    exec(code_block, scope)  # noqa: S102 - our own documentation
+    assert set(scope["paths"]) == parquet_paths and len(parquet_paths) >= 4
 
 def test_cli_diff_bad_state_is_one_line_exit_2(tmp_path):
     config = MirrorConfig(mirror_dir=tmp_path, server="http://127.0.0.1:9/")

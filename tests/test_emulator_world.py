@@ -282,3 +282,15 @@ def test_vectorised_number_printing_matches_python_formatting():
         expected = [drmstime.format_time(v, zone, precision) for v in t.tolist()]
         assert format_times(t, zone, precision) == expected
         assert orjson.loads(time_json_array(t, zone, precision)) == expected
+
+
+def test_where_filter_picks_latest_matching_version(world):
+    key = "[2024.06.30_12:00:00_TAI][2]"
+    world.reprocess("hmi.M_45s", key)
+    both = select(world, f"hmi.M_45s{key}[! CAMERA = 2 !]")
+    v0_recnum, v1_recnum = both.recnums.tolist()
+    v1_date = both.column("DATE").typed()[1]
+    # the latest version fails DATE < its own processing time, version 0 passes: DRMS answers version 0
+    older = select(world, f"hmi.M_45s{key}[? DATE < {v1_date - 1} ?]")
+    assert older.recnums.tolist() == [v0_recnum]
+    assert select(world, f"hmi.M_45s{key}[? CAMERA = 2 ?]").recnums.tolist() == [v1_recnum]

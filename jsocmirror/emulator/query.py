@@ -222,7 +222,10 @@ def _evaluate_spec(world: World, spec: Spec, cap: int, n: int) -> tuple[np.ndarr
         ords = world.drop_deleted(sdef, ords)
         vers = world.latest_versions(sdef, ords)
     all_versions = spec.all_versions
-    if all_versions and len(ords):
+    # [? ?] is DRMS's "max(recnum) per prime key among the versions that match": an older version
+    # can answer when the latest one fails the condition, so look at every version, keep the last
+    latest_of_matches = bool(where_filters) and not all_versions and bool((vers > 0).any())
+    if (all_versions or latest_of_matches) and len(ords):
         ords, vers = _expand_versions(ords, vers)
     if post or recnum_filters or where_filters:
         keep = []
@@ -238,6 +241,9 @@ def _evaluate_spec(world: World, spec: Spec, cap: int, n: int) -> tuple[np.ndarr
             keep.append(start + np.nonzero(mask)[0])
         idx = np.concatenate(keep) if keep else np.empty(0, dtype=np.int64)
         ords, vers = ords[idx], vers[idx]
+        if latest_of_matches and len(ords):
+            last = np.r_[ords[1:] != ords[:-1], True]  # versions of one record are adjacent, ascending
+            ords, vers = ords[last], vers[last]
     if len(ords) > cap and not (n and abs(n) < len(ords)):
         raise TooManyRecords(len(ords))
     return ords, vers

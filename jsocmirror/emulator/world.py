@@ -686,8 +686,12 @@ class World:
 
     @now.setter
     def now(self, value: float) -> None:
+        """Set the clock; like ``advance`` it only moves forward (stored versions depend on it)."""
         with self._exclusive():
             self.refresh()
+            if float(value) < self._now:
+                raise WorldError(f"cannot move the clock back to {drmstime.format_time(float(value), 'TAI')} "
+                                 f"(now {drmstime.format_time(self._now, 'TAI')}); start a new world instead")
             self._now = float(value)
             self._save()
 

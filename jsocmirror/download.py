@@ -254,7 +254,7 @@ def check_dest(dest: str) -> str:
 
 
 def _fetch_into(task: FileTask, part: Path, policy: RetryPolicy,
-                on_bytes: Callable[[int], None] | None) -> int:
+                on_bytes: Callable[[int], None] | None, sync: bool = True) -> int:
     """GET ``task.url`` into ``part``, resuming what is there. Returns the total size."""
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT}
@@ -296,7 +296,8 @@ def _fetch_into(task: FileTask, part: Path, policy: RetryPolicy,
                     if on_bytes:
                         on_bytes(len(chunk))
                 out.flush()
-                os.fsync(out.fileno())
+                if sync:
+                    os.fsync(out.fileno())
         except IncompleteRead:
             raise _Retryable(f"body truncated at {written} bytes") from None
         except (OSError, HTTPException) as exc:
@@ -378,21 +379,35 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """A file fetched and verified under its temporary name, waiting for the batch sync + rename."""
+
+    task: FileTask
+    dest: str
+    part: Path
+    size: int
+    checksum: str
+
+
 def _download_one(task: FileTask, target: _Target, policy: RetryPolicy,
-                  on_bytes: Callable[[int], None] | None) -> Landed | FailedFile:
+                  on_bytes: Callable[[int], None] | None, batch_sync: bool = False) -> Landed | FailedFile | _Verified:
     try:
         dest = check_dest(task.dest)
     except ValueError as exc:
         return FailedFile(task, str(exc), 0, retryable=False)
     part = target.local_part(dest, task)
+    deferred = batch_sync and target.local
     last = "no attempt made"
     for attempt in range(1, policy.attempts + 1):
         try:
-            size = _fetch_into(task, part, policy, on_bytes)
+            size = _fetch_into(task, part, policy, on_bytes, sync=not deferred or bool(task.header))
             state = _verify(task, part)
             if task.header:
                 fill_header(part, task.header)
                 size = part.stat().st_size
+            if deferred:
+                return _Verified(task, dest, part, size, state)
             target.commit(part, dest)
             return Landed(task, dest, size, state)
         except _Fatal as exc:
@@ -412,23 +427,52 @@ def _download_one(task: FileTask, target: _Target, policy: RetryPolicy,
     return FailedFile(task, f"gave up after {policy.attempts} attempts: {last}", policy.attempts)
 
 
+def _sync_filesystem(path: str) -> None:
+    """Flush the filesystem holding ``path`` (Linux syncfs; elsewhere a full sync)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
 # -- many files ------------------------------------------------------------------------------------
 def download_files(tasks: Iterable[FileTask], root: str | os.PathLike, *, connections: int = 1,
                    policy: RetryPolicy | None = None,
                    on_landed: Callable[[Landed], None] | None = None,
                    on_failed: Callable[[FailedFile], None] | None = None,
-                   on_bytes: Callable[[int], None] | None = None) -> Results:
+                   on_bytes: Callable[[int], None] | None = None,
+                   durability: str = "batch") -> Results:
     """Fetch every task into ``root`` with at most ``connections`` at once.
 
     ``on_landed``/``on_failed`` run in the calling thread (so they may write to the catalog),
-    as each file finishes; ``on_bytes`` runs in worker threads (tqdm's update is thread-safe).
+    as each file lands; ``on_bytes`` runs in worker threads (tqdm's update is thread-safe).
+
+    ``durability``: ``"file"`` fsyncs each file before its rename; ``"batch"`` (default) lets
+    verified files wait under their temporary names and makes a group durable with one
+    ``syncfs`` before renaming them all (an fsync per file costs ~7 ms here, more than the
+    transfer of a 1 MB file); either way no file is renamed into place before it is on disk.
+    ``"none"`` skips the sync: still verified and renamed atomically, so a killed process never
+    leaves a partial file under its final name, but a power loss may (benchmark figures only).
     """
     if connections < 1:
         raise ValueError(f"connections must be at least 1, not {connections}")
+    if durability not in ("file", "batch", "none"):
+        raise ValueError(f"durability must be 'file', 'batch' or 'none', not {durability!r}")
     policy = policy or RetryPolicy()
     results = Results()
     target = _Target(root)
+    committer = _BatchCommitter(target, results, on_landed, sync=durability == "batch")
     seen: set[str] = set()
+    batch_sync = durability in ("batch", "none")
     try:
         with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="jsocmirror-dl") as pool:
             pending = set()
@@ -437,21 +481,67 @@ def download_files(tasks: Iterable[FileTask], root: str | os.PathLike, *, connec
                     results.errors.append(FailedFile(task, f"duplicate destination {task.dest!r}", 0, False))
                     continue
                 seen.add(task.dest)
-                pending.add(pool.submit(_download_one, task, target, policy, on_bytes))
+                pending.add(pool.submit(_download_one, task, target, policy, on_bytes, batch_sync))
                 if len(pending) >= connections * 4:
-                    pending = _drain(pending, results, on_landed, on_failed, FIRST_COMPLETED)
-            _drain(pending, results, on_landed, on_failed, None)
+                    pending = _drain(pending, results, committer, on_landed, on_failed, FIRST_COMPLETED)
+            _drain(pending, results, committer, on_landed, on_failed, None)
     finally:
+        committer.flush()
         target.close()
     return results
 
 
-def _drain(pending: set, results: Results, on_landed, on_failed, mode) -> set:
+class _BatchCommitter:
+    """Renames verified files into place in groups, after one filesystem sync per group."""
+
+    def __init__(self, target: _Target, results: Results, on_landed, size: int = 64, seconds: float = 1.0,
+                 sync: bool = True):
+        self.target, self.results, self.on_landed, self.sync = target, results, on_landed, sync
+        self.size, self.seconds = size, seconds
+        self.waiting: list[_Verified] = []
+        self.since = time.monotonic()
+
+    def add(self, item: _Verified) -> None:
+        if not self.waiting:
+            self.since = time.monotonic()
+        self.waiting.append(item)
+        if len(self.waiting) >= self.size or time.monotonic() - self.since >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        items, self.waiting = self.waiting, []
+        if not items:
+            return
+        if self.sync:
+            _sync_filesystem(self.target.root)
+        dirs = set()
+        landed = []
+        for item in items:
+            final = Path(self.target.root) / item.dest
+            try:
+                os.replace(item.part, final)
+            except OSError as exc:
+                item.part.unlink(missing_ok=True)
+                self.results.errors.append(FailedFile(item.task, f"cannot rename into place: {exc}", 1, False))
+                continue
+            dirs.add(final.parent)
+            landed.append(Landed(item.task, item.dest, item.size, item.checksum))
+        for directory in dirs if self.sync else ():
+            _fsync_dir(directory)
+        for item in landed:
+            self.results.landed.append(item)
+            if self.on_landed:
+                self.on_landed(item)
+
+
+def _drain(pending: set, results: Results, committer: _BatchCommitter, on_landed, on_failed, mode) -> set:
     while pending:
         done, pending = wait(pending, return_when=mode or "ALL_COMPLETED")
         for future in done:
             outcome = future.result()
-            if isinstance(outcome, Landed):
+            if isinstance(outcome, _Verified):
+                committer.add(outcome)
+            elif isinstance(outcome, Landed):
                 results.landed.append(outcome)
                 if on_landed:
                     on_landed(outcome)

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -72,7 +73,8 @@ class UpdateSummary:
     exports_submitted: int = 0
     exports_resumed: int = 0
     files_downloaded: int = 0
-    bytes_downloaded: int = 0
+    bytes_downloaded: int = 0  # bytes of the files that landed
+    bytes_transferred: int = 0  # bytes read from the network, retries and failed attempts included
     records_downloaded: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)  # unrecoverable this run
     notes: list[dict[str, str]] = field(default_factory=list)  # vanished upstream, left pending...
@@ -260,7 +262,11 @@ def _stage_and_download(config, catalog, client, layout: Layout, definitions, ga
         if files_bar is not None:
             files_bar.update(1)
 
+    lock = threading.Lock()
+
     def on_bytes(n: int) -> None:
+        with lock:
+            summary.bytes_transferred += n
         if bytes_bar is not None:
             bytes_bar.update(n)
 

@@ -127,15 +127,22 @@ class _Batch:
         return self.n
 
     def table(self) -> pa.Table:
-        index = pa.array(np.repeat(np.arange(len(self.runs), dtype=np.int32),
-                                   np.array([r[0] for r in self.runs], dtype=np.int64)))
+        counts = np.array([r[0] for r in self.runs], dtype=np.int64)
 
         def expand(i: int) -> pa.Array:
-            return pa.array([r[i] for r in self.runs], pa.string()).take(index)
+            # per-run values as a dictionary column: DuckDB ingests it without re-reading each string
+            ids: dict = {}
+            run_ids = np.array([ids.setdefault(r[i], len(ids)) for r in self.runs], dtype=np.int32)
+            dictionary = pa.array(list(ids), pa.string())
+            indices = pa.array(np.repeat(run_ids, counts))
+            if dictionary.null_count:
+                indices = pc.if_else(pc.is_null(pc.take(dictionary, indices)), None, indices)
+            return pa.DictionaryArray.from_arrays(indices, dictionary)
 
         dirs = expand(1)
         names = pa.array(self.names, pa.string())
-        paths = pc.if_else(pc.equal(dirs, ""), names, pc.binary_join_element_wise(dirs, names, "/"))
+        plain_dirs = dirs.dictionary.take(dirs.indices)
+        paths = pc.if_else(pc.equal(plain_dirs, ""), names, pc.binary_join_element_wise(plain_dirs, names, "/"))
         return pa.table({
             "path": paths, "dir": dirs, "series": expand(2), "record_key": pa.array(self.keys, pa.string()),
             "segment": pa.array(self.segs, pa.string()), "size": pa.array(self.sizes, pa.int64()),
@@ -315,9 +322,15 @@ def _list_local_dir(rel, abs_dir, real_root, classifier, batch, listed, mtime_ns
         if not stat:
             batch.add_many(rel, matched, series, "layout", None, keys, segs)
             continue
-        for name, key, seg in zip(matched, keys, segs):
-            size, mtime, state, problem = _stat_entry(by_name[name], "layout")
-            batch.add(name, rel, series, key, seg, size, mtime, state, problem)
+        sizes, mtimes, odd = _stat_many([by_name[name] for name in matched])
+        if not odd:
+            batch.add_many(rel, matched, series, "layout", None, keys, segs, sizes, mtimes)
+            continue
+        keep = [i for i in range(len(matched)) if i not in odd]
+        batch.add_many(rel, [matched[i] for i in keep], series, "layout", None, [keys[i] for i in keep],
+                       [segs[i] for i in keep], [sizes[i] for i in keep], [mtimes[i] for i in keep])
+        for i, (state, problem) in odd.items():
+            batch.add(matched[i], rel, series, keys[i], segs[i], sizes[i], mtimes[i], state, problem)
     for name, why in others:
         if _is_temp(name) or (prefix + name) in skip_set:
             result.skipped_temp += 1
@@ -347,6 +360,26 @@ def _symlink(entry, name, rel, real_root, batch, names, by_name, stat):
         names.append(name)
         if stat:
             by_name[name] = entry
+
+
+def _stat_many(entries) -> tuple[list, list, dict[int, tuple[str, str]]]:
+    """Sizes and mtimes of layout files; ``odd`` maps the index of each empty or unreadable one to its state."""
+    sizes: list[int | None] = []
+    mtimes: list[float | None] = []
+    odd: dict[int, tuple[str, str]] = {}
+    for i, entry in enumerate(entries):
+        try:
+            st = entry.stat()  # follows a link (only links inside the root get here)
+        except OSError as exc:
+            sizes.append(None)
+            mtimes.append(None)
+            odd[i] = ("unreadable", _why(exc))
+            continue
+        sizes.append(st.st_size)
+        mtimes.append(st.st_mtime)
+        if not st.st_size:
+            odd[i] = ("empty", "zero-byte file")
+    return sizes, mtimes, odd
 
 
 def _stat_entry(entry, state: str) -> tuple[int | None, float | None, str, str | None]:

@@ -229,6 +229,8 @@ def fill_header(path: str | os.PathLike, keywords: Mapping[str, Any]) -> None:
             except (ValueError, TypeError):
                 hdu.header[key] = str(value)
         hdul.writeto(target, checksum=True, overwrite=True)
+    with open(target, "rb+") as handle:
+        os.fsync(handle.fileno())
     os.replace(target, path)
 
 
@@ -401,7 +403,7 @@ def _download_one(task: FileTask, target: _Target, policy: RetryPolicy,
     last = "no attempt made"
     for attempt in range(1, policy.attempts + 1):
         try:
-            size = _fetch_into(task, part, policy, on_bytes, sync=not deferred or bool(task.header))
+            size = _fetch_into(task, part, policy, on_bytes, sync=not deferred)
             state = _verify(task, part)
             if task.header:
                 fill_header(part, task.header)

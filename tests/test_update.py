@@ -247,3 +247,22 @@ def test_update_stuck_export_is_reported_then_resumed(tmp_path, emu):
     assert again.exit_code == 0 and again.exports_resumed == 1 and again.exports_submitted == 0
     assert len(emu.exports.store.all()) == n_requests
     assert landed_state(config) == wanted_state(config)
+
+
+def test_update_header_fill_writes_catalog_keywords_into_as_is_files(tmp_path, emu):
+    from astropy.io import fits
+
+    from jsocmirror.download import fits_checksum_state
+
+    config = make_mirror(tmp_path / "m", emu.url)
+    config.transfer.header_fill = True
+    summary = update_mirror(config, emu.url, options())
+    assert summary.exit_code == 0, summary.render()
+    with Catalog(config.catalog_path) as catalog:
+        key, t_rec, quality = catalog.execute(
+            "SELECT _key, T_REC_str, QUALITY FROM hmi_m_720s ORDER BY _key LIMIT 1").fetchall()[0]
+        path = catalog.execute("SELECT path FROM local_files WHERE record_key = $k", {"k": key}).fetchall()[0][0]
+    file = Path(config.data_root) / path
+    assert fits_checksum_state(file) == "ok"  # DATASUM untouched, CHECKSUM recomputed
+    with fits.open(file, disable_image_compression=True) as hdul:
+        assert hdul[1].header["T_REC"] == t_rec and hdul[1].header["QUALITY"] == quality

@@ -152,3 +152,49 @@ def test_plan_gaps_rejects_bad_keys_and_unknown_series():
         plan_gaps([Gap("hmi.nope", "[1]", "x")], REGISTRY)
     with pytest.raises(UsageError, match="prime keys"):
         plan_gaps([Gap("hmi.M_720s", "[2024.06.01_00:00:00_TAI]", "magnetogram")], REGISTRY)
+
+
+# -- on the emulator: the planned queries select exactly the gap set ------------------------------------
+@pytest.fixture(scope="module")
+def emu():
+    from jsocmirror.emulator import Emulator
+
+    with Emulator(state_dir=None, seed=5) as emulator:
+        yield emulator
+
+
+def emulator_keys(emu, ds: str, series: str) -> list[str]:
+    from jsocmirror.jsoc import JsocClient
+
+    definition = REGISTRY.get(series)
+    reply = JsocClient(emu.url).rs_list(ds, list(definition.primekeys))
+    if not reply.get("count"):
+        return []
+    cols = {k["name"]: k["values"] for k in reply["keywords"]}
+    return [recordset.record_key(v) for v in zip(*(cols[pk] for pk in definition.primekeys))]
+
+
+@pytest.mark.parametrize("series,window,segments", [
+    ("hmi.M_720s", "hmi.M_720s[2024.06.20_00:00_TAI/2d]", ["magnetogram"]),
+    ("aia.lev1_euv_12s", "aia.lev1_euv_12s[2024-06-20T00:00:00Z/30m][171,193,304]", ["image", "spikes"]),
+    ("hmi.sharp_720s", "hmi.sharp_720s[][2024.06.20_00:00_TAI/1d]", ["magnetogram", "bitmap"]),
+])
+def test_plan_gaps_queries_select_exactly_the_gaps_on_the_emulator(emu, series, window, segments):
+    every = emulator_keys(emu, window, series)
+    assert len(every) > 50
+    rng = random.Random(len(every))
+    # realistic gaps: a few long runs (missed nights), a regular sample, and scattered records
+    start = rng.randrange(len(every) // 2)
+    gap_keys = set(every[start:start + len(every) // 4]) | set(every[::7]) | set(rng.sample(every, 10))
+    gaps = [Gap(series, k, s) for k in sorted(gap_keys) for s in segments]
+    plan = plan_gaps(gaps, REGISTRY, PlanLimits(max_records=400))
+    covered = []
+    for query in plan.queries:
+        got = emulator_keys(emu, query.recordset, series)
+        assert sorted(got) == sorted(query.record_keys), query.recordset
+        covered += got
+    assert sorted(covered) == sorted(gap_keys)
+    n_record, n_run = per_record_query_count(gaps), per_run_query_count(gaps, REGISTRY)
+    assert len(plan.queries) < n_run < n_record
+    print(f"{series}: {len(gap_keys)} gap records -> {len(plan.queries)} queries "
+          f"(one per run: {n_run}, one per record: {n_record})")

@@ -52,6 +52,7 @@ class UpdateOptions:
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     limits: PlanLimits = field(default_factory=PlanLimits)
     header_fill: bool | None = None  # None: the config's [transfer] header_fill
+    include_offline: bool = False  # also fetch records on tape (JSOC stages them through an export)
 
 
 @dataclass
@@ -214,11 +215,12 @@ def _gaps(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, summar
 
     result = diff_mod.diff_mirror(catalog, config, options.series, registry=registry)
     gaps = []
-    for row in result.gaps(states=FETCH_STATES):
+    states = FETCH_STATES + (("offline",) if options.include_offline else ())
+    for row in result.gaps(states=states):
         summary.gaps[row.state] = summary.gaps.get(row.state, 0) + 1
         gaps.append(Gap(row.series, row.record_key, row.segment, row.size))
     for state in ("no_image", "offline", "orphan"):
-        if result.total(state):
+        if result.total(state) and state not in states:
             summary.gaps[state] = result.total(state)
     return gaps
 

@@ -71,6 +71,9 @@ def wanted_state(config: cfg.MirrorConfig) -> dict[tuple[str, str], int]:
     with Catalog(config.catalog_path) as catalog:
         out = {}
         for series, table in (("hmi.M_720s", "hmi_m_720s"), ("aia.lev1_euv_12s", "aia_lev1_euv_12s")):
+            if not catalog.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = $t",
+                                   {"t": table}).fetchall()[0][0]:
+                continue
             for key, recnum in catalog.execute(f"SELECT _key, _recnum FROM {table} WHERE QUALITY >= 0").fetchall():
                 out[(series, key)] = recnum
         return out
@@ -266,3 +269,16 @@ def test_update_header_fill_writes_catalog_keywords_into_as_is_files(tmp_path, e
     assert fits_checksum_state(file) == "ok"  # DATASUM untouched, CHECKSUM recomputed
     with fits.open(file, disable_image_compression=True) as hdul:
         assert hdul[1].header["T_REC"] == t_rec and hdul[1].header["QUALITY"] == quality
+
+
+def test_update_include_offline_stages_tape_records_through_an_export(tmp_path, emu):
+    config = make_mirror(tmp_path / "m", emu.url)
+    config.series = config.series[:1]
+    config.series[0].start, config.series[0].end = "2020.06.30_00:00:00_TAI", "2020.06.30_01:00:00_TAI"
+    summary = update_mirror(config, emu.url, options())
+    offline = summary.gaps.get("offline", 0)
+    assert offline > 0 and summary.files_downloaded == 0 and summary.exit_code == 0  # on tape: left alone
+    summary = update_mirror(config, emu.url, options(include_offline=True))
+    assert summary.exit_code == 0, summary.render()
+    assert summary.files_downloaded == offline and summary.exports_submitted >= 1  # JSOC staged them for us
+    assert landed_state(config) == wanted_state(config)

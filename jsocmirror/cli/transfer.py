@@ -30,6 +30,8 @@ def _run_options(func):
         click.option("--wait", is_flag=True, help="If another run holds the mirror, wait for it instead of exiting."),
         click.option("--connections", type=click.IntRange(1, 64), default=None,
                      help="Parallel downloads (default: [transfer] max_connections)."),
+        click.option("--include-offline", is_flag=True,
+                     help="Also fetch records whose data are on tape (JSOC stages them through an export)."),
         click.argument("series_names", nargs=-1, metavar="[SERIES]..."),
     ]):
         func = option(func)
@@ -86,13 +88,14 @@ def run_log(mirror_dir: Path, command: str) -> Iterator[Path]:
 
 
 def _run(ctx: click.Context, command: str, mirror_dir: str, series_names, dry_run: bool, as_json: bool,
-         wait: bool, connections: int | None, sync: bool) -> None:
+         wait: bool, connections: int | None, sync: bool, include_offline: bool = False) -> None:
     from jsocmirror.update import UpdateOptions, update_mirror
 
     config = cfg.load_config(mirror_dir)
     for name in series_names:
         config.get_series(name)
-    options = UpdateOptions(series=list(series_names) or None, sync=sync, dry_run=dry_run, connections=connections)
+    options = UpdateOptions(series=list(series_names) or None, sync=sync, dry_run=dry_run, connections=connections,
+                            include_offline=include_offline)
     bars = _Bars(show_progress(ctx) and not as_json)
     with run_log(config.mirror_dir, command) as log_path:
         with jsoc_server(config.server, config.mirror_dir) as url:
@@ -129,22 +132,24 @@ def _with_lock_wait(run, wait: bool):
 @mirror_option
 @_run_options
 @click.pass_context
-def fetch(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections):
+def fetch(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections, include_offline):
     """Stage and download the current gaps (missing, stale, corrupt) of the mirror, without a sync."""
-    _run(ctx, "fetch", mirror_dir, series_names, dry_run, as_json, wait, connections, sync=False)
+    _run(ctx, "fetch", mirror_dir, series_names, dry_run, as_json, wait, connections, sync=False,
+         include_offline=include_offline)
 
 
 @cli.command()
 @mirror_option
 @_run_options
 @click.pass_context
-def update(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections):
+def update(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections, include_offline):
     """The nightly job: sync, scan, diff, stage and download, under the mirror's lock.
 
     Exit code 0 when every gap was filled, 1 when some records failed (listed in the summary),
     2 for a usage or configuration error. Each run logs to <mirror>/logs/update-<time>.log.
     """
-    _run(ctx, "update", mirror_dir, series_names, dry_run, as_json, wait, connections, sync=True)
+    _run(ctx, "update", mirror_dir, series_names, dry_run, as_json, wait, connections, sync=True,
+         include_offline=include_offline)
 
 
 @cli.command()

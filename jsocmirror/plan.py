@@ -52,6 +52,7 @@ class Gap:
     record_key: str
     segment: str
     size: int | None = None
+    recnum: int | None = None  # the catalog's RECNUM (what the file should be), when known
 
     @classmethod
     def from_row(cls, row: Any) -> Gap:

@@ -141,6 +141,13 @@ class Governor:
         self.limits = limits or PlanLimits()
         self.sleep = sleep
         self.clock = clock
+        # catalog RECNUMs of the gaps, for exports that do not say which version they sent (url_quick)
+        self._recnums: dict[tuple[str, str], int] = {}
+
+    def _remember(self, gaps: Iterable[Gap]) -> None:
+        for gap in gaps:
+            if gap.recnum is not None:
+                self._recnums[(gap.series.lower(), gap.record_key)] = int(gap.recnum)
 
     # -- public ------------------------------------------------------------------------------
     def unfinished(self) -> list[dict]:
@@ -154,6 +161,7 @@ class Governor:
         Yields one batch per request as it becomes ready; removes the records it covers from
         ``gaps``. Requests whose records are no longer gaps are closed without downloading.
         """
+        self._remember(gaps.values())
         for row in self.unfinished():
             keys = set(json.loads(row["record_keys"] or "[]"))
             segments = tuple(json.loads(row["segments"] or "[]"))
@@ -170,6 +178,7 @@ class Governor:
         """Plan ``gaps`` and yield download batches one query at a time (so at most one export
         is pending while the previous batch downloads)."""
         gaps = list(gaps)
+        self._remember(gaps)
         plan = plan_gaps(gaps, self.definitions, self.limits)
         for query in plan.queries:
             transfer = transfers.get(query.series.lower(), Transfer())
@@ -410,6 +419,8 @@ class Governor:
                 url = base + filename.lstrip("/")
             else:
                 url = base + (folder + "/" if folder else "") + filename
+            if recnum is None:
+                recnum = self._recnums.get((definition.name.lower(), key))
             task = FileTask(url=url, dest=dest, series=definition.name, record_key=key, segment=segment,
                             recnum=recnum)
             if reply.get("tarfile"):

@@ -218,7 +218,7 @@ def _gaps(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, summar
     states = FETCH_STATES + (("offline",) if options.include_offline else ())
     for row in result.gaps(states=states):
         summary.gaps[row.state] = summary.gaps.get(row.state, 0) + 1
-        gaps.append(Gap(row.series, row.record_key, row.segment, row.size))
+        gaps.append(Gap(row.series, row.record_key, row.segment, row.size, row.recnum))
     for state in ("no_image", "offline", "orphan"):
         if result.total(state) and state not in states:
             summary.gaps[state] = result.total(state)

@@ -15,6 +15,7 @@ Every JSOC name that becomes an SQL identifier goes through ``quote_ident``.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -278,6 +279,24 @@ class Catalog:
         return cols
 
     # -- series definitions and sync chunks (sync.py) ----------------------------------------
+    @contextmanager
+    def bulk_load(self, memory_limit: str = "256MB", threads: int = 1):
+        """Settings for streaming inserts: bounded memory, and one DuckDB thread.
+
+        Sync's inserts are small next to JSOC's reply time; one thread leaves the second core to
+        the fetch thread and the JSON decoding, and the memory limit keeps the syncing process
+        bounded whatever the series size (DuckDB spills beyond it). Restored afterwards.
+        """
+        old = dict(self.con.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN ('memory_limit', 'threads')").fetchall())
+        self.con.execute(f"SET memory_limit = '{_setting_text(memory_limit)}'")
+        self.con.execute(f"SET threads = {int(threads)}")
+        try:
+            yield self
+        finally:
+            for name, value in old.items():
+                self.con.execute(f"SET {name} = '{_setting_text(value)}'")
+
     def transaction(self):
         """``with catalog.transaction():`` one atomic unit; rolled back on any exception."""
         return _Transaction(self.con)
@@ -421,6 +440,12 @@ class Catalog:
             if self.read_only and ("read-only" in message or "read only" in message):
                 raise UsageError(f"the catalog is opened read-only: {message} (add --write to change it)") from None
             raise UsageError(f"SQL error: {message}") from None
+
+
+def _setting_text(value: str) -> str:
+    if not re.match(r"^[0-9A-Za-z. ]+$", str(value)):
+        raise CatalogError(f"bad DuckDB setting value {value!r}")
+    return str(value)
 
 
 def _first_line(exc: BaseException) -> str:

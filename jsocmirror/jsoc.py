@@ -203,9 +203,8 @@ def rs_list_arrays(body: bytes, ds: str):
 
     JSOC sends one JSON object whose ``keywords`` list holds ``{"name":…,"values":[…]}`` per
     keyword. Each values list without backslash escapes is exactly one quoted CSV field per
-    record once ``","`` becomes a newline, so Arrow's CSV reader turns it into a column in C++;
-    that is ~2x faster than ``orjson`` + ``pa.array`` and never holds millions of ``str``
-    objects. Numbers (JSOC sends ``*recnum*``/``*sunum*`` unquoted) come back as strings too.
+    record once ``","`` becomes a newline, so Arrow's CSV reader decodes it in C++: ~2x faster
+    than ``orjson`` + ``pa.array``, and it never holds millions of ``str`` objects. Numbers (JSOC sends ``*recnum*``/``*sunum*`` unquoted) come back as strings too.
     Anything unexpected (escapes, other spacing, invalid UTF-8) falls back to ``orjson`` for
     that keyword or for the whole reply. Errors (``status != 0``) raise JsocError.
     """
@@ -222,7 +221,8 @@ def rs_list_arrays(body: bytes, ds: str):
     tail = decode(b"{" + body[end:], "rs_list")
     if tail.get("status") != 0:
         raise JsocError(f"rs_list {ds}: {tail.get('error') or 'query failed'} [status={tail.get('status')}]")
-    out: dict[str, Any] = {}
+    count = tail.get("count")
+    segments: list[tuple[str, bytes]] = []
     pos = body.find(_NAME_OPEN, start, end)
     while pos >= 0:
         nxt = body.find(_NAME_OPEN, pos + 1, end)
@@ -232,54 +232,71 @@ def rs_list_arrays(body: bytes, ds: str):
         close = body.rfind(b"]}", vals, seg_end)
         if quote < 0 or vals < 0 or close < 0:
             return _arrays_via_orjson(body, ds)
-        name = body[pos + len(_NAME_OPEN):quote].decode("latin-1")
-        inner = body[vals + len(_VALUES_OPEN):close]
-        array = _csv_column(inner)
-        if array is None:
-            try:
-                values = orjson.loads(b"[" + inner + b"]")
-            except orjson.JSONDecodeError:
-                return _arrays_via_orjson(body, ds)
-            array = pa.array([None if v is None else str(v) for v in values], type=pa.string())
-        out[name] = array
+        segments.append((body[pos + len(_NAME_OPEN):quote].decode("latin-1"),
+                         body[vals + len(_VALUES_OPEN):close]))
         pos = nxt
-    count = tail.get("count")
-    count = int(count) if count is not None else (len(next(iter(out.values()))) if out else 0)
+    if count is None:
+        return _arrays_via_orjson(body, ds)
+    count = int(count)
+    out = _csv_columns(segments, count)
+    for name, inner in segments:
+        if name in out:
+            continue
+        try:
+            values = orjson.loads(b"[" + inner + b"]")
+        except orjson.JSONDecodeError:
+            return _arrays_via_orjson(body, ds)
+        out[name] = pa.array([None if v is None else str(v) for v in values], type=pa.string())
     if any(len(a) != count for a in out.values()):
         return _arrays_via_orjson(body, ds)
-    return out, count
+    return {name: out[name] for name, _ in segments}, count
 
 
-def _csv_column(inner: bytes):
-    """One rs_list values list as an Arrow string array via the CSV reader, or None if unsafe."""
+def _csv_lines(inner: bytes, count: int) -> bytes | None:
+    """A values list as one CSV line per value, or None if that would not be exact."""
+    if b"\\" in inner or b"\n" in inner or b"\r" in inner or inner[:1] == b" ":
+        return None
+    if inner[:1] == b'"':
+        # Without escapes no value contains a quote, so '","' can only separate two values.
+        if inner.count(b'","') != count - 1:
+            return None
+        return inner.replace(b'","', b'"\n"')
+    if b'"' in inner or b"null" in inner or inner.count(b",") != count - 1:
+        return None
+    return inner.replace(b",", b"\n")
+
+
+def _csv_columns(segments: list[tuple[str, bytes]], count: int) -> dict[str, Any]:
+    """Every safe values list of a reply as an Arrow string array (one CSV read per keyword).
+
+    One read per keyword, not one for all: each column then owns its buffers, so a table that
+    keeps a few string columns does not keep the whole reply's text alive.
+    """
     import io
 
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    if not inner.strip():
-        return pa.array([], type=pa.string())
-    if b"\\" in inner or b"\n" in inner or b"\r" in inner or b" " in inner[:1]:
-        return None
-    if inner[:1] == b'"':
-        # Without escapes no value contains a quote, so '","' can only separate two values.
-        text = inner.replace(b'","', b'"\n"')
-    else:
-        if b'"' in inner or b"null" in inner:
-            return None
-        text = inner.replace(b",", b"\n")
-    try:
-        table = pacsv.read_csv(
-            io.BytesIO(text),
-            read_options=pacsv.ReadOptions(column_names=["v"], use_threads=False, block_size=len(text) + 64),
-            parse_options=pacsv.ParseOptions(newlines_in_values=False, double_quote=False, escape_char=False),
-            convert_options=pacsv.ConvertOptions(column_types={"v": pa.string()}, null_values=[],
-                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None
-    column = table.column(0)
-    return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if count == 0:
+        return {name: pa.array([], type=pa.string()) for name, _ in segments}
+    read_options = pacsv.ReadOptions(column_names=["v"], use_threads=False, block_size=1 << 26)
+    parse_options = pacsv.ParseOptions(newlines_in_values=False, double_quote=False, escape_char=False,
+                                       ignore_empty_lines=False)
+    convert_options = pacsv.ConvertOptions(column_types={"v": pa.string()}, null_values=[],
+                                           strings_can_be_null=False, quoted_strings_can_be_null=False)
+    out = {}
+    for name, inner in segments:
+        lines = _csv_lines(inner, count)
+        if lines is None:
+            continue
+        try:
+            column = pacsv.read_csv(io.BytesIO(lines), read_options=read_options, parse_options=parse_options,
+                                    convert_options=convert_options).column(0)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            continue
+        if len(column) == count:
+            out[name] = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    return out
 
 
 def _arrays_via_orjson(body: bytes, ds: str):

@@ -274,3 +274,19 @@ def test_rows_to_arrow_hex_and_missing_values():
     assert d["_key"] == ["[2024.06.30_00:00:00_TAI]", "[2024.06.30_00:12:00_TAI]"]
     assert d["T_REC_index"][1] - d["T_REC_index"][0] == 1
     assert d["_online"] == [True, False] and d["_recnum"] == [5, 6]
+
+
+@pytest.mark.parametrize("texts", [
+    ["2024.06.30_00:00:00_TAI", "2012.01.01_00:00:45_TAI", "1999.12.31_23:59:59_TAI"],
+    ["2024-06-30T00:11:21.05Z", "2014-01-01T00:00:01.25Z", "2016-12-31T23:59:59.99Z"],
+    ["2015.06.30_23:59:59_UTC", "2015.07.01_00:00:00_UTC", "1980.02.29_12:00:00_UTC"],
+])
+def test_parse_times_uniform_columns_take_the_positional_path(texts):
+    import pyarrow as pa
+
+    from jsocmirror.sync import _fixed_width_times
+
+    fast = _fixed_width_times(pa.array(texts))
+    assert fast is not None
+    for text, value in zip(texts, fast):
+        assert value == pytest.approx(drmstime.parse_time(text), abs=1e-6), text

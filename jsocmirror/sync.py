@@ -523,6 +523,8 @@ class _SeriesSync:
         self.run_id, self.progress = run_id, progress
         self.summary = SeriesSummary(series=entry.series)
         self.target = config.sync.chunk_records
+        # A few requests per transaction at most, so small chunk sizes still commit often.
+        self.commit_rows = min(_COMMIT_ROWS, 3 * self.target)
 
     # -- entry point ---------------------------------------------------------------------------
     def run(self) -> SeriesSummary:
@@ -704,7 +706,7 @@ class _SeriesSync:
                     next_window, pending_next = None, None
                 batch.append((window, self._decode(window, body)))
                 del body
-                if sum(rows.num_rows for _, rows in batch) >= _COMMIT_ROWS or pending_next is None:
+                if sum(rows.num_rows for _, rows in batch) >= self.commit_rows or pending_next is None:
                     self._commit(batch, advance)
                     batch = []
                 window, pending = next_window, pending_next

@@ -518,7 +518,8 @@ class _SeriesSync:
     """One series' sync run (see the module docstring for the phases)."""
 
     def __init__(self, catalog: Catalog, jsoc: JsocClient, entry: SeriesConfig, config: MirrorConfig,
-                 run_id: str, progress: Progress):
+                 run_id: str, progress: Progress, full: bool = False):
+        self.full = full
         self.catalog, self.jsoc, self.entry, self.config = catalog, jsoc, entry, config
         self.run_id, self.progress = run_id, progress
         self.summary = SeriesSummary(series=entry.series)
@@ -562,7 +563,7 @@ class _SeriesSync:
             state = self._state()
         stored_probe = {"FirstRecnum": state["first_recnum"], "LastRecnum": state["last_recnum"],
                         "MaxRecnum": state["max_recnum"], "LastRecord": state["last_record"]}
-        if state["complete"] and stored_probe == probe:
+        if state["complete"] and stored_probe == probe and not self.full:
             self.summary.skipped = True
             self.summary.records = state["records"] or 0
             self.progress.series_started(entry.series, 0)
@@ -628,7 +629,7 @@ class _SeriesSync:
         # Head phase: new records and the trailing re-check window, advancing the watermark.
         self._sync_range(head_from, hi, advance=True)
         # Deep phase: only if something changed upstream and older slots were synced before.
-        if head_from > lo and stored_probe != probe:
+        if head_from > lo and (stored_probe != probe or self.full):
             self.summary.deep_scanned = True
             self._deep_scan(lo, head_from)
 
@@ -824,8 +825,11 @@ def _utcnow() -> datetime:
 
 # -- public entry point -------------------------------------------------------------------------------
 def sync(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, series: list[str] | None = None,
-         *, progress: Progress | None = None, command: str = "sync") -> SyncResult:
+         *, progress: Progress | None = None, command: str = "sync", full: bool = False) -> SyncResult:
     """Sync the configured series (all, or those named) into the catalog; records a ``runs`` row.
+
+    ``full`` ignores the probe and compares every RECNUM of the window with JSOC: the way to
+    catch deletions deep in the past, which leave series_struct's Interval unchanged.
 
     The caller holds the mirror lock (``lock.mirror_lock``). Raises ConfigError for a series
     that is not configured, JsocError when JSOC fails; chunks committed before a failure stay.
@@ -847,7 +851,7 @@ def sync(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, series: list[
     try:
         with catalog.bulk_load():
             for entry in entries:
-                result.series.append(_SeriesSync(catalog, jsoc, entry, config, run_id, progress).run())
+                result.series.append(_SeriesSync(catalog, jsoc, entry, config, run_id, progress, full).run())
         status = "ok"
     except KeyboardInterrupt:
         status = "interrupted"

@@ -290,3 +290,21 @@ def test_parse_times_uniform_columns_take_the_positional_path(texts):
     assert fast is not None
     for text, value in zip(texts, fast):
         assert value == pytest.approx(drmstime.parse_time(text), abs=1e-6), text
+
+
+def test_sync_full_catches_a_deep_deletion_the_probe_cannot_see(tmp_path):
+    with Emulator(state_dir=None, seed=5) as emu:
+        entry = SeriesConfig("hmi.M_720s", start="2024.06.20_00:00:00_TAI", end="2024.06.22_00:00:00_TAI")
+        config = make_mirror(tmp_path, emu.url, [entry], chunk_records=200)
+        run_sync(config, emu.url)
+        victim = "[2024.06.21_00:00:00_TAI][3]"
+        emu.world.delete("hmi.M_720s", victim)
+        quick = run_sync(config, emu.url)
+        with Catalog(config.catalog_path) as catalog:
+            full = sync(config, catalog, JsocClient(emu.url), full=True)
+            gone = catalog.execute("SELECT _gone_at FROM kw_hmi_m_720s WHERE _key = ?", [victim]).fetchall()[0][0]
+        assert full.series[0].deep_scanned and not full.series[0].skipped
+        assert gone is not None
+        assert quick.series[0].gone + full.series[0].gone == 1
+        assert_catalog_matches_drms(config, emu.url, "hmi.M_720s",
+                                    "hmi.M_720s[2024.06.20_00:00:00_TAI-2024.06.22_00:00:00_TAI]")

@@ -298,9 +298,16 @@ class _TqdmProgress:
 @cli.command("sync")
 @mirror_option
 @click.argument("series_names", nargs=-1, metavar="[SERIES]...")
+@click.option("--full", is_flag=True,
+              help="Compare every RECNUM of the window with JSOC, even if the probe shows no change "
+                   "(catches deletions deep in the past).")
 @click.pass_context
-def sync_command(ctx, mirror_dir, series_names):
-    """Pull keyword metadata of the configured series (all, or those named) into the catalog."""
+def sync_command(ctx, mirror_dir, series_names, full):
+    """Pull keyword metadata of the configured series (all, or those named) into the catalog.
+
+    Only what can have changed is asked for: records past the watermark plus the trailing
+    re-check window; a series whose series_struct probe is unchanged is skipped.
+    """
     from jsocmirror.lock import mirror_lock
     from jsocmirror.sync import sync
 
@@ -312,7 +319,7 @@ def sync_command(ctx, mirror_dir, series_names):
         with Catalog(config.catalog_path) as catalog, jsoc_server(config.server, config.mirror_dir) as url:
             client = JsocClient(url, email=config.email)
             try:
-                result = sync(config, catalog, client, list(series_names) or None, progress=progress)
+                result = sync(config, catalog, client, list(series_names) or None, progress=progress, full=full)
             finally:
                 progress.close()
     _echo_sync_summary(result)

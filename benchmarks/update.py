@@ -121,7 +121,8 @@ def nightly(args, work: Path) -> dict:
             "records_ratio": round(summary.planned_records / len(expected), 4),
             "downloaded_ratio": round(summary.records_downloaded / len(expected), 4),
             "bytes_ratio": round(summary.bytes_transferred / change_bytes, 4) if change_bytes else None,
-            "queries": summary.planned_queries, "update_s": round(update_s, 2), "failures": len(summary.failures),
+            "queries": summary.planned_queries, "update_s": round(update_s, 2), "phases_s": summary.timings,
+            "failures": len(summary.failures),
             "jsoc_requests": summary.jsoc_requests,
         }
         if not args.skip_sunpy:

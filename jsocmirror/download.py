@@ -127,7 +127,8 @@ class _Fatal(Exception):
 
 # -- FITS verification ---------------------------------------------------------------------------
 def _ones_complement(data: np.ndarray) -> int:
-    total = int(data.astype(np.uint64).sum()) if data.size else 0
+    # a 64-bit accumulator holds 2**32 words of 32 bits, so fold only at the end
+    total = int(data.sum(dtype=np.uint64)) if data.size else 0
     while total >> 32:
         total = (total & 0xFFFFFFFF) + (total >> 32)
     return total

@@ -80,6 +80,7 @@ class UpdateSummary:
     failures: list[dict[str, str]] = field(default_factory=list)  # unrecoverable this run
     notes: list[dict[str, str]] = field(default_factory=list)  # vanished upstream, left pending...
     jsoc_requests: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
     @property
     def exit_code(self) -> int:
@@ -99,6 +100,8 @@ class UpdateSummary:
         else:
             lines.append("  gaps: none")
         lines.append(f"  plan: {self.planned_queries} queries for {self.planned_records} records")
+        if self.timings:
+            lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
         if self.dry_run:
             for item in self.plan:
                 lines.append(f"    {item['recordset']}  ({item['records']} records, ~{_human(item['est_bytes'])})")
@@ -150,14 +153,18 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
                             started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     client = JsocClient(url, email=config.email)
     with Catalog(config.catalog_path) as catalog:
+        phase = time.monotonic()
         if options.sync:
             _sync(config, catalog, client, options, summary, progress)
+            phase = _lap(summary, "sync", phase)
         from jsocmirror import diff as diff_mod
 
         registry = diff_mod.series_definitions(catalog)
         layout = diff_mod.layout_for_config(config, registry)
         _scan(config, catalog, layout, summary, progress)
+        phase = _lap(summary, "scan", phase)
         gaps = _gaps(config, catalog, options, summary, registry)
+        phase = _lap(summary, "diff", phase)
         definitions = registry
         if options.dry_run:
             _dry_run(gaps, definitions, options, summary)
@@ -167,6 +174,7 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
         status = "failed"
         try:
             _stage_and_download(config, catalog, client, layout, definitions, gaps, options, summary, progress)
+            _lap(summary, "stage_download", phase)
             status = "ok" if not summary.failures else "failed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -180,6 +188,12 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
             except Exception:  # bookkeeping must never hide the real outcome
                 log.warning("could not record the end of run %s", summary.run_id)
     return summary
+
+
+def _lap(summary: UpdateSummary, name: str, since: float) -> float:
+    now = time.monotonic()
+    summary.timings[name] = round(now - since, 3)
+    return now
 
 
 def _short(summary: UpdateSummary) -> dict[str, Any]:

@@ -519,6 +519,22 @@ def config_to_toml(config: MirrorConfig) -> str:
 
 
 def _field_doc(cls, name: str) -> str:
+    """The ``#:`` comment above a dataclass field (so new fields are documented in the file too)."""
+    import inspect
+
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return ""
+    doc: list[str] = []
+    for line in lines:
+        text = line.strip()
+        if text.startswith("#:"):
+            doc.append(text[2:].strip())
+        elif text.startswith(f"{name}:"):
+            return " ".join(doc)
+        else:
+            doc = []
     return ""
 
 

@@ -386,7 +386,7 @@ def _echo_table(rows: list[tuple]) -> None:
     for n, row in enumerate(rows):
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
         if n == 0:
-            click.echo("  ".join("-" * w for w in widths))
+            click.echo("  ".join("-" * w for w in widths).rstrip())
 
 
 _ = ConfigError

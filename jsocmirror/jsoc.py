@@ -110,6 +110,13 @@ class JsocClient:
     def rs_list(self, ds: str, keys: Iterable[str], *, n: int | None = None) -> dict[str, Any]:
         return decode_rs_list(self.rs_list_bytes(ds, keys, n=n), ds)
 
+    def rs_count(self, ds: str) -> int:
+        """How many records a record set has (``jsoc_info?op=rs_summary``: a count, no rows)."""
+        reply = self.get_json("jsoc_info", {"op": "rs_summary", "ds": ds})
+        if reply.get("status") != 0 or not isinstance(reply.get("count"), (int, str)):
+            raise JsocError(f"rs_summary {ds}: {reply.get('error') or 'no count'} [status={reply.get('status')}]")
+        return int(reply["count"])
+
     def series_names(self, regex: str | None = None) -> list[str]:
         """Names of the series the server has (optionally filtered by a POSIX regex)."""
         params = {"dbhost": "hmidb2"}

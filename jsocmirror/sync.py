@@ -76,7 +76,8 @@ class SeriesSummary:
     chunks: int = 0
     requests: int = 0
     skipped: bool = False  # the probe showed nothing changed
-    deep_scanned: bool = False
+    deep_scanned: bool = False  # the probe moved: older slots were checked
+    recnums_compared: bool = False  # ... down to every RECNUM (a deletion, --full, or no rs_summary)
     records: int = 0  # current (not gone) records in the window afterwards
     seconds: float = 0.0
 
@@ -141,7 +142,8 @@ class Selection:
     window: Window  # the whole configured window ([lo, hi) may be None when unknown)
     key_brackets: dict[str, str]  # prime key -> bracket text for its value list
 
-    def recordset(self, part: Window) -> str:
+    def recordset(self, part: Window, recnums: tuple[int, int] | None = None) -> str:
+        """The record set of a window; ``recnums=(a, b)`` adds ``[:#a-#b]`` (records with RECNUM in a..b)."""
         brackets = []
         for key in self.sdef.primekeys:
             if key == self.time_key and part.lo is not None:
@@ -150,6 +152,8 @@ class Selection:
                 brackets.append(self.key_brackets.get(key, ""))
         while brackets and brackets[-1] == "":
             brackets.pop()
+        if recnums is not None:
+            brackets.append(f":#{int(recnums[0])}-#{int(recnums[1])}")
         return recordset.build_recordset(self.sdef.name, brackets, where=self.entry.filter)
 
     def first_in_grid(self, slot: int) -> int:
@@ -631,7 +635,7 @@ class _SeriesSync:
         # Deep phase: only if something changed upstream and older slots were synced before.
         if head_from > lo and (stored_probe != probe or self.full):
             self.summary.deep_scanned = True
-            self._deep_scan(lo, head_from)
+            self._deep_check(lo, head_from, stored_probe, probe)
 
     def _head_slot(self, interval) -> int | None:
         """Slot of the series' newest record (for an open window end)."""
@@ -758,8 +762,46 @@ class _SeriesSync:
         self._apply(window, body, advance)
 
     # -- deep phase ----------------------------------------------------------------------------
+    def _deep_check(self, lo: int, hi: int, stored: dict[str, Any], probe: dict[str, Any]) -> None:
+        """Bring slots [lo, hi) up to date when the probe moved, asking JSOC as little as possible.
+
+        Every new or reprocessed record got a RECNUM above the stored MaxRecnum, so one small
+        ``rs_list`` of ``[:#old+1-#new]`` over the window (time key and RECNUM only) names the
+        slots to re-fetch. Deletions leave no RECNUM behind, so an ``rs_summary`` count of the
+        window is compared with the catalog's; only if they differ (or with ``full``) are all
+        RECNUMs of the window compared.
+        """
+        window = self.sel.window.part(lo, hi)
+        old, new = stored.get("MaxRecnum"), probe.get("MaxRecnum")
+        if not self.full and old is not None and new is not None:
+            if int(new) > int(old):
+                ds = self.sel.recordset(window, recnums=(int(old) + 1, int(new)))
+                body = self.jsoc.rs_list_bytes(ds, [self.sel.time_key, "*recnum*"])
+                cols, count = rs_list_arrays(body, ds)
+                slots = self._slots_of(cols) if count else np.zeros(0, dtype=np.int64)
+                for a, b in _group_slots(slots.tolist(), self.sel.window.every, max_width=max(1, self.target)):
+                    self._sync_range(a, b, advance=False)
+            try:
+                upstream = self.jsoc.rs_count(self.sel.recordset(window))
+            except JsocError as exc:
+                log.info("rs_summary unavailable (%s); comparing every RECNUM instead", exc)
+                upstream = None
+            if upstream is not None and upstream == self.catalog.count_window(self.entry.series, window):
+                return
+        self._deep_scan(lo, hi)
+
+    def _slots_of(self, cols: dict[str, Any]) -> np.ndarray:
+        """Slot indices of the time key values in an rs_list reply's columns."""
+        key = self.sel.time_key
+        values = {name.lower(): v for name, v in cols.items()}[key.lower()]
+        tai, _ = parse_times(values)
+        slotting = self.sdef.slotting(key)
+        rounding = slotting.step if slotting.kind == "ts_eq" else slotting.round
+        return np.floor((tai - slotting.epoch + rounding / 2.0) / slotting.step + 1e-9).astype(np.int64)
+
     def _deep_scan(self, lo: int, hi: int) -> None:
         """Compare RECNUMs over slots [lo, hi) with the catalog; re-fetch only differing slots."""
+        self.summary.recnums_compared = True
         sdef, key = self.sdef, self.sel.time_key
         slot_col = self.sel.window.slot_column
         changed: list[int] = []

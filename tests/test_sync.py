@@ -195,6 +195,7 @@ def test_sync_world_changes_new_reprocessed_deleted(tmp_path):
                                     f"aia.lev1_euv_12s[2024.06.30_20:00:00_TAI-{head}][171]")
         m = {s.series: s for s in result.series}
         assert m["hmi.M_720s"].deep_scanned and m["hmi.M_720s"].new >= 100
+        assert m["hmi.M_720s"].recnums_compared  # a deletion: the count differed, so every RECNUM was compared
         assert m["hmi.M_720s"].reprocessed >= 1 and m["hmi.M_720s"].gone >= 1
         with Catalog(config.catalog_path, read_only=True) as catalog:
             row = catalog.execute("SELECT _recnum, _prev_recnum, _gone_at FROM kw_hmi_m_720s WHERE _key = ?",
@@ -308,3 +309,20 @@ def test_sync_full_catches_a_deep_deletion_the_probe_cannot_see(tmp_path):
         assert quick.series[0].gone + full.series[0].gone == 1
         assert_catalog_matches_drms(config, emu.url, "hmi.M_720s",
                                     "hmi.M_720s[2024.06.20_00:00:00_TAI-2024.06.22_00:00:00_TAI]")
+
+
+def test_sync_deep_reprocessing_found_without_scanning_every_recnum(tmp_path):
+    with Emulator(state_dir=None, seed=7) as emu:
+        entry = SeriesConfig("hmi.M_45s", start="2024.06.29_00:00:00_TAI")
+        config = make_mirror(tmp_path, emu.url, [entry], chunk_records=1000, recheck="1h")
+        first = run_sync(config, emu.url)
+        key = "[2024.06.29_03:00:00_TAI][2]"
+        emu.world.reprocess("hmi.M_45s", key)
+        emu.world.advance(3600)
+        again = run_sync(config, emu.url)
+        s = again.series[0]
+        assert s.deep_scanned and not s.recnums_compared
+        assert s.reprocessed == 1 and s.new >= 79
+        assert s.requests <= 8, s  # probe, head, head chunks, one RECNUM range, one re-fetch, one count
+        head = drmstime.format_time(emu.world.now, "TAI")
+        assert_catalog_matches_drms(config, emu.url, "hmi.M_45s", f"hmi.M_45s[2024.06.29_00:00:00_TAI-{head}]")

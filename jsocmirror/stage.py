@@ -243,6 +243,14 @@ class Governor:
         export_id = row["id"]
         status = row["status"]
         if status == "done" and row["result"]:
+            if row["requestid"] and row["run_id"] != self.run_id:
+                # Finished in an earlier run: make sure JSOC still has it (results expire after ~7 days).
+                try:
+                    code = _status(self._call(self.api.exp_status, row["requestid"]))
+                except JsocError:
+                    code = 0  # cannot tell; the downloads will say
+                if code == 5 or (code not in (0, *PENDING_STATUSES) and code != -1):
+                    return self._expired(row, transfer, result, wanted, depth)
             return [self._batch(row, json.loads(row["result"]), wanted, result)]
         if status in ("planned", "submitting"):
             reply = self._submit(row, result)

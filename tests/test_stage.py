@@ -200,3 +200,21 @@ def test_stage_reports_failed_exports_precisely(tmp_path, emu):
     assert all("status 4" in p.reason and p.kind == "failed" for p in result.problems)
     assert export_rows(gov)[0]["status"] == "failed"
     gov.catalog.close()
+
+
+def test_stage_resume_of_an_expired_export_asks_again(tmp_path, emu):
+    gaps = gaps_for(emu, "hmi.M_720s[2024.06.23_00:00_TAI/1h]", "hmi.M_720s", ["magnetogram"])
+    gov = governor(tmp_path, emu)
+    batches = list(gov.stage(gaps, {"hmi.m_720s": Transfer("url", "fits")}, StageResult()))
+    assert batches and export_rows(gov)[0]["status"] == "done"  # finished, but never downloaded
+    old_id = export_rows(gov)[0]["requestid"]
+    gov.catalog.close()
+    emu.world.advance(8 * 86400)  # a week and a day later JSOC has expired the result (status 5)
+    gov2 = governor(tmp_path, emu, run_id="run2")
+    pending = {(g.series, g.record_key, g.segment): g for g in gaps}
+    again = list(gov2.resume(pending, {}, StageResult()))
+    rows = export_rows(gov2)
+    assert [r["status"] for r in rows] == ["expired", "done"] and rows[1]["requestid"] != old_id
+    assert sorted(t.record_key for b in again for t in b.tasks) == sorted(g.record_key for g in gaps)
+    assert not download_files([t for b in again for t in b.tasks], tmp_path / "data").errors
+    gov2.catalog.close()

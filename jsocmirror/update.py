@@ -81,13 +81,14 @@ class UpdateSummary:
     notes: list[dict[str, str]] = field(default_factory=list)  # vanished upstream, left pending...
     jsoc_requests: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    _failed_tasks: list = field(default_factory=list, repr=False)  # FailedFile objects (not serialised)
 
     @property
     def exit_code(self) -> int:
         return 1 if self.failures else 0
 
     def as_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
         out["exit_code"] = self.exit_code
         return out
 
@@ -305,7 +306,14 @@ def _stage_and_download(config, catalog, client, layout: Layout, definitions, ga
                  "reason": problem.reason, "kind": problem.kind}
         (summary.notes if problem.kind == "vanished" else summary.failures).append(entry)
     if "://" not in root:
-        dl.sweep_parts(root, keep=())  # parts of files that failed for good are not resumable anyway
+        # Leftover parts (records no longer wanted, a killed run's strays) go; the parts of files
+        # that failed for a transient reason stay, so the next run resumes them with Range.
+        keep = [dl.part_name(f.task.dest, f.task) for f in summary_failed_tasks(summary) if f.retryable]
+        dl.sweep_parts(root, keep=keep)
+
+
+def summary_failed_tasks(summary: UpdateSummary) -> list:
+    return summary._failed_tasks
 
 
 def _download_batch(batch, governor: Governor, root: str, connections: int, policy: RetryPolicy,
@@ -321,6 +329,7 @@ def _download_batch(batch, governor: Governor, root: str, connections: int, poli
     for failed in results.errors:
         summary.failures.append({"series": failed.task.series, "record_key": failed.task.record_key,
                                  "segment": failed.task.segment, "reason": failed.error, "kind": "download"})
+        summary._failed_tasks.append(failed)
     if batch.export_id is not None and not results.errors:
         recorder.flush()  # the inventory first: a crash in between re-lists the export, never loses files
         governor.mark_downloaded(batch.export_id)

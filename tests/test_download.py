@@ -236,3 +236,11 @@ def test_sweep_parts_removes_leftovers_only(tmp_path):
     (tmp_path / "a" / "x.fits").write_bytes(b"y")
     assert sweep_parts(tmp_path) == 1
     assert os.listdir(tmp_path / "a") == ["x.fits"]
+
+
+def test_sweep_parts_keeps_the_parts_named(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / ".x.fits.part-0123").write_bytes(b"x")
+    (tmp_path / "a" / ".y.fits.part-4567").write_bytes(b"y")
+    assert sweep_parts(tmp_path, keep=["a/.y.fits.part-4567"]) == 1
+    assert os.listdir(tmp_path / "a") == [".y.fits.part-4567"]

@@ -14,8 +14,8 @@
     (4 threads, urllib, 1 MiB reads, each body written to a file, no checks, no fsync) from the
     same server, alternated, median of ``--repeats``. Target >= 80%.
 
-Usage: ``python benchmarks/update.py [--records 100000] [--change 0.01] [--files 80]
-[--image-size 768x768] [--skip-sunpy]``. Smaller sizes for development: ``--records 5000``.
+Usage: ``python benchmarks/update.py [--records 100000] [--change 0.01] [--files 200]
+[--image-size 512x512] [--skip-sunpy]``. Smaller sizes for development: ``--records 5000``.
 """
 
 from __future__ import annotations
@@ -264,9 +264,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--change", type=float, default=0.01)
-    parser.add_argument("--files", type=int, default=80)
-    parser.add_argument("--image-size", default="768x768")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--files", type=int, default=200)
+    parser.add_argument("--image-size", default="512x512")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-sunpy", action="store_true")
     parser.add_argument("--only", choices=["a", "b"], default=None)
     args = parser.parse_args()

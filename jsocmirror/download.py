@@ -485,7 +485,7 @@ def download_files(tasks: Iterable[FileTask], root: str | os.PathLike, *, connec
                     continue
                 seen.add(task.dest)
                 pending.add(pool.submit(_download_one, task, target, policy, on_bytes, batch_sync))
-                if len(pending) >= connections * 4:
+                if len(pending) >= connections * 256:  # workers never starve while the main thread commits
                     pending = _drain(pending, results, committer, on_landed, on_failed, FIRST_COMPLETED)
             _drain(pending, results, committer, on_landed, on_failed, None)
     finally:

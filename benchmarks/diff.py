@@ -105,6 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=10_000_000)
     parser.add_argument("--have", type=float, default=0.99, help="fraction of records with a local file")
+    parser.add_argument("--catalog", help="keep the built catalog here and reuse it (default: a temp dir, removed)")
     parser.add_argument("--measure", nargs=2, metavar=("CATALOG", "MIRROR_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -112,10 +113,11 @@ def main() -> None:
         return
     work = tempfile.mkdtemp(prefix="jsocmirror-bench-diff-")
     try:
-        path = os.path.join(work, "catalog.duckdb")
-        start = time.perf_counter()
-        build(path, args.records, args.have)
-        print(f"setup {time.perf_counter() - start:.1f} s (untimed)")
+        path = args.catalog or os.path.join(work, "catalog.duckdb")
+        if not os.path.exists(path):
+            start = time.perf_counter()
+            build(path, args.records, args.have)
+            print(f"setup {time.perf_counter() - start:.1f} s (untimed)")
         runs = []
         for _ in range(3):
             proc = subprocess.run([sys.executable, __file__, "--measure", path, work], capture_output=True, text=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from datetime import date, timedelta
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -32,7 +33,7 @@ import pyarrow as pa
 from jsocmirror import drmstime
 from jsocmirror.catalog import Catalog, keyword_table, quote_ident, series_slug
 from jsocmirror.errors import ConfigError
-from jsocmirror.layout import Layout, LayoutError
+from jsocmirror.layout import Layout
 from jsocmirror.series import SeriesDef, SeriesRegistry, builtin_series
 
 log = logging.getLogger("jsocmirror.diff")
@@ -170,6 +171,9 @@ def diff_mirror(catalog: Catalog, config, series: str | Iterable[str] | None = N
         for segment in segments:
             catalog.q("diff_insert_gaps", series=name, segment=segment)
             pairs.append((name, segment))
+    on_disk = {tuple(r) for r in catalog.q("diff_layout_pairs").fetchall()}
+    if not {p for p in on_disk if p[0] in scope} - set(pairs):
+        scope = []  # every file on disk belongs to a configured (series, segment): no other orphans
     catalog.con.register("diff_scope", pa.table({"series": pa.array(scope, pa.string())}))
     catalog.con.register("diff_pairs", pa.table({"series": pa.array([p[0] for p in pairs], pa.string()),
                                                  "segment": pa.array([p[1] for p in pairs], pa.string())}))
@@ -190,7 +194,7 @@ def diff_mirror(catalog: Catalog, config, series: str | Iterable[str] | None = N
 def _bump(result: DiffResult, series: str, day, state: str, n: int) -> None:
     states = result.counts.setdefault(series, dict.fromkeys(STATES, 0))
     states[state] = states.get(state, 0) + n
-    period = "" if day is None else (day.isoformat() if hasattr(day, "isoformat") else str(day).replace(".", "-"))
+    period = _period_text(day)
     per = result.by_period.setdefault(series, {}).setdefault(period, {})
     per[state] = per.get(state, 0) + n
 
@@ -223,14 +227,10 @@ def wanted_select_sql(catalog: Catalog, entry, sd: SeriesDef) -> tuple[str | Non
         segments.append(seg.name)
     if not segments:
         return None, []
-    quality = f"k.{quote_ident(columns['quality'])}::BIGINT" if "quality" in columns else "NULL::BIGINT"
+    no_image = f"coalesce(k.{quote_ident(columns['quality'])} < 0, false)" if "quality" in columns else "false"
     time_kw = next((kw for kw in sd.primekey_keywords if kw.is_time and kw.name.lower() in columns), None)
     time_col = f"k.{quote_ident(columns[time_kw.name.lower()])}" if time_kw else None
-    # the calendar day as JSOC prints the key (TAI for HMI), as the layout's directories do; kept
-    # as text (YYYY.MM.DD or YYYY-MM-DD) because slicing is cheap and only aggregates get parsed
-    day = f"strftime({time_col}, '%Y-%m-%d')" if time_col else "NULL::VARCHAR"
-    if time_kw is not None and f"{time_kw.name}_str".lower() in columns:
-        day = f"substr(k.{quote_ident(columns[f'{time_kw.name}_str'.lower()])}, 1, 10)"
+    day = _day_sql(sd, time_kw, time_col, columns)
     where = ["k._gone_at IS NULL"]
     if time_col:
         index_col = columns.get(f"{time_kw.name}_index".lower())
@@ -250,8 +250,10 @@ def wanted_select_sql(catalog: Catalog, entry, sd: SeriesDef) -> tuple[str | Non
         lits = ", ".join(sql_literal(int(v, 0) if kw.is_int and isinstance(v, str) else v) for v in values)
         where.append(f"k.{quote_ident(columns[kw.name.lower()])} IN ({lits})")
     select = (
-        f"SELECT k._key AS record_key, k._recnum AS recnum, {quality} AS quality, k._online AS online, "
-        f"k._prev_recnum AS prev_recnum, {day} AS day FROM {quote_ident(table)} AS k WHERE " + " AND ".join(where)
+        # flags packed in one byte keep the diff's hash table small: 1 no image, 2 offline, 4 reprocessed
+        f"SELECT k._key AS record_key, k._recnum AS recnum, ({no_image})::UTINYINT "
+        f"| ((NOT coalesce(k._online, true))::UTINYINT << 1) | ((k._prev_recnum IS NOT NULL)::UTINYINT << 2) AS flags, "
+        f"{day} AS day FROM {quote_ident(table)} AS k WHERE " + " AND ".join(where)
     )
     if entry.filter:
         filtered = select + f" AND ({entry.filter})"
@@ -262,6 +264,38 @@ def wanted_select_sql(catalog: Catalog, entry, sd: SeriesDef) -> tuple[str | Non
             log.warning("series %s: filter %r is not usable in DuckDB (%s); relying on sync's selection",
                         sd.name, entry.filter, str(exc).splitlines()[0])
     return select, segments
+
+
+def _day_sql(sd: SeriesDef, time_kw, time_col: str | None, columns: dict[str, str]) -> str:
+    """The calendar day of a record as JSOC prints its time key (TAI for HMI, UTC for AIA), as the
+    layout's directories and the record key have it. Cheap forms first: integer slot arithmetic for
+    a TAI slotted key (days since 1977-01-01), the UTC TIMESTAMP's date for a UTC/ISO key."""
+    if time_kw is None or time_col is None:
+        return "NULL::VARCHAR"
+    slot = sd.slotting(time_kw.name)
+    index_col = columns.get(f"{time_kw.name}_index".lower())
+    if time_kw.zone == "TAI" and slot is not None and index_col is not None:
+        return f"floor(({slot.epoch!r} + k.{quote_ident(index_col)} * {slot.step!r}) / 86400.0)::BIGINT"
+    if time_kw.zone in ("ISO", "UTC"):
+        return f"CAST({time_col} AS DATE)"
+    str_col = columns.get(f"{time_kw.name}_str".lower())
+    if str_col is not None:
+        return f"substr(k.{quote_ident(str_col)}, 1, 10)"
+    return f"strftime({time_col}, '%Y-%m-%d')"
+
+
+_DAY0 = date(1977, 1, 1)
+
+
+def _period_text(day) -> str:
+    """A day from the diff (days since 1977 TAI, a date, or YYYY.MM.DD text) as YYYY-MM-DD."""
+    if day is None:
+        return ""
+    if isinstance(day, int):
+        return (_DAY0 + timedelta(days=day)).isoformat()
+    if hasattr(day, "isoformat"):
+        return day.isoformat()
+    return str(day).replace(".", "-")
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -356,7 +390,4 @@ def export_catalog(catalog: Catalog, dest: str, *, storage_options: dict | None 
 
 def target_path(layout: Layout, gap: GapRow) -> str:
     """Where a gap's file belongs in the layout (for missing/stale/corrupt rows)."""
-    try:
-        return layout.relative_path(gap.series, list(gap.printed_values), gap.segment)
-    except LayoutError:
-        raise
+    return layout.relative_path(gap.series, list(gap.printed_values), gap.segment)

@@ -7,49 +7,38 @@
 -- name: diff_create_gaps
 CREATE OR REPLACE TEMP TABLE diff_gaps (
     series VARCHAR, record_key VARCHAR, segment VARCHAR, recnum BIGINT, file_recnum BIGINT, day VARCHAR,
-    path VARCHAR, size BIGINT, state VARCHAR, reason VARCHAR
+    file_rowid BIGINT, size BIGINT, state VARCHAR, reason VARCHAR
 );
 
 -- name: diff_insert_gaps
 -- One FULL JOIN classifies both sides: wanted rows without a file (missing / no_image / offline),
 -- rows with a file (present / stale / corrupt) and files nothing wants (orphan). Only the rows
--- that are not 'present' are kept: the gap set is small even when the mirror is not.
+-- that are not 'present' are kept: the gap set is small even when the mirror is not. The join
+-- carries only narrow columns (flags packed in a byte, the file's rowid rather than its path):
+-- payload, not keys, is what makes a 10M-row join big; diff_gap_rows fetches the rest for the
+-- few gap rows. wanted flags: 1 no image (QUALITY < 0), 2 offline, 4 reprocessed (_prev_recnum).
 INSERT INTO diff_gaps
-SELECT * FROM (
+SELECT $series, record_key, $segment, recnum, file_recnum,
+       CASE WHEN state = 'orphan' THEN NULL
+            ELSE regexp_extract(record_key, '\[(\d{4}[.-]\d\d[.-]\d\d)[_T]', 1) END,
+       rid, NULL, state, NULL
+FROM (
     SELECT
-        $series AS series,
-        coalesce(w.record_key, f.record_key) AS record_key,
-        $segment AS segment,
-        w.recnum AS recnum,
-        f.file_recnum AS file_recnum,
-        w.day AS day,
-        f.path AS path,
-        f.size AS size,
+        coalesce(w.record_key, f.record_key) AS record_key, w.recnum, f.file_recnum, f.rid,
         CASE
             WHEN w.record_key IS NULL THEN 'orphan'
-            WHEN f.path IS NULL AND w.quality < 0 THEN 'no_image'
-            WHEN f.path IS NULL AND w.online = false THEN 'offline'
-            WHEN f.path IS NULL THEN 'missing'
-            WHEN f.state = 'empty' OR f.verify_state IN ('not_fits', 'truncated', 'bad_checksum', 'bad_datasum',
-                                                        'header_mismatch', 'unreadable') THEN 'corrupt'
+            WHEN f.rid IS NULL AND w.flags & 1 = 1 THEN 'no_image'
+            WHEN f.rid IS NULL AND w.flags & 2 = 2 THEN 'offline'
+            WHEN f.rid IS NULL THEN 'missing'
+            WHEN f.bad THEN 'corrupt'
             WHEN f.file_recnum < w.recnum THEN 'stale'
-            WHEN f.file_recnum IS NULL AND w.prev_recnum IS NOT NULL THEN 'stale'
+            WHEN f.file_recnum IS NULL AND w.flags & 4 = 4 THEN 'stale'
             ELSE 'present'
-        END AS state,
-        CASE
-            WHEN w.record_key IS NULL THEN 'no configured record wants this file'
-            WHEN f.path IS NULL AND w.quality < 0 THEN 'QUALITY < 0: JSOC has no image for this record'
-            WHEN f.path IS NULL AND w.online = false THEN 'offline upstream (on tape)'
-            WHEN f.path IS NULL THEN NULL
-            WHEN f.state = 'empty' THEN 'zero-byte file'
-            WHEN f.verify_state IS NOT NULL AND f.verify_state <> 'ok' THEN f.verify_state || ': ' || coalesce(f.verify_problem, '')
-            WHEN f.file_recnum < w.recnum THEN 'file is RECNUM ' || f.file_recnum || ', JSOC has ' || w.recnum
-            WHEN f.file_recnum IS NULL AND w.prev_recnum IS NOT NULL THEN 'reprocessed upstream; the file''s RECNUM is unknown'
-            ELSE NULL
-        END AS reason
-    FROM diff_wanted_one AS w
+        END AS state
+    FROM (SELECT record_key, recnum, flags FROM diff_wanted_one) AS w
     FULL OUTER JOIN (
-        SELECT record_key, path, size, state, verify_state, verify_problem,
+        SELECT record_key, rowid AS rid,
+               state = 'empty' OR coalesce(verify_state, 'ok') <> 'ok' AS bad,
                coalesce(header_recnum, fetched_recnum) AS file_recnum
         FROM local_files
         WHERE series = $series AND segment = $segment AND state IN ('layout', 'empty')
@@ -57,10 +46,13 @@ SELECT * FROM (
     ON w.record_key = f.record_key
 ) WHERE state <> 'present';
 
+-- name: diff_layout_pairs
+SELECT DISTINCT series, segment FROM local_files WHERE state IN ('layout', 'empty');
+
 -- name: diff_insert_other_orphans
 -- Layout files of series in scope whose (series, segment) no configured entry wants at all.
 INSERT INTO diff_gaps
-SELECT f.series, f.record_key, f.segment, NULL, coalesce(f.header_recnum, f.fetched_recnum), NULL, f.path, f.size,
+SELECT f.series, f.record_key, f.segment, NULL, coalesce(f.header_recnum, f.fetched_recnum), NULL, f.rowid, f.size,
        'orphan', CASE WHEN f.series IN (SELECT series FROM diff_pairs) THEN 'segment not configured'
                       ELSE 'series not configured' END
 FROM local_files AS f
@@ -74,10 +66,23 @@ SELECT day, count(*) FROM diff_wanted_one GROUP BY ALL;
 SELECT series, day, state, count(*) FROM diff_gaps GROUP BY ALL;
 
 -- name: diff_gap_rows
-SELECT series, record_key, segment, state, recnum, file_recnum, path, size, reason
-FROM diff_gaps
-WHERE ($states IS NULL OR list_contains($states, state))
-ORDER BY series, record_key, segment;
+-- The gap rows with the path of their file (if any) and why they are gaps.
+WITH g AS (SELECT * FROM diff_gaps WHERE ($states IS NULL OR list_contains($states, state))),
+     f AS (SELECT rowid AS rid, path, size, state, verify_state, verify_problem FROM local_files
+           WHERE rowid IN (SELECT file_rowid FROM g WHERE file_rowid IS NOT NULL))
+SELECT g.series, g.record_key, g.segment, g.state, g.recnum, g.file_recnum, f.path, f.size,
+       CASE g.state
+           WHEN 'orphan' THEN coalesce(g.reason, 'no configured record wants this file')
+           WHEN 'no_image' THEN 'QUALITY < 0: JSOC has no image for this record'
+           WHEN 'offline' THEN 'offline upstream (on tape)'
+           WHEN 'corrupt' THEN CASE WHEN f.state = 'empty' THEN 'zero-byte file'
+                                    ELSE f.verify_state || ': ' || coalesce(f.verify_problem, '') END
+           WHEN 'stale' THEN CASE WHEN g.file_recnum IS NULL
+                                  THEN 'reprocessed upstream; the file''s RECNUM is unknown'
+                                  ELSE 'file is RECNUM ' || g.file_recnum || ', JSOC has ' || g.recnum END
+       END AS reason
+FROM g LEFT JOIN f ON f.rid = g.file_rowid
+ORDER BY g.series, g.record_key, g.segment;
 
 -- name: diff_unknown_files
 SELECT path, state, problem, size FROM local_files WHERE state NOT IN ('layout', 'empty') ORDER BY path;

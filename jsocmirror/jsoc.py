@@ -20,6 +20,7 @@ import urllib.request
 from typing import Any, Iterable
 from urllib.parse import quote_plus, urlencode
 
+import numpy as np
 import orjson
 
 from jsocmirror.errors import ConfigError, JsocError
@@ -209,19 +210,20 @@ def rs_list_arrays(body: bytes, ds: str):
     """``({keyword: Arrow string array}, count)`` of an rs_list reply, without Python objects.
 
     JSOC sends one JSON object whose ``keywords`` list holds ``{"name":…,"values":[…]}`` per
-    keyword. Each values list without backslash escapes is exactly one quoted CSV field per
-    record once ``","`` becomes a newline, so Arrow's CSV reader decodes it in C++: ~2x faster
-    than ``orjson`` + ``pa.array``, and it never holds millions of ``str`` objects. Numbers (JSOC sends ``*recnum*``/``*sunum*`` unquoted) come back as strings too.
+    keyword. A values list without backslash escapes is ``"v1","v2",...``, so numpy can cut it
+    into Arrow's string buffers directly (``_values_array``): ~3x faster than ``orjson`` +
+    ``pa.array``, and it never holds millions of ``str`` objects. Numbers (JSOC sends ``*recnum*``/``*sunum*`` unquoted) come back as strings too.
     Anything unexpected (escapes, other spacing, invalid UTF-8) falls back to ``orjson`` for
     that keyword or for the whole reply. Errors (``status != 0``) raise JsocError.
     """
     import pyarrow as pa
 
     start = body.find(b'"keywords":[')
-    if start < 0:
-        decode_rs_list(body, ds)  # raises on an error reply
-        return {}, 0
-    ends = [p for p in (body.find(k, start) for k in (b'"segments":', b'"links":', b'"count":')) if p > 0]
+    if start < 0:  # no rows (or another spelling): the general path, which also raises on errors
+        return _arrays_via_orjson(body, ds)
+    # The keys after "keywords" are near the end; quotes inside values are escaped, so these
+    # spellings only occur as keys and searching from the end finds them at once.
+    ends = [p for p in (body.rfind(k, start) for k in (b'"segments":', b'"links":', b'"count":')) if p > 0]
     if not ends:
         return _arrays_via_orjson(body, ds)
     end = min(ends)
@@ -229,7 +231,7 @@ def rs_list_arrays(body: bytes, ds: str):
     if tail.get("status") != 0:
         raise JsocError(f"rs_list {ds}: {tail.get('error') or 'query failed'} [status={tail.get('status')}]")
     count = tail.get("count")
-    segments: list[tuple[str, bytes]] = []
+    segments: list[tuple[str, int, int]] = []  # keyword, start and end of its values in body
     pos = body.find(_NAME_OPEN, start, end)
     while pos >= 0:
         nxt = body.find(_NAME_OPEN, pos + 1, end)
@@ -239,70 +241,85 @@ def rs_list_arrays(body: bytes, ds: str):
         close = body.rfind(b"]}", vals, seg_end)
         if quote < 0 or vals < 0 or close < 0:
             return _arrays_via_orjson(body, ds)
-        segments.append((body[pos + len(_NAME_OPEN):quote].decode("latin-1"),
-                         body[vals + len(_VALUES_OPEN):close]))
+        segments.append((body[pos + len(_NAME_OPEN):quote].decode("latin-1"), vals + len(_VALUES_OPEN), close))
         pos = nxt
-    if count is None:
+    if count is None or not segments:
         return _arrays_via_orjson(body, ds)
     count = int(count)
-    out = _csv_columns(segments, count)
-    for name, inner in segments:
+    out = _split_columns(body, segments, count)
+    for name, a, b in segments:
         if name in out:
             continue
         try:
-            values = orjson.loads(b"[" + inner + b"]")
+            values = orjson.loads(b"[" + body[a:b] + b"]")
         except orjson.JSONDecodeError:
             return _arrays_via_orjson(body, ds)
         out[name] = pa.array([None if v is None else str(v) for v in values], type=pa.string())
     if any(len(a) != count for a in out.values()):
         return _arrays_via_orjson(body, ds)
-    return {name: out[name] for name, _ in segments}, count
+    return {name: out[name] for name, _, _ in segments}, count
 
 
-def _csv_lines(inner: bytes, count: int) -> bytes | None:
-    """A values list as one CSV line per value, or None if that would not be exact."""
-    if b"\\" in inner or b"\n" in inner or b"\r" in inner or inner[:1] == b" ":
-        return None
-    if inner[:1] == b'"':
-        # Without escapes no value contains a quote, so '","' can only separate two values.
-        if inner.count(b'","') != count - 1:
-            return None
-        return inner.replace(b'","', b'"\n"')
-    if b'"' in inner or b"null" in inner or inner.count(b",") != count - 1:
-        return None
-    return inner.replace(b",", b"\n")
+_NUMBER_BYTES = np.zeros(256, dtype=bool)
+_NUMBER_BYTES[list(b"0123456789+-.eE,")] = True
 
 
-def _csv_columns(segments: list[tuple[str, bytes]], count: int) -> dict[str, Any]:
-    """Every safe values list of a reply as an Arrow string array (one CSV read per keyword).
+def _values_array(body: bytes, a: int, b: int, count: int):
+    """One rs_list values list (``body[a:b]``, between ``[`` and ``]``) as an Arrow string array.
 
-    One read per keyword, not one for all: each column then owns its buffers, so a table that
-    keeps a few string columns does not keep the whole reply's text alive.
+    Without backslash escapes no value contains a quote, so a quoted list is exactly
+    ``"v1","v2",...``: numpy finds the quotes, keeps the bytes between each pair as the string
+    data and their lengths as the offsets, and Arrow takes both buffers as they are. Unquoted
+    lists (JSOC sends ``*recnum*``/``*sunum*`` as JSON numbers) split on commas. Returns None
+    when the bytes do not have exactly that shape (the caller then uses orjson).
     """
-    import io
-
     import pyarrow as pa
-    import pyarrow.csv as pacsv
 
     if count == 0:
-        return {name: pa.array([], type=pa.string()) for name, _ in segments}
-    read_options = pacsv.ReadOptions(column_names=["v"], use_threads=False, block_size=1 << 26)
-    parse_options = pacsv.ParseOptions(newlines_in_values=False, double_quote=False, escape_char=False,
-                                       ignore_empty_lines=False)
-    convert_options = pacsv.ConvertOptions(column_types={"v": pa.string()}, null_values=[],
-                                           strings_can_be_null=False, quoted_strings_can_be_null=False)
+        return pa.array([], type=pa.string()) if not body[a:b].strip() else None
+    if b <= a or body.find(b"\\", a, b) >= 0:
+        return None
+    raw = np.frombuffer(body, dtype=np.uint8, count=b - a, offset=a)
+    if raw[0] == 34:  # '"'
+        is_quote = raw == 34
+        quotes = np.flatnonzero(is_quote)
+        if len(quotes) != 2 * count or quotes[-1] != len(raw) - 1:
+            return None
+        starts, ends = quotes[0::2] + 1, quotes[1::2]
+        # between two values there must be exactly '","'
+        if count > 1 and not (np.all(starts[1:] == ends[:-1] + 3) and np.all(raw[ends[:-1] + 1] == 44)):
+            return None
+        inside = np.bitwise_xor.accumulate(is_quote.view(np.uint8)).view(bool) & ~is_quote
+    else:
+        if not _NUMBER_BYTES[raw].all():
+            return None
+        is_comma = raw == 44
+        commas = np.flatnonzero(is_comma)
+        if len(commas) != count - 1:
+            return None
+        starts = np.concatenate(([0], commas + 1))
+        ends = np.concatenate((commas, [len(raw)]))
+        inside = ~is_comma
+    data = raw[inside]
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(ends - starts, out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        return None
+    array = pa.StringArray.from_buffers(count, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data))
+    try:
+        array.validate(full=True)  # UTF-8 and offsets
+    except pa.ArrowInvalid:
+        return None
+    return array
+
+
+def _split_columns(body: bytes, segments: list[tuple[str, int, int]], count: int) -> dict[str, Any]:
+    """Every values list of a reply that has the simple shape, as Arrow string arrays."""
     out = {}
-    for name, inner in segments:
-        lines = _csv_lines(inner, count)
-        if lines is None:
-            continue
-        try:
-            column = pacsv.read_csv(io.BytesIO(lines), read_options=read_options, parse_options=parse_options,
-                                    convert_options=convert_options).column(0)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            continue
-        if len(column) == count:
-            out[name] = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    for name, a, b in segments:
+        array = _values_array(body, a, b, count)
+        if array is not None:
+            out[name] = array
     return out
 
 

@@ -326,3 +326,30 @@ def test_sync_deep_reprocessing_found_without_scanning_every_recnum(tmp_path):
         assert s.requests <= 8, s  # probe, head, head chunks, one RECNUM range, one re-fetch, one count
         head = drmstime.format_time(emu.world.now, "TAI")
         assert_catalog_matches_drms(config, emu.url, "hmi.M_45s", f"hmi.M_45s[2024.06.29_00:00:00_TAI-{head}]")
+
+
+@pytest.mark.parametrize("body, expected", [
+    (b'{"keywords":[{"name":"A","values":["x\\"y","z"]},{"name":"*recnum*","values":[1,22]}],'
+     b'"segments":[],"links":[],"count":2,"runtime":0.1,"status":0}', {"A": ['x"y', "z"], "*recnum*": ["1", "22"]}),
+    (b'{"keywords":[{"name":"NOAA_ARS","values":["12087,12092","",","]},{"name":"Q","values":["0x00000400","1","-2"]}],'
+     b'"segments":[],"links":[],"count":3,"runtime":0.1,"status":0}',
+     {"NOAA_ARS": ["12087,12092", "", ","], "Q": ["0x00000400", "1", "-2"]}),
+    (b'{"keywords":[{"name":"T","values":["caf\xc3\xa9","\xc3\xa0"]}],"count":2,"runtime":0,"status":0}',
+     {"T": ["caf\u00e9", "\u00e0"]}),
+    (b'{"count":0,"runtime":0.01,"status":0}', {}),
+    (b'{"keywords": [{"name": "A", "values": ["1", "2"]}], "count": 2, "status": 0}', {"A": ["1", "2"]}),
+])
+def test_rs_list_arrays_decodes_every_shape(body, expected):
+    from jsocmirror.jsoc import rs_list_arrays
+
+    columns, count = rs_list_arrays(body, "t.s[]")
+    assert {name: values.to_pylist() for name, values in columns.items()} == expected
+    assert count == len(next(iter(expected.values()))) if expected else count == 0
+
+
+def test_rs_list_arrays_error_reply_raises():
+    from jsocmirror.errors import JsocError
+    from jsocmirror.jsoc import rs_list_arrays
+
+    with pytest.raises(JsocError, match="bad record set"):
+        rs_list_arrays(b'{"status":1,"error":"bad record set"}', "x")

@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from http.client import HTTPException, IncompleteRead
 from pathlib import Path, PurePosixPath
@@ -146,6 +146,10 @@ def _card_value(card: bytes) -> str:
     return text.split("/")[0].strip()
 
 
+_NEEDED = {name.ljust(8).encode(): name for name in
+           ("BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "DATASUM", "CHECKSUM", *(f"NAXIS{i}" for i in range(1, 10)))}
+
+
 def fits_checksum_state(path: str | os.PathLike) -> str:
     """``ok`` (every CHECKSUM/DATASUM present verifies), ``absent`` (none present), or raises
     ``ValueError`` naming the first problem (truncation, bad checksum, not FITS).
@@ -164,16 +168,16 @@ def fits_checksum_state(path: str | os.PathLike) -> str:
         start = offset
         end_found = False
         while offset < len(raw) and not end_found:
-            block = raw[offset:offset + 2880]
+            block = bytes(raw[offset:offset + 2880])
             offset += 2880
             for i in range(0, 2880, 80):
-                card = bytes(block[i:i + 80])
-                key = card[:8].decode("ascii", "replace").strip()
-                if key == "END":
+                key = block[i:i + 8]
+                if key == b"END     ":
                     end_found = True
                     break
-                if card[8:10] == b"= " and key not in cards:
-                    cards[key] = _card_value(card)
+                name = _NEEDED.get(key)  # only the cards that size the HDU or carry its sums
+                if name is not None and block[i + 8:i + 10] == b"= " and name not in cards:
+                    cards[name] = _card_value(block[i:i + 80])
         if not end_found:
             raise ValueError(f"HDU {hdu}: header has no END card (truncated)")
         header_end = offset
@@ -478,16 +482,17 @@ def download_files(tasks: Iterable[FileTask], root: str | os.PathLike, *, connec
     batch_sync = durability in ("batch", "none")
     try:
         with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="jsocmirror-dl") as pool:
-            pending = set()
+            futures = []
             for task in tasks:
                 if task.dest in seen:  # two records can never share a layout path; refuse the second
                     results.errors.append(FailedFile(task, f"duplicate destination {task.dest!r}", 0, False))
                     continue
                 seen.add(task.dest)
-                pending.add(pool.submit(_download_one, task, target, policy, on_bytes, batch_sync))
-                if len(pending) >= connections * 256:  # workers never starve while the main thread commits
-                    pending = _drain(pending, results, committer, on_landed, on_failed, FIRST_COMPLETED)
-            _drain(pending, results, committer, on_landed, on_failed, None)
+                # Everything is queued at once (a future is small), so workers never wait for the
+                # main thread, which commits groups of files as they complete.
+                futures.append(pool.submit(_download_one, task, target, policy, on_bytes, batch_sync))
+            for future in as_completed(futures):
+                _handle(future.result(), results, committer, on_landed, on_failed)
     finally:
         committer.flush()
         target.close()
@@ -537,26 +542,18 @@ class _BatchCommitter:
                 self.on_landed(item)
 
 
-def _drain(pending: set, results: Results, committer: _BatchCommitter, on_landed, on_failed, mode) -> set:
-    while pending:
-        done, pending = wait(pending, return_when=mode or "ALL_COMPLETED")
-        for future in done:
-            outcome = future.result()
-            if isinstance(outcome, _Verified):
-                committer.add(outcome)
-            elif isinstance(outcome, Landed):
-                results.landed.append(outcome)
-                if on_landed:
-                    on_landed(outcome)
-            else:
-                results.errors.append(outcome)
-                log.warning("%s %s: %s", outcome.task.series + outcome.task.record_key, outcome.task.segment,
-                            outcome.error)
-                if on_failed:
-                    on_failed(outcome)
-        if mode is not None:
-            break
-    return pending
+def _handle(outcome, results: Results, committer: _BatchCommitter, on_landed, on_failed) -> None:
+    if isinstance(outcome, _Verified):
+        committer.add(outcome)
+    elif isinstance(outcome, Landed):
+        results.landed.append(outcome)
+        if on_landed:
+            on_landed(outcome)
+    else:
+        results.errors.append(outcome)
+        log.warning("%s %s: %s", outcome.task.series + outcome.task.record_key, outcome.task.segment, outcome.error)
+        if on_failed:
+            on_failed(outcome)
 
 
 # -- url-tar ---------------------------------------------------------------------------------------

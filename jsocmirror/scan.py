@@ -326,11 +326,12 @@ def _list_local_dir(rel, abs_dir, real_root, classifier, batch, listed, mtime_ns
         if not odd:
             batch.add_many(rel, matched, series, "layout", None, keys, segs, sizes, mtimes)
             continue
-        keep = [i for i in range(len(matched)) if i not in odd]
-        batch.add_many(rel, [matched[i] for i in keep], series, "layout", None, [keys[i] for i in keep],
-                       [segs[i] for i in keep], [sizes[i] for i in keep], [mtimes[i] for i in keep])
-        for i, (state, problem) in odd.items():
-            batch.add(matched[i], rel, series, keys[i], segs[i], sizes[i], mtimes[i], state, problem)
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for i in range(len(matched)):
+            groups.setdefault(odd.get(i, ("layout", None)), []).append(i)
+        for (state, problem), idx in groups.items():
+            batch.add_many(rel, [matched[i] for i in idx], series, state, problem, [keys[i] for i in idx],
+                           [segs[i] for i in idx], [sizes[i] for i in idx], [mtimes[i] for i in idx])
     for name, why in others:
         if _is_temp(name) or (prefix + name) in skip_set:
             result.skipped_temp += 1

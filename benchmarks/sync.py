@@ -87,7 +87,8 @@ def phase_ours(url: str, mirror: Path, records: int, chunk_records: int, request
         requests_file.write_text(json.dumps(chunks))
     return {"seconds": seconds, "records": result.series[0].new + result.series[0].unchanged, "rows": total,
             "requests": result.requests, "chunks": result.series[0].chunks, "skipped": result.series[0].skipped,
-            "maxrss": _maxrss(), "mbytes": result.bytes_received / 1e6, "cpu": _cpu() - cpu0}
+            "maxrss": _maxrss(), "mbytes": result.bytes_received / 1e6, "cpu": _cpu() - cpu0,
+            "timings": {k: round(v, 2) for k, v in result.series[0].timings.items()}}
 
 
 def phase_floor(url: str, requests_file: Path) -> dict:
@@ -136,7 +137,7 @@ def _run_phase(*args: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--chunk-records", type=int, default=50_000)
+    parser.add_argument("--chunk-records", type=int, default=25_000)
     parser.add_argument("--skip-naive", action="store_true", help="Leave out the (slow) naive path.")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
@@ -181,6 +182,7 @@ def _report(records: int, ours: dict, floor: dict, naive: dict | None, resync: d
     ours_rate = ours["records"] / ours["seconds"]
     print(f"  ours    {ours['seconds']:7.2f} s  {ours_rate:10,.0f} rec/s  peak RSS {ours['maxrss'] / mb:6.0f} MB  "
           f"cpu {ours['cpu']:5.1f} s  ({ours['chunks']} chunks, {ours['requests']} requests, {ours['mbytes']:.0f} MB of JSON, {ours['rows']:,} rows)")
+    print(f"          time inside ours: {ours['timings']} (wait = for JSOC's next reply)")
     print(f"  floor   {floor['seconds']:7.2f} s  {records / floor['seconds']:10,.0f} rec/s  peak RSS "
           f"{floor['maxrss'] / mb:6.0f} MB  cpu {floor['cpu']:5.1f} s  (same {floor['requests']} rs_list replies fetched and discarded)")
     if naive:

@@ -280,7 +280,7 @@ class Catalog:
 
     # -- series definitions and sync chunks (sync.py) ----------------------------------------
     @contextmanager
-    def bulk_load(self, memory_limit: str = "256MB", threads: int = 1):
+    def bulk_load(self, memory_limit: str = "128MB", threads: int = 1):
         """Settings for streaming inserts: bounded memory, and one DuckDB thread.
 
         Sync's inserts are small next to JSOC's reply time; one thread leaves the second core to

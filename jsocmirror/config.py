@@ -83,7 +83,7 @@ class SyncConfig:
     #: Trailing window re-fetched at every sync, before the watermark (a DRMS duration).
     recheck: str = "2d"
     #: Target number of records per rs_list request (JSOC has memory limits; keep <= 100000).
-    chunk_records: int = 50000
+    chunk_records: int = 25000
 
 
 @dataclass

@@ -80,6 +80,9 @@ class SeriesSummary:
     recnums_compared: bool = False  # ... down to every RECNUM (a deletion, --full, or no rs_summary)
     records: int = 0  # current (not gone) records in the window afterwards
     seconds: float = 0.0
+    #: wall seconds spent waiting for JSOC, decoding replies, converting to Arrow, writing the catalog
+    timings: dict[str, float] = field(default_factory=lambda: {"wait": 0.0, "decode": 0.0, "convert": 0.0,
+                                                                "write": 0.0})
 
     def add(self, counts: dict[str, int]) -> None:
         for name in ("new", "reprocessed", "gone", "unchanged", "restored"):
@@ -375,17 +378,23 @@ _NUMBER_RE = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|nan|inf|i
 
 
 def _float_array(strings: pa.Array) -> pa.Array:
-    try:
-        values = pc.cast(strings, pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        # Words such as MISSING mean no value: NULL them, then cast what is left.
+    """DOUBLE values of a float keyword: NaN and words (DRMS's MISSING) become NULL."""
+    values = _try_cast_float(strings)
+    if values is None:  # the usual culprit: DRMS's MISSING written out
+        values = _try_cast_float(pc.if_else(pc.equal(strings, "MISSING"), pa.scalar(None, pa.string()), strings))
+    if values is None:  # other words: keep what looks like a number
         numeric = pc.match_substring_regex(strings, _NUMBER_RE, ignore_case=True)
-        cleaned = pc.if_else(numeric, strings, pa.scalar(None, pa.string()))
-        try:
-            values = pc.cast(cleaned, pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            values = pa.array([_float_or_none(v) for v in strings.to_pylist()], type=pa.float64())
+        values = _try_cast_float(pc.if_else(numeric, strings, pa.scalar(None, pa.string())))
+    if values is None:
+        values = pa.array([_float_or_none(v) for v in strings.to_pylist()], type=pa.float64())
     return pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
+
+
+def _try_cast_float(strings):
+    try:
+        return pc.cast(strings, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 def _float_or_none(text: str | None) -> float | None:
@@ -696,35 +705,51 @@ class _SeriesSync:
         the disk writes and fsyncs of a first sync. Each commit still carries its watermark.
         """
         chunker = self._chunks(lo, hi, self.target)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsocmirror-fetch")
+        fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsocmirror-fetch")
+        # One writer thread: DuckDB releases the GIL while it inserts and commits, so batch N is
+        # written while batch N+1 is decoded. At most one write is in flight, in order, and its
+        # errors surface before the next is submitted.
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsocmirror-write")
+        writing = None
         batch: list[tuple[Window, pa.Table]] = []
         try:
             window, _ = next(chunker)
-            pending = pool.submit(self._fetch, window)
+            pending = fetcher.submit(self._fetch, window)
             while pending is not None:
+                waited = time.perf_counter()
                 body = pending.result()
+                self.summary.timings["wait"] += time.perf_counter() - waited
                 count = _reply_count(body)
                 try:
                     next_window, _ = chunker.send(count)
-                    pending_next = pool.submit(self._fetch, next_window)
+                    pending_next = fetcher.submit(self._fetch, next_window)
                 except StopIteration:
                     next_window, pending_next = None, None
                 batch.append((window, self._decode(window, body)))
                 del body
                 if sum(rows.num_rows for _, rows in batch) >= self.commit_rows or pending_next is None:
-                    self._commit(batch, advance)
+                    if writing is not None:
+                        writing.result()
+                    writing = writer.submit(self._commit, batch, advance)
                     batch = []
                 window, pending = next_window, pending_next
+            if writing is not None:
+                writing.result()
         finally:
             chunker.close()
-            pool.shutdown(wait=True, cancel_futures=True)
+            fetcher.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True)  # a commit under way finishes (or fails) whole
 
     def _fetch(self, window: Window) -> bytes:
         return self.jsoc.rs_list_bytes(self.sel.recordset(window), self.keys)
 
     def _decode(self, window: Window, body: bytes) -> pa.Table:
+        t0 = time.perf_counter()
         keywords, count = rs_list_arrays(body, self.sel.recordset(window))
+        t1 = time.perf_counter()
         rows = rows_to_arrow(keywords, self.columns, self.sdef) if keywords and count else self._empty_rows()
+        self.summary.timings["decode"] += t1 - t0
+        self.summary.timings["convert"] += time.perf_counter() - t1
         self.summary.chunks += 1
         self.progress.chunk_done(self.entry.series, rows.num_rows)
         return rows
@@ -738,10 +763,16 @@ class _SeriesSync:
         if advance:
             adv = {"watermark_index": window.hi, "run_id": self.run_id,
                    "watermark_time": _slot_time_utc(self.sdef, self.sel.time_key, window.hi - 1)}
+        t0 = time.perf_counter()
         counts = self.catalog.apply_chunk(self.entry.series, self.columns, rows, window, _utcnow(), adv)
+        self.summary.timings["write"] += time.perf_counter() - t0
+        n = rows.num_rows
+        del rows
+        batch.clear()
+        # Arrow's allocator keeps freed chunks for reuse; hand them back so memory stays flat.
+        pa.default_memory_pool().release_unused()
         self.summary.add(counts)
-        log.debug("%s: committed slots %s..%s, %d records %s", self.entry.series, window.lo, window.hi,
-                  rows.num_rows, counts)
+        log.debug("%s: committed slots %s..%s, %d records %s", self.entry.series, window.lo, window.hi, n, counts)
 
     def _apply(self, window: Window, body: bytes, advance: bool) -> None:
         self._commit([(window, self._decode(window, body))], advance)

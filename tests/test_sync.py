@@ -173,7 +173,7 @@ def test_sync_world_changes_new_reprocessed_deleted(tmp_path):
     with Emulator(state_dir=None, seed=3) as emu:
         entries = [
             SeriesConfig("hmi.M_720s", start="2024.06.25_00:00:00_TAI"),
-            SeriesConfig("aia.lev1_euv_12s", start="2024.06.30_20:00:00_TAI", keys={"WAVELNTH": [171]}),
+            SeriesConfig("aia.lev1_euv_12s", start="2024.06.30_20:00:00_TAI", keys={"WAVELNTH": [171]}, cadence="1m"),
         ]
         config = make_mirror(tmp_path, emu.url, entries, chunk_records=400, recheck="6h")
         run_sync(config, emu.url)
@@ -192,7 +192,7 @@ def test_sync_world_changes_new_reprocessed_deleted(tmp_path):
         head = drmstime.format_time(emu.world.now, "TAI")
         assert_catalog_matches_drms(config, emu.url, "hmi.M_720s", f"hmi.M_720s[2024.06.25_00:00:00_TAI-{head}]")
         assert_catalog_matches_drms(config, emu.url, "aia.lev1_euv_12s",
-                                    f"aia.lev1_euv_12s[2024.06.30_20:00:00_TAI-{head}][171]")
+                                    f"aia.lev1_euv_12s[2024.06.30_20:00:00_TAI-{head}@1m][171]")
         m = {s.series: s for s in result.series}
         assert m["hmi.M_720s"].deep_scanned and m["hmi.M_720s"].new >= 100
         assert m["hmi.M_720s"].recnums_compared  # a deletion: the count differed, so every RECNUM was compared

@@ -37,7 +37,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import orjson
@@ -833,8 +833,7 @@ class _SeriesSync:
     def _deep_scan(self, lo: int, hi: int) -> None:
         """Compare RECNUMs over slots [lo, hi) with the catalog; re-fetch only differing slots."""
         self.summary.recnums_compared = True
-        sdef, key = self.sdef, self.sel.time_key
-        slot_col = self.sel.window.slot_column
+        key = self.sel.time_key
         changed: list[int] = []
         chunker = self._chunks(lo, hi, self.target * 8)
         try:
@@ -843,12 +842,8 @@ class _SeriesSync:
                 body = self.jsoc.rs_list_bytes(self.sel.recordset(window), [key, "*recnum*"])
                 cols, count = rs_list_arrays(body, "recnum scan")
                 if cols and count:
-                    cols = {name.lower(): values for name, values in cols.items()}
-                    tai, _ = parse_times(cols[key.lower()])
-                    slotting = sdef.slotting(key)
-                    rounding = slotting.step if slotting.kind == "ts_eq" else slotting.round
-                    slots = np.floor((tai - slotting.epoch + rounding / 2.0) / slotting.step + 1e-9).astype(np.int64)
-                    upstream = pa.table({"slot": slots, "_recnum": _int_array(cols["*recnum*"], "longlong")})
+                    upstream = pa.table({"slot": self._slots_of(cols),
+                                         "_recnum": _int_array(cols["*recnum*"], "longlong")})
                 else:
                     upstream = pa.table({"slot": pa.array([], pa.int64()), "_recnum": pa.array([], pa.int64())})
                 changed += self.catalog.window_recnum_changes(self.entry.series, upstream, window)
@@ -859,7 +854,6 @@ class _SeriesSync:
                     break
         finally:
             chunker.close()
-        _ = slot_col
         for a, b in _group_slots(changed, self.sel.window.every, max_width=max(1, self.target)):
             self._sync_range(a, b, advance=False)
 
@@ -945,4 +939,3 @@ def sync(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, series: list[
 __all__ = ["sync", "SyncResult", "SeriesSummary", "Progress", "Window", "resolve_selection", "rows_to_arrow",
            "parse_times", "tai_to_utc_timestamps", "struct_definition"]
 
-_ = Callable

@@ -388,5 +388,3 @@ def _echo_table(rows: list[tuple]) -> None:
         if n == 0:
             click.echo("  ".join("-" * w for w in widths).rstrip())
 
-
-_ = ConfigError

@@ -1,28 +1,31 @@
 """Sync: keyword tables from JSOC into the DuckDB catalog, incrementally.
 
-For each configured series, ``sync_series``:
+``sync(config, catalog, jsoc)`` runs, for each configured series:
 
-1. **Probes** ``series_struct`` (its ``Interval``: FirstRecnum, LastRecnum, MaxRecnum,
-   LastRecord). If the series' definition changed it is stored again and new keyword columns
-   are added. If the probe equals the one stored at the last complete run, nothing upstream
-   can have changed and the series is skipped without another request.
-2. **Head phase**: fetches full keyword rows for the slots from the watermark less the
-   trailing re-check window (``[sync] recheck``) up to the window's end (or the series' newest
-   record when the end is open), in time chunks of about ``[sync] chunk_records`` records.
-3. **Deep phase** (only when the probe moved and older slots were synced before): reprocessing
-   deep in the past raises MaxRecnum, so an ``rs_list`` of just the time key and ``*recnum*``
-   over the older part of the window is compared with the catalog's RECNUMs, and full rows are
-   fetched again only for the slots that differ.
+1. **Probe**: ``series_struct`` (its ``Interval``: FirstRecnum, LastRecnum, MaxRecnum,
+   LastRecord). A changed definition is stored again and new keyword columns are added. If the
+   probe equals the one stored at the last complete run, nothing upstream can have changed
+   (except a deletion deep in the past: ``full=True``) and the series is skipped.
+2. **Head phase**: full keyword rows for the slots from the watermark less the trailing
+   re-check window (``[sync] recheck``) up to the window's end (or the series' newest record
+   when the end is open), in requests of about ``[sync] chunk_records`` records.
+3. **Deep phase** (the probe moved and older slots were synced before): every new or
+   reprocessed record has a RECNUM above the stored MaxRecnum, so one small ``rs_list`` of
+   ``[:#old+1-#new]`` over the older part of the window names the slots to re-fetch; an
+   ``rs_summary`` count then catches deletions, and only if it disagrees are all RECNUMs of
+   the window compared with the catalog's (``rs_list`` of the time key and ``*recnum*``).
 
-Each chunk is one catalog transaction: MERGE by ``_key`` (a new RECNUM keeps the old one in
-``_prev_recnum``), ``_gone_at`` for records of the chunk's window JSOC no longer lists, and the
+Each transaction holds a few consecutive replies (up to ~125k rows, one DuckDB row group, which
+DuckDB writes straight to the file): MERGE by ``_key`` (a new RECNUM keeps the old one in
+``_prev_recnum``), ``_gone_at`` for records of those windows JSOC no longer lists, and the
 watermark advance. A crash at any moment leaves the catalog consistent; the next run continues
-from the watermark. Fetching runs one chunk ahead in a thread, so JSOC's reply time and our
-decoding overlap, and at most two chunks are in memory.
+from the watermark. Three things overlap: a fetch thread receives the next reply, the main
+thread decodes the current one (``jsoc.rs_list_arrays`` then ``rows_to_arrow``, no per-value
+Python objects), and a writer thread commits the previous batch (DuckDB releases the GIL).
 
 Values: rs_list sends every value as a string. Integer keywords become integers (hex
-``0x...`` read as DRMS's signed value), floats DOUBLE with NaN as NULL, times TIMESTAMP in UTC
-with DRMS's MISSING time as NULL; see docs/sql.md.
+``0x...`` read as DRMS's signed value), floats DOUBLE with NaN and MISSING as NULL, times
+TIMESTAMP in UTC with DRMS's MISSING time as NULL; see docs/sql.md.
 """
 
 from __future__ import annotations

@@ -335,57 +335,79 @@ class Catalog:
 
     def apply_chunk(self, series: str, columns: list[Column], rows, window, synced_at,
                     advance: dict[str, Any] | None = None) -> dict[str, int]:
+        """``apply_rows`` and the ``sync_state`` advance in one transaction of their own."""
+        with self.transaction():
+            counts = self.apply_rows(series, columns, rows, window, synced_at)
+            if advance is not None:
+                self.advance_watermark(series, advance)
+        return counts
+
+    def advance_watermark(self, series: str, advance: dict[str, Any]) -> None:
+        """Move a series' watermark (``watermark_index``, ``watermark_time``, ``run_id``) forward."""
+        self.q("sync_state_advance", series=series, **advance).fetchall()
+
+    def begin(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def commit(self) -> None:
+        try:
+            self.con.execute("COMMIT")
+        except duckdb.Error as err:
+            raise CatalogError(f"cannot commit to the catalog: {_first_line(err)}") from None
+
+    def rollback(self) -> None:
+        try:
+            self.con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # nothing was open
+
+    def apply_rows(self, series: str, columns: list[Column], rows, window, synced_at) -> dict[str, int]:
         """Upsert one chunk of rows (an Arrow table) and mark the window's vanished rows gone.
 
-        One transaction: the MERGE by ``_key`` (a changed ``_recnum`` moves the old one to
-        ``_prev_recnum``), ``_gone_at`` for rows of ``window`` absent from the chunk, and the
-        ``sync_state`` advance (``advance``: watermark_index/watermark_time/run_id), so a crash
-        leaves either all of it or none. Returns counts new/reprocessed/unchanged/restored/gone.
+        MERGE by ``_key`` (a changed ``_recnum`` moves the old one to ``_prev_recnum``), and
+        ``_gone_at`` for rows of ``window`` absent from the chunk. Runs inside the caller's
+        transaction, so rows, gone-marks and the watermark that covers them commit together.
+        Returns counts new/reprocessed/unchanged/restored/gone.
         """
         table = quote_ident(keyword_table(series))
         names = [c.name for c in columns if c.kind != "record"] + ["_recnum", "_sunum", "_online", "_size"]
         cols = ", ".join(quote_ident(n) for n in names)
         where, params = self.window_where(window, alias="t")
-        with self.transaction():
-            self.con.register("_jm_chunk", rows)
-            try:
-                if not self._slot_range_has_rows(table, window):
-                    # Nothing of this slot range is here yet (a first sync): every row is new, none
-                    # can be gone, and a plain INSERT is much cheaper than MERGE. A record's key
-                    # fixes its slot, so no key of the chunk can live outside the range.
-                    self.con.execute(
-                        f"INSERT INTO {table} ({cols}, _synced_at) SELECT {cols}, $now FROM _jm_chunk",
-                        {"now": synced_at},
-                    )
-                    if advance is not None:
-                        self.q("sync_state_advance", series=series, **advance).fetchall()
-                    return {"new": rows.num_rows, "reprocessed": 0, "unchanged": 0, "restored": 0, "gone": 0}
-                counts = self.con.execute(
-                    "SELECT count(*) FILTER (WHERE t._key IS NULL),"
-                    " count(*) FILTER (WHERE t._key IS NOT NULL AND t._recnum IS DISTINCT FROM s._recnum),"
-                    " count(*) FILTER (WHERE t._recnum = s._recnum AND t._gone_at IS NULL),"
-                    " count(*) FILTER (WHERE t._recnum = s._recnum AND t._gone_at IS NOT NULL)"
-                    f" FROM _jm_chunk s LEFT JOIN {table} t ON t._key = s._key"
-                ).fetchall()[0]
-                sets = ", ".join(f"{quote_ident(n)} = s.{quote_ident(n)}" for n in names if n != "_key")
+        self.con.register("_jm_chunk", rows)
+        try:
+            if not self._slot_range_has_rows(table, window):
+                # Nothing of this slot range is here yet (a first sync): every row is new, none
+                # can be gone, and a plain INSERT is much cheaper than MERGE. A record's key
+                # fixes its slot, so no key of the chunk can live outside the range.
                 self.con.execute(
-                    f"MERGE INTO {table} AS t USING _jm_chunk AS s ON t._key = s._key "
-                    f"WHEN MATCHED THEN UPDATE SET {sets}, "
-                    "_prev_recnum = CASE WHEN t._recnum IS DISTINCT FROM s._recnum THEN t._recnum ELSE t._prev_recnum END, "
-                    "_gone_at = NULL, _synced_at = $now "
-                    f"WHEN NOT MATCHED THEN INSERT ({cols}, _synced_at) VALUES ("
-                    + ", ".join(f"s.{quote_ident(n)}" for n in names) + ", $now)",
+                    f"INSERT INTO {table} ({cols}, _synced_at) SELECT {cols}, $now FROM _jm_chunk",
                     {"now": synced_at},
                 )
-                gone = self.con.execute(
-                    f"UPDATE {table} AS t SET _gone_at = $now WHERE t._gone_at IS NULL AND {where} "
-                    "AND NOT EXISTS (SELECT 1 FROM _jm_chunk s WHERE s._key = t._key)",
-                    {**params, "now": synced_at},
-                ).fetchall()[0][0]
-                if advance is not None:
-                    self.q("sync_state_advance", series=series, **advance).fetchall()
-            finally:
-                self.con.unregister("_jm_chunk")
+                return {"new": rows.num_rows, "reprocessed": 0, "unchanged": 0, "restored": 0, "gone": 0}
+            counts = self.con.execute(
+                "SELECT count(*) FILTER (WHERE t._key IS NULL),"
+                " count(*) FILTER (WHERE t._key IS NOT NULL AND t._recnum IS DISTINCT FROM s._recnum),"
+                " count(*) FILTER (WHERE t._recnum = s._recnum AND t._gone_at IS NULL),"
+                " count(*) FILTER (WHERE t._recnum = s._recnum AND t._gone_at IS NOT NULL)"
+                f" FROM _jm_chunk s LEFT JOIN {table} t ON t._key = s._key"
+            ).fetchall()[0]
+            sets = ", ".join(f"{quote_ident(n)} = s.{quote_ident(n)}" for n in names if n != "_key")
+            self.con.execute(
+                f"MERGE INTO {table} AS t USING _jm_chunk AS s ON t._key = s._key "
+                f"WHEN MATCHED THEN UPDATE SET {sets}, "
+                "_prev_recnum = CASE WHEN t._recnum IS DISTINCT FROM s._recnum THEN t._recnum ELSE t._prev_recnum END, "
+                "_gone_at = NULL, _synced_at = $now "
+                f"WHEN NOT MATCHED THEN INSERT ({cols}, _synced_at) VALUES ("
+                + ", ".join(f"s.{quote_ident(n)}" for n in names) + ", $now)",
+                {"now": synced_at},
+            )
+            gone = self.con.execute(
+                f"UPDATE {table} AS t SET _gone_at = $now WHERE t._gone_at IS NULL AND {where} "
+                "AND NOT EXISTS (SELECT 1 FROM _jm_chunk s WHERE s._key = t._key)",
+                {**params, "now": synced_at},
+            ).fetchall()[0][0]
+        finally:
+            self.con.unregister("_jm_chunk")
         return {"new": counts[0], "reprocessed": counts[1], "unchanged": counts[2], "restored": counts[3], "gone": gone}
 
     def _slot_range_has_rows(self, table: str, window) -> bool:

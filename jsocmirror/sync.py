@@ -15,8 +15,7 @@
    ``rs_summary`` count then catches deletions, and only if it disagrees are all RECNUMs of
    the window compared with the catalog's (``rs_list`` of the time key and ``*recnum*``).
 
-Each transaction holds a few consecutive replies (up to ~125k rows, one DuckDB row group, which
-DuckDB writes straight to the file): MERGE by ``_key`` (a new RECNUM keeps the old one in
+Each transaction holds three consecutive replies: MERGE by ``_key`` (a new RECNUM keeps the old one in
 ``_prev_recnum``), ``_gone_at`` for records of those windows JSOC no longer lists, and the
 watermark advance. A crash at any moment leaves the catalog consistent; the next run continues
 from the watermark. Three things overlap: a fetch thread receives the next reply, the main
@@ -62,7 +61,7 @@ _PROBE_FIELDS = ("FirstRecnum", "LastRecnum", "MaxRecnum", "LastRecord")
 _COUNT_RE = re.compile(rb'"count"\s*:\s*(\d+)')
 _INT_BITS = {"char": 8, "short": 16, "int": 32, "longlong": 64}
 _GAP_SLOTS = 16  # changed slots closer than this are re-fetched in one request
-_COMMIT_ROWS = 125_000  # rows per transaction: at least one DuckDB row group (122,880)
+_COMMIT_ROWS = 125_000  # most rows per transaction (DuckDB holds an open transaction's rows in memory)
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -540,8 +539,11 @@ class _SeriesSync:
         self.run_id, self.progress = run_id, progress
         self.summary = SeriesSummary(series=entry.series)
         self.target = config.sync.chunk_records
-        # A few requests per transaction at most, so small chunk sizes still commit often.
+        # Three replies per transaction: fewer commits (fsyncs) than one per reply, while the
+        # rows DuckDB keeps in memory for an open transaction stay bounded (measured: 125k-row
+        # transactions pushed a 1M-record sync to ~630 MB peak RSS, 75k kept it near 440 MB).
         self.commit_rows = min(_COMMIT_ROWS, 3 * self.target)
+        self._txn_rows: int | None = None  # rows in the writer's open transaction, None if none
 
     # -- entry point ---------------------------------------------------------------------------
     def run(self) -> SeriesSummary:
@@ -702,19 +704,18 @@ class _SeriesSync:
     def _sync_range(self, lo: int, hi: int, *, advance: bool) -> None:
         """Fetch full rows for slots [lo, hi) request by request; commit them in batches.
 
-        Requests stay near ``chunk_records`` (JSOC's limits); transactions gather consecutive
-        replies up to ``_COMMIT_ROWS`` rows, because DuckDB writes a transaction of at least one
-        row group (122,880 rows) straight into the file instead of through the WAL, which halves
-        the disk writes and fsyncs of a first sync. Each commit still carries its watermark.
+        Requests stay near ``chunk_records`` (JSOC's limits). Each decoded reply goes straight
+        into the open transaction, which commits (with its watermark) once it holds
+        ``commit_rows`` rows (three replies), so there are a third as many commits and fsyncs
+        and nothing waits in Python memory meanwhile. A writer thread
+        does all catalog work (DuckDB releases the GIL), so reply N is written while reply N+1
+        is decoded and N+2 is on its way; one write is in flight at a time, in order, and its
+        errors surface before the next is handed over.
         """
         chunker = self._chunks(lo, hi, self.target)
         fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsocmirror-fetch")
-        # One writer thread: DuckDB releases the GIL while it inserts and commits, so batch N is
-        # written while batch N+1 is decoded. At most one write is in flight, in order, and its
-        # errors surface before the next is submitted.
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsocmirror-write")
         writing = None
-        batch: list[tuple[Window, pa.Table]] = []
         try:
             window, _ = next(chunker)
             pending = fetcher.submit(self._fetch, window)
@@ -728,20 +729,22 @@ class _SeriesSync:
                     pending_next = fetcher.submit(self._fetch, next_window)
                 except StopIteration:
                     next_window, pending_next = None, None
-                batch.append((window, self._decode(window, body)))
+                rows = self._decode(window, body)
                 del body
-                if sum(rows.num_rows for _, rows in batch) >= self.commit_rows or pending_next is None:
-                    if writing is not None:
-                        writing.result()
-                    writing = writer.submit(self._commit, batch, advance)
-                    batch = []
+                if writing is not None:
+                    writing.result()
+                writing = writer.submit(self._write, window, rows, advance, pending_next is None)
+                del rows
                 window, pending = next_window, pending_next
             if writing is not None:
                 writing.result()
         finally:
             chunker.close()
             fetcher.shutdown(wait=True, cancel_futures=True)
-            writer.shutdown(wait=True)  # a commit under way finishes (or fails) whole
+            writer.shutdown(wait=True)  # a write under way finishes (or fails) first
+            if self._txn_rows is not None:  # stopped between commits: drop the uncommitted part
+                self.catalog.rollback()
+                self._txn_rows = None
 
     def _fetch(self, window: Window) -> bytes:
         return self.jsoc.rs_list_bytes(self.sel.recordset(window), self.keys)
@@ -757,28 +760,33 @@ class _SeriesSync:
         self.progress.chunk_done(self.entry.series, rows.num_rows)
         return rows
 
-    def _commit(self, batch: list[tuple[Window, pa.Table]], advance: bool) -> None:
-        """One transaction for consecutive replies: their rows, their windows' gone-marks, the watermark."""
-        first, last = batch[0][0], batch[-1][0]
-        window = first.part(first.lo, last.hi) if first.slot_column else first
-        rows = batch[0][1] if len(batch) == 1 else pa.concat_tables([r for _, r in batch])
-        adv = None
-        if advance:
-            adv = {"watermark_index": window.hi, "run_id": self.run_id,
-                   "watermark_time": _slot_time_utc(self.sdef, self.sel.time_key, window.hi - 1)}
+    def _write(self, window: Window, rows: pa.Table, advance: bool, last: bool) -> None:
+        """(Writer thread.) Apply one reply inside the open transaction; commit when it is big enough."""
         t0 = time.perf_counter()
-        counts = self.catalog.apply_chunk(self.entry.series, self.columns, rows, window, _utcnow(), adv)
-        self.summary.timings["write"] += time.perf_counter() - t0
-        n = rows.num_rows
-        del rows
-        batch.clear()
-        # Arrow's allocator keeps freed chunks for reuse; hand them back so memory stays flat.
-        pa.default_memory_pool().release_unused()
+        if self._txn_rows is None:
+            self.catalog.begin()
+            self._txn_rows = 0
+        counts = self.catalog.apply_rows(self.entry.series, self.columns, rows, window, _utcnow())
         self.summary.add(counts)
-        log.debug("%s: committed slots %s..%s, %d records %s", self.entry.series, window.lo, window.hi, n, counts)
+        self._txn_rows += rows.num_rows
+        del rows
+        if last or self._txn_rows >= self.commit_rows:
+            if advance:
+                self.catalog.advance_watermark(self.entry.series, {
+                    "watermark_index": window.hi, "run_id": self.run_id,
+                    "watermark_time": _slot_time_utc(self.sdef, self.sel.time_key, window.hi - 1)})
+            self.catalog.commit()
+            log.debug("%s: committed slots ..%s, %d records", self.entry.series, window.hi, self._txn_rows)
+            self._txn_rows = None
+            # Arrow's allocator keeps freed chunks for reuse; hand them back so memory stays flat.
+            pa.default_memory_pool().release_unused()
+        self.summary.timings["write"] += time.perf_counter() - t0
 
     def _apply(self, window: Window, body: bytes, advance: bool) -> None:
-        self._commit([(window, self._decode(window, body))], advance)
+        """Decode and commit one reply on its own (series without a slotted time key)."""
+        rows = self._decode(window, body)
+        counts = self.catalog.apply_chunk(self.entry.series, self.columns, rows, window, _utcnow())
+        self.summary.add(counts)
 
     def _apply_window_empty(self, window: Window) -> None:
         counts = self.catalog.apply_chunk(self.entry.series, self.columns, self._empty_rows(), window, _utcnow())

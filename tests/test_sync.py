@@ -353,3 +353,25 @@ def test_rs_list_arrays_error_reply_raises():
 
     with pytest.raises(JsocError, match="bad record set"):
         rs_list_arrays(b'{"status":1,"error":"bad record set"}', "x")
+
+
+def test_sync_jsoc_failure_mid_run_rolls_back_then_resumes(tmp_path):
+    from jsocmirror.errors import JsocError
+
+    with Emulator(state_dir=None, seed=2) as emu:
+        start, end = "2024.06.28_00:00:00_TAI", "2024.06.28_12:00:00_TAI"
+        config = make_mirror(tmp_path, emu.url, [SeriesConfig("hmi.M_45s", start=start, end=end)], chunk_records=100)
+        emu.faults.endpoints = "rs_list"
+        emu.faults.http_500 = 0.2
+        with Catalog(config.catalog_path) as catalog:
+            with pytest.raises(JsocError, match="HTTP 500"):
+                for _ in range(5):  # the seeded faults hit within a few runs
+                    sync(config, catalog, JsocClient(emu.url, retries=0))
+            lo, watermark = catalog.q("sync_state_get", series="hmi.M_45s").fetchall()[0][2:4]
+            beyond = catalog.execute("SELECT count(*) FROM kw_hmi_m_45s WHERE T_REC_index >= ?", [watermark]).fetchall()
+            status = catalog.execute("SELECT status FROM runs ORDER BY started_at DESC LIMIT 1").fetchall()[0][0]
+        assert beyond == [(0,)], "rows past the watermark: an uncommitted batch was kept"
+        assert status == "failed"
+        emu.faults.http_500 = 0.0
+        run_sync(config, emu.url)
+        assert_catalog_matches_drms(config, emu.url, "hmi.M_45s", f"hmi.M_45s[{start}-{end}]")

@@ -21,11 +21,14 @@ from pathlib import Path
 import pytest
 
 from jsocmirror.emulator import Emulator
+from jsocmirror.stage import StagePolicy
 from jsocmirror.update import update_mirror
 
 from test_update import make_mirror, mirror_files, options, temp_files
 
 TRIALS = int(os.environ.get("JSOCMIRROR_CRASH_TRIALS", "20"))
+# quick polls, but patient with an export the killed run left pending on a loaded machine
+PATIENT = StagePolicy(poll_interval=0.02, export_timeout=60.0, busy_wait=0.02, max_busy_wait=0.1, busy_retries=100)
 HMI_START = "2024.06.30_23:00:00_TAI"  # 6 HMI records
 AIA_START = "2024-06-30T23:54:00Z"  # 6 AIA records, one a minute
 
@@ -77,7 +80,7 @@ def test_update_killed_at_random_points_converges(tmp_path, world):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             killed_after.append(delay)
-        summary = update_mirror(config, world.url, options())
+        summary = update_mirror(config, world.url, options(stage_policy=PATIENT))
         assert summary.exit_code == 0, f"trial {trial} (killed after {delay:.2f} s): {summary.render()}"
         files = mirror_files(config)
         assert sorted(files) == sorted(reference), f"trial {trial}: paths differ after a kill at {delay:.2f} s"
@@ -86,7 +89,7 @@ def test_update_killed_at_random_points_converges(tmp_path, world):
         asked = Counter(r.ds for r in world.exports.store.all() if r.notify == email)
         assert all(n == 1 for n in asked.values()), f"trial {trial}: duplicate export requests {asked}"
         if trial % 5 == 0:  # converged also means: nothing left to do
-            again = update_mirror(config, world.url, options())
+            again = update_mirror(config, world.url, options(stage_policy=PATIENT))
             assert again.files_downloaded == 0 and again.exports_submitted == 0 and again.exports_resumed == 0
     # most trials really are killed mid-run (a trial that beat its kill is still checked, and the
     # clean run's duration can drift with the machine's load, so do not demand every one)

@@ -107,7 +107,13 @@ class SyncResult:
 
 
 class Progress:
-    """The progress protocol ``sync`` reports to (the CLI passes tqdm bars behind it)."""
+    """The progress protocol ``sync`` reports to (the CLI passes tqdm bars behind it).
+
+    A renderer that sets ``wants_total`` gets the exact number of records to fetch, at the cost
+    of one ``rs_summary`` request per series; otherwise ``estimated_records`` is a rough guess.
+    """
+
+    wants_total = False
 
     def series_started(self, series: str, estimated_records: int | None) -> None: ...
     def chunk_done(self, series: str, records: int) -> None: ...
@@ -642,7 +648,12 @@ class _SeriesSync:
         watermark = state["watermark_index"] if state["watermark_index"] is not None else lo
         recheck_slots = math.ceil(drmstime.parse_duration(self.config.sync.recheck) / self.sdef.slotting(sel.time_key).step)
         head_from = sel.first_in_grid(max(lo, min(watermark, hi) - recheck_slots))
-        estimated = self._estimate_records(hi - head_from)
+        estimated: int | None = self._estimate_records(hi - head_from)
+        if getattr(self.progress, "wants_total", False):
+            try:
+                estimated = self.jsoc.rs_count(self.sel.recordset(self.sel.window.part(head_from, hi)))
+            except JsocError:
+                estimated = None
         self.progress.series_started(self.entry.series, estimated)
         # Head phase: new records and the trailing re-check window, advancing the watermark.
         self._sync_range(head_from, hi, advance=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import sys
 from datetime import date, datetime
@@ -265,6 +266,7 @@ class _TqdmProgress:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
+        self.wants_total = enabled  # one rs_summary per series buys an exact bar
         self.bar = None
         self.chunks = 0
 
@@ -275,8 +277,14 @@ class _TqdmProgress:
         from tqdm import tqdm
 
         self.chunks = 0
+        try:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns
+        except (OSError, ValueError):
+            width = 0
+        # A terminal that reports no width (some ptys) would get an empty bar: fall back to 80.
+        size = {"dynamic_ncols": True} if width > 0 else {"ncols": 80}
         self.bar = tqdm(total=estimated_records or None, desc=series, unit="rec", unit_scale=True,
-                        file=sys.stderr, dynamic_ncols=True, leave=True)
+                        file=sys.stderr, leave=True, **size)
 
     def chunk_done(self, series: str, records: int) -> None:
         if self.bar is not None:

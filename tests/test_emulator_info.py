@@ -91,6 +91,38 @@ def test_rs_list_values_are_strings_recnum_sunum_numbers(shared_emulator):
         assert rec["online"] == 1 and rec["name"].startswith("hmi.M_45s[2024.06.01_00:0")
 
 
+_WINDOWS = {
+    "hmi.M_45s": "[2024.06.30_12:00_TAI/5m]", "hmi.M_720s": "[2024.06.30_12:00_TAI/1h]",
+    "hmi.sharp_720s": "[][2024.06.30_12:00_TAI/1h]", "hmi.sharp_cea_720s": "[][2024.06.30_12:00_TAI/1h]",
+    "aia.lev1": "[2024.06.30_12:00_TAI/30s]", "aia.lev1_euv_12s": "[2024.06.30_12:00_TAI/1m]",
+    "aia.lev1_uv_24s": "[2024.06.30_12:00_TAI/2m]",
+}
+
+
+@pytest.mark.parametrize("series", sorted(_WINDOWS))
+def test_rs_list_every_value_parses_as_its_keyword_type(shared_emulator, series):
+    """What drms and the catalog rely on: int keywords print as ints (decimal or 0x hex),
+    floats as floats, times as times of the keyword's zone; a missing value prints as
+    JSOC prints it, ``MISSING`` (drms turns that into NaN)."""
+    from jsocmirror import drmstime
+    from jsocmirror.series import builtin_series
+
+    sdef = builtin_series().get(series)
+    d = get(shared_emulator, "jsoc_info", op="rs_list", ds=series + _WINDOWS[series], key="**ALL**")
+    assert int(d["count"]) > 0
+    for column in d["keywords"]:
+        kw = sdef.keyword(column["name"])
+        for value in column["values"]:
+            if value == "MISSING":
+                continue
+            if kw.is_int:
+                int(value, 0)
+            elif kw.is_float:
+                float(value)
+            elif kw.is_time:
+                drmstime.parse_time(value)
+
+
 def test_rs_list_specials_all_none_and_n(shared_emulator):
     d = get(shared_emulator, "jsoc_info", op="rs_list", ds="hmi.M_720s[2014.01.01_TAI/1d]", key="**ALL**",
             seg="**ALL**", n="-2")

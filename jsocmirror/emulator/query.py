@@ -978,6 +978,9 @@ def _datastat(sel, kw, h, t, wl):
         v = 200.0 + 50 * z if aia else 50.0 + 5 * z
     else:
         return None
+    if kw.is_int:  # aia.lev1 keeps DATAMIN/MAX/MEDN as ints; MISSING is the type's INT_MIN
+        v = np.where(_no_image(sel), INT_MISSING[kw.type], np.rint(v)).astype(np.int64)
+        return Column("int", v, len(sel), int_type=kw.type)
     v = np.where(_no_image(sel), np.nan, v)
     return Column("float", v, len(sel), decimals=4)
 

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from datetime import date, timedelta
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
-from jsocmirror import drmstime
+from jsocmirror import drmstime, recordset
 from jsocmirror.catalog import Catalog, keyword_table, quote_ident, series_slug
 from jsocmirror.errors import ConfigError
 from jsocmirror.layout import Layout
@@ -40,7 +39,6 @@ log = logging.getLogger("jsocmirror.diff")
 
 GAP_STATES = ("missing", "stale", "corrupt", "no_image", "offline", "orphan")
 STATES = ("present",) + GAP_STATES
-_BRACKETS = re.compile(r"\[([^\]]*)\]")
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class GapRow:
     @property
     def printed_values(self) -> tuple[str, ...]:
         """The prime-key values as JSOC prints them (from the record key)."""
-        return tuple(_BRACKETS.findall(self.record_key))
+        return tuple(recordset.split_record_key(self.record_key))
 
     @property
     def key_values(self) -> dict[str, str]:
@@ -237,9 +235,8 @@ def wanted_select_sql(catalog: Catalog, entry, sd: SeriesDef) -> tuple[str | Non
         for bound, op in ((entry.start, ">="), (entry.end, "<=")):
             if bound and index_col and sd.slotting(time_kw.name):
                 # a window bound selects slots as JSOC does (AIA records sit a few s before their slot value)
-                from jsocmirror.recordset import slot_of_value
-
-                where.append(f"k.{quote_ident(index_col)} {op} {int(slot_of_value(sd, time_kw.name, bound))}")
+                slot = int(recordset.slot_of_value(sd, time_kw.name, bound))
+                where.append(f"k.{quote_ident(index_col)} {op} {slot}")
             elif bound:
                 dt = drmstime.to_datetime_utc(drmstime.parse_time(bound))
                 where.append(f"{time_col} {op} TIMESTAMP {sql_literal(dt.replace(tzinfo=None).isoformat(sep=' '))}")

@@ -22,7 +22,6 @@ same combos) and the one giving fewer queries wins.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any, Iterable, Mapping, Sequence
@@ -41,7 +40,6 @@ DEFAULT_MAX_QUERY_CHARS = 4_000
 #: Used when neither the gap nor the caller knows a record's size.
 DEFAULT_BYTES_PER_SEGMENT = 16 * 2**20
 
-_KEY_RE = re.compile(r"\[([^\[\]]*)\]")
 
 
 @dataclass(frozen=True)
@@ -116,12 +114,6 @@ class Plan:
         return out
 
 
-def split_record_key(record_key: str) -> list[str]:
-    """``[2012.01.01_00:00:45_TAI][2]`` -> ``["2012.01.01_00:00:45_TAI", "2"]``."""
-    values = _KEY_RE.findall(record_key)
-    if not values or "".join(f"[{v}]" for v in values) != record_key:
-        raise UsageError(f"not a record key: {record_key!r} (expected bracketed prime-key values like [v1][v2])")
-    return values
 
 
 # -- the run axis -------------------------------------------------------------------------------
@@ -235,7 +227,7 @@ def _plan_series(definition: SeriesDef, records: dict[str, dict[str, int | None]
 def _plan_group(definition: SeriesDef, axis: _Axis | None, segments: tuple[str, ...], keys: list[str],
                 sizes: dict[str, int], limits: PlanLimits) -> list[PlannedQuery]:
     npk = len(definition.primekeys)
-    split = {k: split_record_key(k) for k in keys}
+    split = {k: recordset.split_record_key(k) for k in keys}
     for key, values in split.items():
         if len(values) != npk:
             raise UsageError(f"record key {key!r} has {len(values)} values; {definition.name} has prime keys "
@@ -340,15 +332,15 @@ def _emit_chunk(definition: SeriesDef, axis: _Axis, segments: tuple[str, ...], l
     run_text = ",".join(axis.range_text(first, last, stride) for first, last, stride in items)
     brackets = [",".join(values) for values in lists]
     brackets.insert(axis.index, run_text)
-    recordset = definition.name + "".join(f"[{b}]" for b in brackets)
+    text = definition.name + "".join(f"[{b}]" for b in brackets)
     if segments:
-        recordset += "{" + ",".join(segments) + "}"
-    if len(recordset) > limits.max_query_chars and len(positions) > 1:
+        text += "{" + ",".join(segments) + "}"
+    if len(text) > limits.max_query_chars and len(positions) > 1:
         half = len(positions) // 2
         return (_emit_chunk(definition, axis, segments, lists, combos, positions[:half], cells, sizes, limits)
                 + _emit_chunk(definition, axis, segments, lists, combos, positions[half:], cells, sizes, limits))
     keys = tuple(cells[c][p] for p in positions for c in combos)
-    return [PlannedQuery(definition.name, recordset, segments, keys, sum(sizes[k] for k in keys))]
+    return [PlannedQuery(definition.name, text, segments, keys, sum(sizes[k] for k in keys))]
 
 
 def _plan_explicit(definition: SeriesDef, segments: tuple[str, ...], keys: list[str],
@@ -356,8 +348,8 @@ def _plan_explicit(definition: SeriesDef, segments: tuple[str, ...], keys: list[
     """A series with no slotted or integer prime key: one exact record per query item."""
     queries = []
     for key in sorted(keys):
-        recordset = definition.name + key + ("{" + ",".join(segments) + "}" if segments else "")
-        queries.append(PlannedQuery(definition.name, recordset, segments, (key,), sizes[key]))
+        text = definition.name + key + ("{" + ",".join(segments) + "}" if segments else "")
+        queries.append(PlannedQuery(definition.name, text, segments, (key,), sizes[key]))
     return queries
 
 
@@ -380,7 +372,7 @@ def per_run_query_count(gaps: Iterable[Any], definitions: Mapping[str, SeriesDef
     for gap in map(_as_gap, gaps):
         definition = _lookup(definitions, gap.series)
         axis = _run_axis(definition)
-        values = split_record_key(gap.record_key)
+        values = recordset.split_record_key(gap.record_key)
         if axis is None:
             cells.setdefault((gap.series, tuple(values)), set()).add(0)
             continue

@@ -42,6 +42,17 @@ def record_key(values: Sequence[str]) -> str:
     return "".join(f"[{v}]" for v in values)
 
 
+_RECORD_KEY_VALUE = re.compile(r"\[([^\[\]]*)\]")
+
+
+def split_record_key(record_key: str) -> list[str]:
+    """``[2012.01.01_00:00:45_TAI][2]`` -> ``["2012.01.01_00:00:45_TAI", "2"]`` (the inverse of record_key)."""
+    values = _RECORD_KEY_VALUE.findall(record_key)
+    if not values or "".join(f"[{v}]" for v in values) != record_key:
+        raise RecordSetError(f"not a record key: {record_key!r} (expected bracketed prime-key values like [v1][v2])")
+    return values
+
+
 def record_spec(series: str, values: Sequence[str], segments: Iterable[str] | None = None) -> str:
     """``series[v1][v2]{seg,...}``: one record as a record-set string."""
     spec = series + record_key(values)

@@ -31,7 +31,8 @@ from jsocmirror.errors import JsocMirrorError
 from jsocmirror.jsoc import ExportClient, JsocClient
 from jsocmirror.layout import Layout, relative_path
 from jsocmirror.lock import mirror_lock
-from jsocmirror.plan import Gap, PlanLimits, plan_gaps, split_record_key
+from jsocmirror.plan import Gap, PlanLimits, plan_gaps
+from jsocmirror.recordset import split_record_key
 from jsocmirror.series import SeriesDef
 from jsocmirror.stage import Governor, RecordProblem, StagePolicy, StageResult, Transfer
 

@@ -33,6 +33,7 @@ from jsocmirror.recordset import (
     record_spec,
     slot_of_value,
     slot_range,
+    split_record_key,
 )
 from jsocmirror.series import SeriesDef, builtin_series
 
@@ -553,3 +554,15 @@ def test_format_slot_rejects_an_offset_beyond_half_a_step():
     broken = SeriesDef.from_struct({**struct, "emulator": {"trec_offset": -7}}, name="aia.broken")
     with pytest.raises(RecordSetError, match="trec_offset -7 s puts records outside their 12 s slot"):
         format_slot(broken, "T_REC", 0)
+
+
+@pytest.mark.parametrize("values", [["2012.01.01_00:00:45_TAI", "2"], ["11465", "2024.06.28_00:00:00_TAI"],
+                                    ["2014-01-01T00:00:01Z"]])
+def test_split_record_key_inverts_record_key(values):
+    assert split_record_key(record_key(values)) == values
+
+
+@pytest.mark.parametrize("bad", ["", "2012.01.01", "[a]b", "[a][b", "[[a]]", "x[a]"])
+def test_split_record_key_rejects_what_is_not_a_key(bad):
+    with pytest.raises(RecordSetError, match="not a record key"):
+        split_record_key(bad)

@@ -13,7 +13,8 @@ from jsocmirror.download import download_files, extract_tar
 from jsocmirror.emulator import Emulator
 from jsocmirror.jsoc import ExportClient, JsocClient
 from jsocmirror.layout import relative_path
-from jsocmirror.plan import Gap, split_record_key
+from jsocmirror.plan import Gap
+from jsocmirror.recordset import split_record_key
 from jsocmirror.series import builtin_series
 from jsocmirror.stage import Governor, StagePolicy, StageResult, Transfer
 

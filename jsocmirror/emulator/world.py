@@ -37,7 +37,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from jsocmirror import drmstime
+from jsocmirror import drmstime, recordset
+from jsocmirror.errors import RecordSetError
 from jsocmirror.series import SeriesDef, SeriesRegistry
 
 log = logging.getLogger("jsocmirror.emulator.world")
@@ -839,7 +840,10 @@ class World:
         text = record_key.strip()
         if text.lower().startswith(sdef.name.lower()):
             text = text[len(sdef.name):]
-        parts = [p for p in text.strip("[]").split("][")] if text.startswith("[") else []
+        try:
+            parts = recordset.split_record_key(text)
+        except RecordSetError:
+            parts = []
         if len(parts) != len(sdef.primekeys):
             raise WorldError(f"record key {record_key!r} does not name the {len(sdef.primekeys)} prime keys "
                              f"{', '.join(sdef.primekeys)} of {sdef.name} (expected e.g. [v1][v2])")

@@ -19,7 +19,9 @@ _MISSING_TEXT = "-4712.01.01_11:59:28"
 #: Internal time of 1993.01.01_00:00:00_TAI, the epoch of HMI/MDI slots.
 EPOCH_1993 = 504921600.0
 
-_DAYS_1970_TO_1977 = 2557  # 1970-01-01 .. 1977-01-01
+#: Days from 1970-01-01 (numpy and Unix day counts) to 1977-01-01 (the DRMS epoch).
+DAYS_1970_TO_1977 = 2557
+_DAYS_1970_TO_1977 = DAYS_1970_TO_1977  # old private name, still used by sync.py
 
 # (UTC day number since 1977-01-01 on which TAI-UTC became the value, TAI-UTC seconds).
 # Source: IERS Bulletin C; no leap second has been announced after 2017-01-01.
@@ -34,32 +36,37 @@ _LEAP_TABLE_DATES = [
 ]
 
 
-def _days_from_civil(y: int, m: int, d: int) -> int:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
-    y -= m <= 2
-    era = (y if y >= 0 else y - 399) // 400
+def days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+
+    Written with floor division and no branches so the same code serves Python ints and
+    numpy integer arrays (the emulator and sync convert whole columns at once).
+    """
+    y = y - (m <= 2)
+    era = y // 400
     yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doy = (153 * ((m + 9) % 12) + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
     return era * 146097 + doe - 719468
 
 
-def _civil_from_days(z: int) -> tuple[int, int, int]:
-    z += 719468
-    era = (z if z >= 0 else z - 146096) // 146097
+def civil_from_days(z):
+    """(year, month, day) of a day count since 1970-01-01; ints or numpy integer arrays."""
+    z = z + 719468
+    era = z // 146097
     doe = z - era * 146097
     yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
     y = yoe + era * 400
     doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
     mp = (5 * doy + 2) // 153
     d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + (3 if mp < 10 else -9)
+    m = (mp + 2) % 12 + 1
     return y + (m <= 2), m, d
 
 
 def calendar_seconds(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: float = 0.0) -> float:
     """Seconds since 1977-01-01 00:00:00 of a calendar reading, ignoring leap seconds."""
-    days = _days_from_civil(y, mo, d) - _DAYS_1970_TO_1977
+    days = days_from_civil(y, mo, d) - _DAYS_1970_TO_1977
     return days * 86400.0 + h * 3600 + mi * 60 + s
 
 
@@ -181,7 +188,7 @@ def _split(t: float, zone: str, precision: int) -> tuple[int, int, int, int, int
 def _split_calendar(cal: float, scale: int) -> tuple[int, int, int, int, int, float]:
     ticks = round(cal * scale)
     days, rem = divmod(ticks, 86400 * scale)
-    y, mo, d = _civil_from_days(days + _DAYS_1970_TO_1977)
+    y, mo, d = civil_from_days(days + _DAYS_1970_TO_1977)
     h, rem = divmod(rem, 3600 * scale)
     mi, rem = divmod(rem, 60 * scale)
     return y, mo, d, h, mi, rem / scale

@@ -159,3 +159,21 @@ def test_format_time_then_parse_time_is_identity_around_leap_seconds(leap, offse
     t = parse_time(leap + "_00:00:00_UTC") + offset
     for zone in ("TAI", "UTC", "ISO"):
         assert parse_time(format_time(t, zone)) == t
+
+
+def test_calendar_functions_agree_on_ints_and_numpy_arrays():
+    """The emulator and sync convert whole columns with the same code drmstime uses per value."""
+    import datetime as _dt
+
+    import numpy as np
+
+    days = np.arange(-800_000, 800_000, 997, dtype=np.int64)
+    years, months, mdays = drmstime.civil_from_days(days)
+    for z, y, m, d in zip(days[::50].tolist(), years[::50], months[::50], mdays[::50]):
+        assert drmstime.civil_from_days(z) == (y, m, d)
+        assert drmstime.days_from_civil(int(y), int(m), int(d)) == z
+    assert (drmstime.days_from_civil(years, months, mdays) == days).all()
+    epoch = _dt.date(1970, 1, 1)
+    for z in (-719_162, 0, 2557, 10_957, 19_723, 2_932_896):  # 0001-01-01 .. 9999-12-31
+        date = epoch + _dt.timedelta(days=z)
+        assert drmstime.civil_from_days(z) == (date.year, date.month, date.day)

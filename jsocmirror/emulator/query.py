@@ -540,19 +540,6 @@ def _zone_cal(t: np.ndarray, zone: str) -> np.ndarray:
     return t - dat
 
 
-def _civil(z: np.ndarray):
-    z = z + 719468
-    era = np.floor_divide(z, 146097)
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    y = yoe + era * 400
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = np.where(mp < 10, mp + 3, mp - 9)
-    return y + (m <= 2), m, d
-
-
 def _digits(out: np.ndarray, col: int, v: np.ndarray, width: int) -> None:
     v = v.copy()
     for k in range(width):
@@ -566,7 +553,7 @@ def _time_matrix(t: np.ndarray, zone: str, precision: int) -> np.ndarray:
     scale = 10 ** precision
     ticks = np.round(_zone_cal(t, zone) * scale).astype(np.int64)
     days, rem = np.divmod(ticks, 86400 * scale)
-    y, mo, d = _civil(days + 2557)
+    y, mo, d = drmstime.civil_from_days(days + drmstime.DAYS_1970_TO_1977)
     h, rem = np.divmod(rem, 3600 * scale)
     mi, rem = np.divmod(rem, 60 * scale)
     s, frac = np.divmod(rem, scale)

@@ -81,12 +81,16 @@ def emulator_process() -> Iterator[tuple[str, RssSampler]]:
         finally:
             sampler.stop()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def rs_list(url: str, ds: str, key: str) -> tuple[float, bytes]:
@@ -209,12 +213,7 @@ def _process(args: list[str], first_line: bool) -> Iterator[subprocess.Popen]:
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def bench_file_serving(n_files: int = 48, rounds: int = 3, repeat: int = 3, file_mb: float = 1.0) -> dict:

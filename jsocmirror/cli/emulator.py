@@ -144,12 +144,7 @@ def next_night(state_dir: str, seed: int | None) -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False), required=True, help=STATE_HELP)
 def reprocess(series: str, record_key: str, state_dir: str) -> None:
     """Reprocess one record (new RECNUM, keywords and file content): SERIES '[v1][v2]'."""
-    from jsocmirror.emulator.world import WorldError
-
-    try:
-        click.echo(series + _world(state_dir).reprocess(series, record_key))
-    except WorldError as exc:
-        raise UsageError(str(exc)) from None
+    _mutate("reprocess", series, record_key, state_dir)
 
 
 @emulator_group.command("delete")
@@ -158,10 +153,14 @@ def reprocess(series: str, record_key: str, state_dir: str) -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False), required=True, help=STATE_HELP)
 def delete(series: str, record_key: str, state_dir: str) -> None:
     """Delete one record: SERIES '[v1][v2]'."""
+    _mutate("delete", series, record_key, state_dir)
+
+
+def _mutate(action: str, series: str, record_key: str, state_dir: str) -> None:
     from jsocmirror.emulator.world import WorldError
 
     try:
-        click.echo(series + _world(state_dir).delete(series, record_key))
+        click.echo(series + getattr(_world(state_dir), action)(series, record_key))
     except WorldError as exc:
         raise UsageError(str(exc)) from None
 

@@ -92,6 +92,11 @@ DRMS_TO_DUCKDB = {
     "float": "DOUBLE", "double": "DOUBLE", "time": "TIMESTAMP", "string": "VARCHAR",
 }
 
+#: Rows of a DuckDB row group (its storage default). A transaction that ends the table on a
+#: row-group boundary lets DuckDB write whole compressed row groups once, instead of logging
+#: rows to the WAL and re-compressing a partly filled last row group at the next checkpoint.
+ROW_GROUP_ROWS = 122_880
+
 #: Bookkeeping columns every keyword table has after its keyword columns (architecture.md).
 RECORD_COLUMNS = (
     ("_recnum", "BIGINT"), ("_sunum", "BIGINT"), ("_online", "BOOLEAN"), ("_size", "BIGINT"),
@@ -378,17 +383,14 @@ class Catalog:
         names = [c.name for c in columns if c.kind != "record"] + ["_recnum", "_sunum", "_online", "_size"]
         cols = ", ".join(quote_ident(n) for n in names)
         where, params = self.window_where(window, alias="t")
+        if self.slot_range_is_empty(series, window):
+            # Nothing of this slot range is here yet (a first sync): every row is new, none
+            # can be gone, and a plain INSERT is much cheaper than MERGE. A record's key
+            # fixes its slot, so no key of the chunk can live outside the range.
+            return {"new": self.insert_new_rows(series, columns, rows, synced_at),
+                    "reprocessed": 0, "unchanged": 0, "restored": 0, "gone": 0}
         self.con.register("_jm_chunk", rows)
         try:
-            if not self._slot_range_has_rows(table, window):
-                # Nothing of this slot range is here yet (a first sync): every row is new, none
-                # can be gone, and a plain INSERT is much cheaper than MERGE. A record's key
-                # fixes its slot, so no key of the chunk can live outside the range.
-                self.con.execute(
-                    f"INSERT INTO {table} ({cols}, _synced_at) SELECT {cols}, $now FROM _jm_chunk",
-                    {"now": synced_at},
-                )
-                return {"new": rows.num_rows, "reprocessed": 0, "unchanged": 0, "restored": 0, "gone": 0}
             counts = self.con.execute(
                 "SELECT count(*) FILTER (WHERE t._key IS NULL),"
                 " count(*) FILTER (WHERE t._key IS NOT NULL AND t._recnum IS DISTINCT FROM s._recnum),"
@@ -415,14 +417,33 @@ class Catalog:
             self.con.unregister("_jm_chunk")
         return {"new": counts[0], "reprocessed": counts[1], "unchanged": counts[2], "restored": counts[3], "gone": gone}
 
-    def _slot_range_has_rows(self, table: str, window) -> bool:
+    def insert_new_rows(self, series: str, columns: list[Column], rows, synced_at) -> int:
+        """Plain INSERT of rows none of which the table has (see ``slot_range_is_empty``)."""
+        table = quote_ident(keyword_table(series))
+        names = [c.name for c in columns if c.kind != "record"] + ["_recnum", "_sunum", "_online", "_size"]
+        cols = ", ".join(quote_ident(n) for n in names)
+        self.con.register("_jm_chunk", rows)
+        try:
+            self.con.execute(f"INSERT INTO {table} ({cols}, _synced_at) SELECT {cols}, $now FROM _jm_chunk",
+                             {"now": synced_at})
+        finally:
+            self.con.unregister("_jm_chunk")
+        return rows.num_rows
+
+    def slot_range_is_empty(self, series: str, window) -> bool:
+        """True if the table has no row in the window's slot range (False when the range is unknown)."""
         if window.slot_column is None or window.lo is None or window.hi is None:
-            return True  # unknown extent: take the general (MERGE) path
+            return False  # unknown extent: take the general (MERGE) path
+        table = quote_ident(keyword_table(series))
         slot = quote_ident(window.slot_column)
-        return bool(self.con.execute(
+        return not self.con.execute(
             f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {slot} >= $lo AND {slot} < $hi)",
             {"lo": int(window.lo), "hi": int(window.hi)},
-        ).fetchall()[0][0])
+        ).fetchall()[0][0]
+
+    def row_count(self, series: str) -> int:
+        """Rows in a series' keyword table, gone ones included (where its last row group stands)."""
+        return self.con.execute(f"SELECT count(*) FROM {quote_ident(keyword_table(series))}").fetchall()[0][0]
 
     def window_recnum_changes(self, series: str, upstream, window) -> list[int]:
         """Slots of ``window`` where the catalog and ``upstream`` (Arrow: slot, _recnum) disagree.

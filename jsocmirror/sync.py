@@ -15,9 +15,12 @@
    ``rs_summary`` count then catches deletions, and only if it disagrees are all RECNUMs of
    the window compared with the catalog's (``rs_list`` of the time key and ``*recnum*``).
 
-Each transaction holds three consecutive replies: MERGE by ``_key`` (a new RECNUM keeps the old one in
-``_prev_recnum``), ``_gone_at`` for records of those windows JSOC no longer lists, and the
-watermark advance. A crash at any moment leaves the catalog consistent; the next run continues
+Each transaction holds a few consecutive replies and the watermark advance. Replies for slots
+the catalog has no row of yet are plainly inserted, committing where the table completes a
+DuckDB row group (a reply is split there; the watermark then stops at the first slot not wholly
+committed). Other replies MERGE by ``_key`` (a new RECNUM keeps the old one in
+``_prev_recnum``) and set ``_gone_at`` for records of their windows JSOC no longer lists,
+committing every three replies. A crash at any moment leaves the catalog consistent; the next run continues
 from the watermark. Three things overlap: a fetch thread receives the next reply, the main
 thread decodes the current one (``jsoc.rs_list_arrays`` then ``rows_to_arrow``, no per-value
 Python objects), and a writer thread commits the previous batch (DuckDB releases the GIL).
@@ -47,7 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jsocmirror import drmstime, recordset
-from jsocmirror.catalog import Catalog, Column
+from jsocmirror.catalog import ROW_GROUP_ROWS, Catalog, Column
 from jsocmirror.config import MirrorConfig, SeriesConfig
 from jsocmirror.errors import JsocError, SyncError
 from jsocmirror.jsoc import RECORD_SPECIALS, JsocClient, rs_list_arrays, rs_list_columns
@@ -61,7 +64,7 @@ _PROBE_FIELDS = ("FirstRecnum", "LastRecnum", "MaxRecnum", "LastRecord")
 _COUNT_RE = re.compile(rb'"count"\s*:\s*(\d+)')
 _INT_BITS = {"char": 8, "short": 16, "int": 32, "longlong": 64}
 _GAP_SLOTS = 16  # changed slots closer than this are re-fetched in one request
-_COMMIT_ROWS = 125_000  # most rows per transaction (DuckDB holds an open transaction's rows in memory)
+_COMMIT_ROWS = 125_000  # most merged rows per transaction (DuckDB holds an open transaction's rows in memory)
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -549,7 +552,15 @@ class _SeriesSync:
         # rows DuckDB keeps in memory for an open transaction stay bounded (measured: 125k-row
         # transactions pushed a 1M-record sync to ~630 MB peak RSS, 75k kept it near 440 MB).
         self.commit_rows = min(_COMMIT_ROWS, 3 * self.target)
+        # Inserts into empty slot ranges commit where the table reaches a multiple of this: the
+        # smallest 1/2^k of a DuckDB row group holding commit_rows (a whole row group at the
+        # default chunk size), so commits complete row groups rather than leave them half full.
+        self.fresh_commit_rows = ROW_GROUP_ROWS
+        while self.fresh_commit_rows % 2 == 0 and self.fresh_commit_rows // 2 >= self.commit_rows:
+            self.fresh_commit_rows //= 2
         self._txn_rows: int | None = None  # rows in the writer's open transaction, None if none
+        self._txn_merged = 0  # ... of which merged (rather than inserted into an empty slot range)
+        self._table_rows: int | None = None  # rows in the keyword table, open transaction included
 
     # -- entry point ---------------------------------------------------------------------------
     def run(self) -> SeriesSummary:
@@ -716,14 +727,17 @@ class _SeriesSync:
         """Fetch full rows for slots [lo, hi) request by request; commit them in batches.
 
         Requests stay near ``chunk_records`` (JSOC's limits). Each decoded reply goes straight
-        into the open transaction, which commits (with its watermark) once it holds
-        ``commit_rows`` rows (three replies), so there are a third as many commits and fsyncs
-        and nothing waits in Python memory meanwhile. A writer thread
+        into the open transaction, so nothing waits in Python memory. Replies for slots the
+        catalog does not have yet (a first sync, the head of a nightly one) are plainly inserted
+        and committed whenever the table reaches a DuckDB row-group boundary, splitting a reply
+        there if need be (``_insert_fresh``); merged replies commit once the transaction holds
+        ``commit_rows`` merged rows (three replies). Every commit carries its watermark. A writer thread
         does all catalog work (DuckDB releases the GIL), so reply N is written while reply N+1
         is decoded and N+2 is on its way; one write is in flight at a time, in order, and its
         errors surface before the next is handed over.
         """
         chunker = self._chunks(lo, hi, self.target)
+        self._table_rows = None  # counted again by the writer (other phases may have added rows)
         fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsocmirror-fetch")
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsocmirror-write")
         writing = None
@@ -756,6 +770,8 @@ class _SeriesSync:
             if self._txn_rows is not None:  # stopped between commits: drop the uncommitted part
                 self.catalog.rollback()
                 self._txn_rows = None
+                self._txn_merged = 0
+                self._table_rows = None
 
     def _fetch(self, window: Window) -> bytes:
         return self.jsoc.rs_list_bytes(self.sel.recordset(window), self.keys)
@@ -774,24 +790,67 @@ class _SeriesSync:
     def _write(self, window: Window, rows: pa.Table, advance: bool, last: bool) -> None:
         """(Writer thread.) Apply one reply inside the open transaction; commit when it is big enough."""
         t0 = time.perf_counter()
+        series = self.entry.series
+        if self._table_rows is None:
+            self._table_rows = self.catalog.row_count(series)
         if self._txn_rows is None:
             self.catalog.begin()
             self._txn_rows = 0
-        counts = self.catalog.apply_rows(self.entry.series, self.columns, rows, window, _utcnow())
-        self.summary.add(counts)
-        self._txn_rows += rows.num_rows
+        if self.catalog.slot_range_is_empty(series, window):
+            self._insert_fresh(window, rows, advance)
+        else:
+            counts = self.catalog.apply_rows(series, self.columns, rows, window, _utcnow())
+            self.summary.add(counts)
+            self._table_rows += counts.get("new", 0)
+            self._txn_rows += rows.num_rows
+            self._txn_merged += rows.num_rows
         del rows
-        if last or self._txn_rows >= self.commit_rows:
-            if advance:
-                self.catalog.advance_watermark(self.entry.series, {
-                    "watermark_index": window.hi, "run_id": self.run_id,
-                    "watermark_time": _slot_time_utc(self.sdef, self.sel.time_key, window.hi - 1)})
-            self.catalog.commit()
-            log.debug("%s: committed slots ..%s, %d records", self.entry.series, window.hi, self._txn_rows)
-            self._txn_rows = None
-            # Arrow's allocator keeps freed chunks for reuse; hand them back so memory stays flat.
-            pa.default_memory_pool().release_unused()
+        if self._txn_rows is not None and (last or self._txn_merged >= self.commit_rows):
+            self._commit(window.hi if advance else None)
         self.summary.timings["write"] += time.perf_counter() - t0
+
+    def _insert_fresh(self, window: Window, rows: pa.Table, advance: bool) -> None:
+        """(Writer thread.) Insert a reply for an empty slot range, committing at row-group boundaries.
+
+        A commit that leaves the table on a boundary lets DuckDB write each row group once,
+        compressed, with no WAL copy (about 40% less write CPU than committing every three
+        replies). When a reply crosses a boundary, its first rows commit there with the
+        watermark at the smallest slot among the rest: every row of a lower slot is committed.
+        """
+        span = self.fresh_commit_rows
+        while True:
+            room = span - self._table_rows % span
+            piece = rows if rows.num_rows < room else rows.slice(0, room)
+            if self._txn_rows is None:
+                self.catalog.begin()
+                self._txn_rows = 0
+            inserted = self.catalog.insert_new_rows(self.entry.series, self.columns, piece, _utcnow())
+            self.summary.new += inserted
+            self._table_rows += inserted
+            self._txn_rows += inserted
+            if rows.num_rows < room:
+                return
+            rows = rows.slice(room)
+            watermark = None
+            if advance:
+                below = pc.min(rows[window.slot_column]).as_py() if rows.num_rows else window.hi
+                watermark = window.lo if below is None else below
+            self._commit(watermark)
+            if not rows.num_rows:
+                return
+
+    def _commit(self, watermark: int | None) -> None:
+        """(Writer thread.) Commit the open transaction, with the watermark advanced to ``watermark``."""
+        if watermark is not None:
+            self.catalog.advance_watermark(self.entry.series, {
+                "watermark_index": watermark, "run_id": self.run_id,
+                "watermark_time": _slot_time_utc(self.sdef, self.sel.time_key, watermark - 1)})
+        self.catalog.commit()
+        log.debug("%s: committed slots ..%s, %d records", self.entry.series, watermark, self._txn_rows)
+        self._txn_rows = None
+        self._txn_merged = 0
+        # Arrow's allocator keeps freed chunks for reuse; hand them back so memory stays flat.
+        pa.default_memory_pool().release_unused()
 
     def _apply(self, window: Window, body: bytes, advance: bool) -> None:
         """Decode and commit one reply on its own (series without a slotted time key)."""

@@ -534,16 +534,21 @@ class DirectoryMatcher:
     """Record keys of many file names in one directory at C speed (used by ``scan``).
 
     Only for templates whose directories fix a time key's date (and whose file name holds all
-    full key values): then one regex over the whole listing, with the directory's values baked
-    in as literals, accepts exactly the names ``Template.parse`` would accept, and a format
-    string turns each match into its record key. Names it does not accept go the slow way.
+    full key values): then one regex over the whole listing accepts the names ``Template.parse``
+    would accept, and a format string with the directory's values baked in turns each match into
+    its record key. The regex depends only on the template, not on the directory (compiling one
+    per directory cost ~1 ms each), so the values the directory fixes are captured and compared
+    afterwards; a name whose captured value differs is left to the slow path, like any name the
+    regex does not accept.
     """
 
-    def __init__(self, regex: re.Pattern, key_format: str, order: tuple[int, ...] | None, seg_index: int):
+    def __init__(self, regex: re.Pattern, key_format: str, key_groups: tuple[int, ...], seg_group: int,
+                 fixed: tuple[tuple[int, str], ...]):
         self.regex = regex
         self.key_format = key_format
-        self.order = order
-        self.seg_index = seg_index
+        self.key_groups = key_groups  # findall columns that fill key_format, in its order
+        self.seg_group = seg_group
+        self.fixed = fixed  # (findall column, the text the directory requires there)
 
     def match(self, names: list[str]) -> tuple[list[str], list[str], list[str], list[str]]:
         """(matched names, their record keys, their segments, names left for the slow path)."""
@@ -551,21 +556,29 @@ class DirectoryMatcher:
         if odd:
             names = [n for n in names if "\n" not in n]
         found = self.regex.findall("\n".join(names))
-        if not found:
-            return [], [], [], list(names) + odd
+        if self.regex.groups == 1:
+            found = [(f,) for f in found]  # findall gives bare strings for a single group
         cols = list(zip(*found))
-        matched = list(cols[0])
-        groups = cols[1:]
-        segments = list(groups[self.seg_index])
-        key_cols = [g for i, g in enumerate(groups) if i != self.seg_index]
-        if self.order is not None:
-            key_cols = [key_cols[i] for i in self.order]
-        if key_cols:
-            keys = list(map(self.key_format.__mod__, zip(*key_cols)))
+        if len(found) == len(names) and all(cols and len(set(cols[i])) == 1 and cols[i][0] == text
+                                            for i, text in self.fixed):
+            matched, left = names, []  # the usual case: every name matched, in order
+        else:  # which names matched: one at a time (rare: stray or misplaced files)
+            matched, rows = [], []
+            for name in names:
+                m = self.regex.fullmatch(name)
+                if m is not None and all(m.group(i + 1) == text for i, text in self.fixed):
+                    matched.append(name)
+                    rows.append(m.groups())
+            cols = list(zip(*rows))
+            left = sorted(set(names) - set(matched))
+        if not matched:
+            return [], [], [], list(names) + odd
+        segments = list(cols[self.seg_group])
+        if self.key_groups:
+            keys = list(map(self.key_format.__mod__, zip(*[cols[i] for i in self.key_groups])))
         else:
             keys = [self.key_format] * len(matched)
-        left = [] if len(matched) == len(names) else sorted(set(names) - set(matched))
-        return matched, keys, segments, left + odd
+        return list(matched), keys, segments, left + odd
 
 
 def directory_matcher(tpl: Template, dirpath: str) -> DirectoryMatcher | None:
@@ -607,11 +620,20 @@ def directory_matcher(tpl: Template, dirpath: str) -> DirectoryMatcher | None:
     for key, parts in fixed_parts.items():
         if not {"y", "mo", "d"} <= parts.keys() or not _valid_date(tpl._keywords[key].zone, parts):
             return None
+    # findall columns: one per group below, in order
     regex_parts: list[str] = []
     printed: dict[str, str] = {}  # key -> printf piece
-    group_keys: list[str] = []  # key name of each key group, in regex order
-    seg_index = None
-    n_groups = 0
+    key_cols: list[tuple[str, int]] = []  # (key name, column) of each column that fills a %s
+    fixed: list[tuple[int, str]] = []
+    seg_group = None
+    n_cols = 0
+
+    def group(rx: str) -> int:
+        nonlocal n_cols
+        regex_parts.append("(" + rx + ")")
+        n_cols += 1
+        return n_cols - 1
+
     for tok in file_comp:
         if isinstance(tok, str):
             regex_parts.append(re.escape(tok))
@@ -619,49 +641,52 @@ def directory_matcher(tpl: Template, dirpath: str) -> DirectoryMatcher | None:
         if tok.kind == "series":
             regex_parts.append(tpl._field_regex(tok))
         elif tok.kind == "segment":
-            if seg_index is not None:
+            if seg_group is not None:
                 return None
-            seg_index = n_groups
-            n_groups += 1
-            regex_parts.append("(" + tpl._field_regex(tok) + ")")
+            seg_group = group(tpl._field_regex(tok))
         elif tok.fmt is not None or tok.key in printed:
             return None
         else:
             kw = tpl._keywords[tok.key]
             if kw.is_int:
                 if tok.key in fixed_ints:
-                    regex_parts.append(re.escape(fixed_ints[tok.key]))
+                    fixed.append((group(r"0|-?[1-9]\d*"), fixed_ints[tok.key]))
                     printed[tok.key] = fixed_ints[tok.key]
                 else:
-                    regex_parts.append(r"(0|-?[1-9]\d*)")
+                    key_cols.append((tok.key, group(r"0|-?[1-9]\d*")))
                     printed[tok.key] = "%s"
-                    group_keys.append(tok.key)
-                    n_groups += 1
             elif kw.is_time and tok.key in fixed_parts:
                 p = fixed_parts[tok.key]
                 hour_fixed = "h" in p
-                hour_rx = re.escape(p["h"]) if hour_fixed else r"([01]\d|2[0-3])"
                 hour_pf = p["h"] if hour_fixed else "%s"
+                # the date (and hour) the directory fixes: one column, compared as a whole
                 if kw.zone == "ISO":
-                    regex_parts.append(f"{p['y']}-{p['mo']}-{p['d']}T{hour_rx}([0-5]\\d)([0-5]\\d)Z")
+                    day_rx, day = r"\d{4}-\d\d-\d\dT", f"{p['y']}-{p['mo']}-{p['d']}T"
+                else:
+                    day_rx, day = r"\d{8}_", f"{p['y']}{p['mo']}{p['d']}_"
+                if hour_fixed:
+                    fixed.append((group(day_rx + r"(?:[01]\d|2[0-3])"), day + p["h"]))
+                else:
+                    fixed.append((group(day_rx), day))
+                    key_cols.append((tok.key, group(r"[01]\d|2[0-3]")))
+                key_cols += [(tok.key, group(r"[0-5]\d")), (tok.key, group(r"[0-5]\d"))]
+                if kw.zone == "ISO":
+                    regex_parts.append("Z")
                     printed[tok.key] = f"{p['y']}-{p['mo']}-{p['d']}T{hour_pf}:%s:%sZ"
                 else:
-                    regex_parts.append(f"{p['y']}{p['mo']}{p['d']}_{hour_rx}([0-5]\\d)([0-5]\\d)_{kw.zone}")
+                    regex_parts.append("_" + re.escape(kw.zone))
                     printed[tok.key] = f"{p['y']}.{p['mo']}.{p['d']}_{hour_pf}:%s:%s_{kw.zone}"
-                count = 2 if hour_fixed else 3
-                group_keys += [tok.key] * count
-                n_groups += count
             else:
                 return None
     names = [kw.name for kw in tpl.series_def.primekey_keywords]
-    if seg_index is None or set(printed) != set(names):
+    if seg_group is None or set(printed) != set(names):
         return None
     key_format = "".join("[" + printed[k].replace("%", "%%").replace("%%s", "%s") + "]" for k in names)
-    # record-key order of the key groups (a time key's groups stay together and in order)
-    ordered = sorted(range(len(group_keys)), key=lambda i: (names.index(group_keys[i]), i))
-    order = None if ordered == list(range(len(group_keys))) else tuple(ordered)
-    regex = re.compile("^(" + "".join(regex_parts) + ")$", re.M)
-    return DirectoryMatcher(regex, key_format, order, seg_index)
+    # record-key order of the key columns (a time key's columns stay together and in order)
+    key_groups = tuple(col for _, col in sorted(key_cols, key=lambda kc: (names.index(kc[0]), kc[1])))
+    # the pattern text depends on the template only, so re's cache compiles it once
+    regex = re.compile("^" + "".join(regex_parts) + "$", re.M)
+    return DirectoryMatcher(regex, key_format, key_groups, seg_group, tuple(fixed))
 
 
 def _valid_date(zone: str, parts: dict[str, str]) -> bool:

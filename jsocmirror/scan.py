@@ -20,7 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,6 +44,10 @@ MIRROR_OWNED = frozenset({"_catalog"})
 #: Temporary names the downloader writes before renaming (never data): skipped quietly.
 TEMP_SUFFIXES = (".part", ".tmp")
 
+#: Rows per DuckDB row group: a first scan inserts in multiples of it.
+ROW_GROUP = 122880
+#: Files gathered before a first scan hands them to its writer thread.
+SINK_CHUNK = 100_000
 STATES = ("layout", "unknown", "near_miss", "empty", "unreadable", "symlink_out", "special")
 _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -98,7 +104,13 @@ class _Batch:
     bulk. Per-file Python work stays at a few list operations (the scan's hot path).
     """
 
-    def __init__(self):
+    def __init__(self, sink: Callable[[pa.Table], None] | None = None, chunk: int | None = None):
+        self.sink = sink  # when set, every ``chunk`` files go to it as a table (and are forgotten here)
+        self.chunk = chunk or SINK_CHUNK
+        self.total = 0
+        self._reset()
+
+    def _reset(self) -> None:
         self.names: list[str] = []
         self.keys: list[str | None] = []
         self.segs: list[str | None] = []
@@ -119,12 +131,22 @@ class _Batch:
         self.mtimes.extend(mtimes if mtimes is not None else nones)
         self.runs.append((k, dirpath, series, state, problem))
         self.n += k
+        self.total += k
+        if self.sink is not None and self.n >= self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the files gathered so far to the sink."""
+        if self.n:
+            table = self.table()
+            self._reset()
+            self.sink(table)
 
     def add(self, name, dirpath, series, key, seg, size, mtime, state, problem):
         self.add_many(dirpath, [name], series, state, problem, [key], [seg], [size], [mtime])
 
     def __len__(self) -> int:
-        return self.n
+        return self.total  # all files added, including those already handed to the sink
 
     def table(self) -> pa.Table:
         counts = np.array([r[0] for r in self.runs], dtype=np.int64)
@@ -220,16 +242,28 @@ def scan_tree(
     skip_set = {s.strip("/") for s in skip} | set(MIRROR_OWNED)
     known = {} if full else {d: (m, s) for d, m, s in catalog.q("scan_known_dirs").fetchall()}
     first_scan = catalog.q("scan_file_count").fetchall()[0][0] == 0
-    batch = _Batch()
+    # a first scan inserts as it walks, from a thread: DuckDB's insert runs without the GIL,
+    # alongside the walk (the insert is ~40% of a 1M-file first scan)
+    writer = _FirstScanWriter(catalog, _now()) if first_scan else None
+    batch = _Batch(sink=writer.put if writer is not None else None)
     listed: list[tuple[str, int | None, str]] = []
     walker = _walk_local if fs is None else _walk_fsspec
     classifier = _Classifier(layout)
-    visited = walker(
-        fs if fs is not None else root_path, root_path, classifier, batch, listed, known, stat, skip_set, result, progress
-    )
+    try:
+        visited = walker(
+            fs if fs is not None else root_path, root_path, classifier, batch, listed, known, stat, skip_set, result,
+            progress,
+        )
+        if writer is not None:
+            batch.flush()
+            writer.finish()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     previous = set(known) if not full else {d for d, _, _ in catalog.q("scan_known_dirs").fetchall()}
     gone = sorted(previous - visited)
-    result.added, result.removed = _store(catalog, batch, listed, gone, first_scan and not gone)
+    result.added, result.removed = _store(catalog, batch, listed, gone, writer)
     result.dirs_listed = len(listed)
     if verify:
         verify_files(catalog, root, layout, fs=fs, root_path=root_path, result=result, progress=progress)
@@ -455,12 +489,82 @@ def _info_size_mtime(info: dict) -> tuple[int | None, float | None]:
     return size, None
 
 
-def _store(catalog: Catalog, batch: _Batch, listed, gone: list[str], fresh: bool) -> tuple[int, int]:
-    """Apply one walk to the inventory in a transaction; returns (files added, files removed)."""
+class _FirstScanWriter:
+    """Inserts a first scan's files into the empty inventory from a thread, chunk by chunk.
+
+    It opens the transaction ``_store`` later commits (or ``abort`` rolls back); the walking
+    thread does not touch the connection until ``finish`` has returned.
+    """
+
+    def __init__(self, catalog: Catalog, now: datetime):
+        self.catalog, self.now = catalog, now
+        self.rows = 0
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        catalog.execute("BEGIN TRANSACTION")
+        self._thread = threading.Thread(target=self._run, name="jsocmirror-scan-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, table: pa.Table) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(table)
+
+    def _run(self) -> None:
+        pending: list[pa.Table] = []
+        while True:
+            table = self._queue.get()
+            if self.error is not None:
+                if table is None:
+                    return
+                continue  # drain, so that put() never blocks for ever
+            try:
+                if table is not None:
+                    pending.append(table)
+                rows = sum(t.num_rows for t in pending)
+                # whole DuckDB row groups per insert: an insert that ends inside a row group has
+                # it compressed again by the next one (1M rows took 2.2 s to store instead of 0.8 s)
+                take = rows if table is None else rows - rows % ROW_GROUP
+                if take:
+                    both = pa.concat_tables(pending)
+                    self._insert(both.slice(0, take))
+                    pending = [both.slice(take)] if take < rows else []
+            except BaseException as exc:  # handed to the walking thread
+                self.error = exc
+            if table is None:
+                return
+
+    def _insert(self, table: pa.Table) -> None:
+        con = self.catalog.con
+        con.register("scan_batch", table)
+        try:
+            self.catalog.q("scan_insert_all", now=self.now)
+        finally:
+            con.unregister("scan_batch")
+        self.rows += table.num_rows
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self.catalog.execute("ROLLBACK")
+
+
+def _store(catalog: Catalog, batch: _Batch, listed, gone: list[str], writer: _FirstScanWriter | None) -> tuple[int, int]:
+    """Apply one walk to the inventory in a transaction; returns (files added, files removed).
+
+    After a first scan the files are already inserted (by ``writer``, in its open transaction):
+    only the directories are left to record, and everything is committed here.
+    """
     now = _now()
     con = catalog.con
     tables = {
-        "scan_batch": batch.table(),
         "scan_listed_dirs": pa.table({
             "dir": pa.array([d for d, _, _ in listed], pa.string()),
             "mtime_ns": pa.array([m for _, m, _ in listed], pa.int64()),
@@ -468,14 +572,16 @@ def _store(catalog: Catalog, batch: _Batch, listed, gone: list[str], fresh: bool
         }),
         "scan_gone_dirs": pa.table({"dir": pa.array(gone, pa.string())}),
     }
+    if writer is None:
+        tables["scan_batch"] = batch.table()
     for name, table in tables.items():
         con.register(name, table)
     try:
-        catalog.execute("BEGIN TRANSACTION")
-        if fresh:
-            catalog.q("scan_insert_all", now=now)
-            added, removed = len(batch), 0
+        if writer is not None:
+            # the inventory was empty: files under vanished directories cannot be in it
+            added, removed = writer.rows, 0
         else:
+            catalog.execute("BEGIN TRANSACTION")
             added = catalog.q("scan_count_new").fetchall()[0][0]
             removed = catalog.q("scan_drop_vanished").fetchall()[0][0]
             catalog.q("scan_merge", now=now)

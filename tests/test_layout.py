@@ -168,3 +168,14 @@ def test_default_template_partitions_fast_cadences_by_hour():
     assert "{T_REC:%H}" in default_template(REGISTRY.get("aia.lev1_euv_12s"))
     assert "{T_REC:%H}" not in default_template(REGISTRY.get("hmi.M_45s"))
     assert default_template(REGISTRY.get("hmi.sharp_720s")).startswith("{series}/{HARPNUM}/{T_REC:%Y}")
+
+
+def test_directory_matcher_leaves_names_of_another_day_to_the_slow_path():
+    tpl = LAYOUT.template("hmi.M_45s")
+    matcher = directory_matcher(tpl, "hmi.M_45s/2012/01/02")
+    right = tpl.render(["2012.01.02_00:00:45_TAI", 2], "magnetogram").rsplit("/", 1)[1]
+    wrong = tpl.render(["2012.01.01_00:00:45_TAI", 2], "magnetogram").rsplit("/", 1)[1]
+    matched, keys, segs, left = matcher.match([right, wrong])
+    assert matched == [right] and keys == ["[2012.01.02_00:00:45_TAI][2]"] and left == [wrong]
+    matched, keys, segs, left = matcher.match([wrong])
+    assert matched == [] and left == [wrong]

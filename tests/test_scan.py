@@ -192,3 +192,26 @@ def test_scan_tree_memory_filesystem(catalog):
     fs.rm("/h5scan/" + m720(0))
     assert scan_tree(catalog, "memory://h5scan", LAYOUT).by_state == {"empty": 1, "unknown": 1}
     fs.rm("/h5scan", recursive=True)
+
+
+def test_scan_tree_first_scan_in_chunks_matches_one_batch(tmp_path, root, monkeypatch):
+    """A first scan inserts from a writer thread in row-group chunks; the inventory is the same."""
+    from jsocmirror import scan as scan_mod
+
+    for minute in range(0, 60, 12):
+        for camera in (2, 3):
+            put(root, m720(minute, camera))
+    put(root, "hmi.M_720s/2024/01/02/hmi.m_720s.20240101_000000_TAI.3.magnetogram.fits")  # wrong day dir
+    put(root, "notes.txt")
+    with Catalog(tmp_path / "one.duckdb") as one:
+        scan_tree(one, root, LAYOUT)
+        expected = rows(one)
+    monkeypatch.setattr(scan_mod, "SINK_CHUNK", 2)
+    monkeypatch.setattr(scan_mod, "ROW_GROUP", 3)
+    with Catalog(tmp_path / "chunked.duckdb") as chunked:
+        result = scan_tree(chunked, root, LAYOUT)
+        assert rows(chunked) == expected and len(expected) == 12
+        assert result.added == 12 and result.by_state == {"layout": 10, "near_miss": 1, "unknown": 1}
+        put(root, m720(59, 2), b"")
+        again = scan_tree(chunked, root, LAYOUT)  # not a first scan: merged, as before
+        assert again.added == 1 and rows(chunked)[m720(59, 2)][-1] == "empty"

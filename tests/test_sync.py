@@ -336,6 +336,10 @@ def test_sync_deep_reprocessing_found_without_scanning_every_recnum(tmp_path):
      {"NOAA_ARS": ["12087,12092", "", ","], "Q": ["0x00000400", "1", "-2"]}),
     (b'{"keywords":[{"name":"T","values":["caf\xc3\xa9","\xc3\xa0"]}],"count":2,"runtime":0,"status":0}',
      {"T": ["caf\u00e9", "\u00e0"]}),
+    (b'{"keywords":[{"name":"T","values":["caf\xe9","x"]}],"count":2,"runtime":0,"status":0}',  # latin-1
+     {"T": ["caf\u00e9", "x"]}),
+    (b'{"keywords":[{"name":"A","values":["{x","}{","{name"]},{"name":"B","values":[1,2,3]}],'
+     b'"count":3,"runtime":0,"status":0}', {"A": ["{x", "}{", "{name"], "B": ["1", "2", "3"]}),
     (b'{"count":0,"runtime":0.01,"status":0}', {}),
     (b'{"keywords": [{"name": "A", "values": ["1", "2"]}], "count": 2, "status": 0}', {"A": ["1", "2"]}),
 ])

@@ -101,8 +101,9 @@ class _Batch:
     """The files found, kept column-wise in runs per directory (becomes the Arrow table ``scan_batch``).
 
     Directory, series, state and problem are constant over a run, so they are stored once per
-    run and expanded in C when the table is built; names, keys and segments are extended in
-    bulk. Per-file Python work stays at a few list operations (the scan's hot path).
+    run and expanded in C when the table is built; paths, keys and segments are extended in
+    bulk, sizes and mtimes only by the runs that have them (a names-only scan has none).
+    Per-file Python work stays at a few list operations (the scan's hot path).
     """
 
     def __init__(self, sink: Callable[[pa.Table], None] | None = None, chunk: int | None = None):
@@ -112,11 +113,11 @@ class _Batch:
         self._reset()
 
     def _reset(self) -> None:
-        self.names: list[str] = []
+        self.paths: list[str] = []
         self.keys: list[str | None] = []
         self.segs: list[str | None] = []
-        self.sizes: list[int | None] = []
-        self.mtimes: list[float | None] = []
+        self.stats: list[tuple[int, list | None, list | None]] = []  # (count, sizes, mtimes) per run
+        self.has_stat = False
         self.runs: list[tuple[int, str, str | None, str, str | None]] = []  # (count, dir, series, state, problem)
         self.n = 0
 
@@ -124,12 +125,13 @@ class _Batch:
         k = len(names)
         if not k:
             return
-        nones = [None] * k
-        self.names.extend(names)
+        self.paths.extend(map((dirpath + "/").__add__, names) if dirpath else names)
+        if keys is None or segs is None:
+            nones = [None] * k
         self.keys.extend(keys if keys is not None else nones)
         self.segs.extend(segs if segs is not None else nones)
-        self.sizes.extend(sizes if sizes is not None else nones)
-        self.mtimes.extend(mtimes if mtimes is not None else nones)
+        self.stats.append((k, sizes, mtimes))
+        self.has_stat = self.has_stat or sizes is not None or mtimes is not None
         self.runs.append((k, dirpath, series, state, problem))
         self.n += k
         self.total += k
@@ -162,14 +164,19 @@ class _Batch:
                 indices = pc.if_else(pc.is_null(pc.take(dictionary, indices)), None, indices)
             return pa.DictionaryArray.from_arrays(indices, dictionary)
 
-        dirs = expand(1)
-        names = pa.array(self.names, pa.string())
-        plain_dirs = dirs.dictionary.take(dirs.indices)
-        paths = pc.if_else(pc.equal(plain_dirs, ""), names, pc.binary_join_element_wise(plain_dirs, names, "/"))
+        def stat_column(i: int, kind: pa.DataType) -> pa.Array:
+            if not self.has_stat:
+                return pa.nulls(self.n, kind)
+            values: list = []
+            for run in self.stats:
+                values.extend(run[i] if run[i] is not None else [None] * run[0])
+            return pa.array(values, kind)
+
         return pa.table({
-            "path": paths, "dir": dirs, "series": expand(2), "record_key": pa.array(self.keys, pa.string()),
-            "segment": pa.array(self.segs, pa.string()), "size": pa.array(self.sizes, pa.int64()),
-            "mtime": pa.array(self.mtimes, pa.float64()), "state": expand(3), "problem": expand(4),
+            "path": pa.array(self.paths, pa.string()), "dir": expand(1), "series": expand(2),
+            "record_key": pa.array(self.keys, pa.string()), "segment": pa.array(self.segs, pa.string()),
+            "size": stat_column(1, pa.int64()), "mtime": stat_column(2, pa.float64()),
+            "state": expand(3), "problem": expand(4),
         })
 
 

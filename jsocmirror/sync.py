@@ -21,7 +21,7 @@ DuckDB row group (a reply is split there; the watermark then stops at the first 
 committed). Other replies MERGE by ``_key`` (a new RECNUM keeps the old one in
 ``_prev_recnum``) and set ``_gone_at`` for records of their windows JSOC no longer lists,
 committing every three replies. A crash at any moment leaves the catalog consistent; the next run continues
-from the watermark. Three things overlap: a fetch thread receives the next reply, the main
+from the watermark. Three things overlap: a fetch thread receives the next two replies, the main
 thread decodes the current one (``jsoc.rs_list_arrays`` then ``rows_to_arrow``, no per-value
 Python objects), and a writer thread commits the previous batch (DuckDB releases the GIL).
 
@@ -39,6 +39,7 @@ import re
 import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -63,6 +64,7 @@ _VOLATILE = ("Interval", "runtime", "status")
 _PROBE_FIELDS = ("FirstRecnum", "LastRecnum", "MaxRecnum", "LastRecord")
 _COUNT_RE = re.compile(rb'"count"\s*:\s*(\d+)')
 _INT_BITS = {"char": 8, "short": 16, "int": 32, "longlong": 64}
+_REQUESTS_AHEAD = 2  # rs_list requests submitted before their replies are decoded
 _GAP_SLOTS = 16  # changed slots closer than this are re-fetched in one request
 _COMMIT_ROWS = 125_000  # most merged rows per transaction (DuckDB holds an open transaction's rows in memory)
 
@@ -708,7 +710,11 @@ class _SeriesSync:
         return int(max(0, slots) / self.sel.window.every * self._density_prior())
 
     def _chunks(self, lo: int, hi: int, records_per_chunk: int) -> Iterator[tuple[Window, int]]:
-        """Windows covering [lo, hi), sized to ~records_per_chunk from the density seen so far."""
+        """Windows covering [lo, hi), sized to ~records_per_chunk from the density seen so far.
+
+        Send each reply's record count back: a plain count belongs to the window just yielded,
+        a ``(count, window)`` pair to that window (when requests run ahead of replies).
+        """
         every = self.sel.window.every
         density = self._density_prior()
         start = self.sel.first_in_grid(lo)
@@ -717,6 +723,9 @@ class _SeriesSync:
             end = min(hi, start + width)
             count = yield self.sel.window.part(start, end), width
             sampled = max(1, (end - start + every - 1) // every)
+            if isinstance(count, tuple):
+                count, replied = count
+                sampled = max(1, replied.sampled_slots)
             if count is not None:
                 observed = count / sampled
                 # Grow at most 8x per chunk: a sparse stretch must not make the next chunk huge.
@@ -733,7 +742,7 @@ class _SeriesSync:
         there if need be (``_insert_fresh``); merged replies commit once the transaction holds
         ``commit_rows`` merged rows (three replies). Every commit carries its watermark. A writer thread
         does all catalog work (DuckDB releases the GIL), so reply N is written while reply N+1
-        is decoded and N+2 is on its way; one write is in flight at a time, in order, and its
+        is decoded and N+2, N+3 are on their way; one write is in flight at a time, in order, and its
         errors surface before the next is handed over.
         """
         chunker = self._chunks(lo, hi, self.target)
@@ -743,24 +752,33 @@ class _SeriesSync:
         writing = None
         try:
             window, _ = next(chunker)
-            pending = fetcher.submit(self._fetch, window)
-            while pending is not None:
+            queue = deque([(window, fetcher.submit(self._fetch, window))])
+            exhausted = False
+            # Two requests ahead, so JSOC never idles while a slow write holds up the decoder
+            # (the second is sized from the density known before the first reply).
+            while len(queue) < _REQUESTS_AHEAD and not exhausted:
+                try:
+                    ahead, _ = chunker.send(None)
+                    queue.append((ahead, fetcher.submit(self._fetch, ahead)))
+                except StopIteration:
+                    exhausted = True
+            while queue:
+                window, pending = queue.popleft()
                 waited = time.perf_counter()
                 body = pending.result()
                 self.summary.timings["wait"] += time.perf_counter() - waited
-                count = _reply_count(body)
-                try:
-                    next_window, _ = chunker.send(count)
-                    pending_next = fetcher.submit(self._fetch, next_window)
-                except StopIteration:
-                    next_window, pending_next = None, None
+                if not exhausted:
+                    try:
+                        ahead, _ = chunker.send((_reply_count(body), window))
+                        queue.append((ahead, fetcher.submit(self._fetch, ahead)))
+                    except StopIteration:
+                        exhausted = True
                 rows = self._decode(window, body)
                 del body
                 if writing is not None:
                     writing.result()
-                writing = writer.submit(self._write, window, rows, advance, pending_next is None)
+                writing = writer.submit(self._write, window, rows, advance, not queue)
                 del rows
-                window, pending = next_window, pending_next
             if writing is not None:
                 writing.result()
         finally:

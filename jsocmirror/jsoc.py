@@ -300,7 +300,12 @@ def _values_array(body: bytes, a: int, b: int, count: int, ascii_only: bool = Fa
         # between two values there must be exactly '","' (so it occurs nowhere else)
         if count > 1 and not (np.array_equal(starts[1:], ends[:-1] + 3) and np.all(raw[ends[:-1] + 1] == 44)):
             return None
-        data = body[a + 1:b - 1].replace(b'","', b"")
+        widths = ends - starts
+        width = int(widths[0])
+        if np.all(widths == width):  # one width (times, flags, most numbers): a strided copy, 10x faster
+            data = np.ndarray((count,), f"S{width}", body, a + 1, (width + 3,)).tobytes() if width else b""
+        else:
+            data = body[a + 1:b - 1].replace(b'","', b"")
     else:
         text = body[a:b]
         if text.translate(None, _NUMBER_CHARS):  # some byte that is not part of a number list

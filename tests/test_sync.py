@@ -340,6 +340,8 @@ def test_sync_deep_reprocessing_found_without_scanning_every_recnum(tmp_path):
      {"T": ["caf\u00e9", "x"]}),
     (b'{"keywords":[{"name":"A","values":["{x","}{","{name"]},{"name":"B","values":[1,2,3]}],'
      b'"count":3,"runtime":0,"status":0}', {"A": ["{x", "}{", "{name"], "B": ["1", "2", "3"]}),
+    (b'{"keywords":[{"name":"W","values":["ab","c,","ef"]},{"name":"E","values":["","",""]}],'
+     b'"count":3,"runtime":0,"status":0}', {"W": ["ab", "c,", "ef"], "E": ["", "", ""]}),  # one width
     (b'{"count":0,"runtime":0.01,"status":0}', {}),
     (b'{"keywords": [{"name": "A", "values": ["1", "2"]}], "count": 2, "status": 0}', {"A": ["1", "2"]}),
 ])

@@ -79,14 +79,24 @@ def first_scan(root: str, layout: Layout, work: str, stat: bool):
 
 
 def walk_only(root: str, layout: Layout):
-    """The scan's walk, layout parsing and Arrow table, without writing DuckDB (for the breakdown)."""
+    """The scan's walk, layout parsing and Arrow table, without writing DuckDB (for the breakdown).
+
+    A first scan overlaps the DuckDB write with this (writer thread), so first scan minus this
+    is the part of the write that did not overlap.
+    """
     from jsocmirror import scan as scan_mod
+
+    import gc
 
     batch, listed = scan_mod._Batch(), []
     result = scan_mod.ScanResult(root=root)
-    scan_mod._walk_local(root, root, scan_mod._Classifier(layout), batch, listed, {}, False,
-                         set(scan_mod.MIRROR_OWNED), result, None)
-    return batch.table()
+    gc.disable()  # as scan_tree does during its walk
+    try:
+        scan_mod._walk_local(root, root, scan_mod._Classifier(layout), batch, listed, {}, False,
+                             set(scan_mod.MIRROR_OWNED), result, None)
+        return batch.table()
+    finally:
+        gc.enable()
 
 
 def fits_file(t_rec: str, recnum: int) -> bytes:

@@ -17,6 +17,7 @@ the header's RECNUM, and that the header's prime keys agree with the path.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -252,33 +253,36 @@ def scan_tree(
     first_scan = catalog.q("scan_file_count").fetchall()[0][0] == 0
     # a first scan inserts as it walks, from a thread: DuckDB's insert runs without the GIL,
     # alongside the walk (the insert is ~40% of a 1M-file first scan)
-    writer = _FirstScanWriter(catalog, _now()) if first_scan else None
-    batch = _Batch(sink=writer.put if writer is not None else None)
-    listed: list[tuple[str, int | None, str]] = []
-    walker = _walk_local if fs is None else _walk_fsspec
-    classifier = _Classifier(layout)
-    # the walk makes millions of short-lived tuples and no reference cycles: the cyclic GC,
-    # triggered by them every few hundred thousand, cost ~25% of a 1M-file first scan
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        visited = walker(
-            fs if fs is not None else root_path, root_path, classifier, batch, listed, known, stat, skip_set, result,
-            progress,
-        )
-        if writer is not None:
-            batch.flush()
-            writer.finish()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    previous = set(known) if not full else {d for d, _, _ in catalog.q("scan_known_dirs").fetchall()}
-    gone = sorted(previous - visited)
-    result.added, result.removed = _store(catalog, batch, listed, gone, writer)
+    # one DuckDB thread for the writer: the other core walks (two made it compete with the walk)
+    settings = catalog.bulk_load(memory_limit="4GB", threads=1) if first_scan else contextlib.nullcontext()
+    with settings:
+        writer = _FirstScanWriter(catalog, _now()) if first_scan else None
+        batch = _Batch(sink=writer.put if writer is not None else None)
+        listed: list[tuple[str, int | None, str]] = []
+        walker = _walk_local if fs is None else _walk_fsspec
+        classifier = _Classifier(layout)
+        # the walk makes millions of short-lived tuples and no reference cycles: the cyclic GC,
+        # triggered by them every few hundred thousand, cost ~25% of a 1M-file first scan
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            visited = walker(
+                fs if fs is not None else root_path, root_path, classifier, batch, listed, known, stat, skip_set, result,
+                progress,
+            )
+            if writer is not None:
+                batch.flush()
+                writer.finish()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        previous = set(known) if not full else {d for d, _, _ in catalog.q("scan_known_dirs").fetchall()}
+        gone = sorted(previous - visited)
+        result.added, result.removed = _store(catalog, batch, listed, gone, writer)
     result.dirs_listed = len(listed)
     if verify:
         verify_files(catalog, root, layout, fs=fs, root_path=root_path, result=result, progress=progress)

@@ -21,7 +21,6 @@ EPOCH_1993 = 504921600.0
 
 #: Days from 1970-01-01 (numpy and Unix day counts) to 1977-01-01 (the DRMS epoch).
 DAYS_1970_TO_1977 = 2557
-_DAYS_1970_TO_1977 = DAYS_1970_TO_1977  # old private name, still used by sync.py
 
 # (UTC day number since 1977-01-01 on which TAI-UTC became the value, TAI-UTC seconds).
 # Source: IERS Bulletin C; no leap second has been announced after 2017-01-01.
@@ -66,7 +65,7 @@ def civil_from_days(z):
 
 def calendar_seconds(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: float = 0.0) -> float:
     """Seconds since 1977-01-01 00:00:00 of a calendar reading, ignoring leap seconds."""
-    days = days_from_civil(y, mo, d) - _DAYS_1970_TO_1977
+    days = days_from_civil(y, mo, d) - DAYS_1970_TO_1977
     return days * 86400.0 + h * 3600 + mi * 60 + s
 
 
@@ -188,7 +187,7 @@ def _split(t: float, zone: str, precision: int) -> tuple[int, int, int, int, int
 def _split_calendar(cal: float, scale: int) -> tuple[int, int, int, int, int, float]:
     ticks = round(cal * scale)
     days, rem = divmod(ticks, 86400 * scale)
-    y, mo, d = civil_from_days(days + _DAYS_1970_TO_1977)
+    y, mo, d = civil_from_days(days + DAYS_1970_TO_1977)
     h, rem = divmod(rem, 3600 * scale)
     mi, rem = divmod(rem, 60 * scale)
     return y, mo, d, h, mi, rem / scale

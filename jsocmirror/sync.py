@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 from jsocmirror import drmstime, recordset
 from jsocmirror.catalog import ROW_GROUP_ROWS, Catalog, Column
 from jsocmirror.config import MirrorConfig, SeriesConfig
-from jsocmirror.errors import JsocError, SyncError
+from jsocmirror.errors import JsocError, RecordSetError, SyncError
 from jsocmirror.jsoc import RECORD_SPECIALS, JsocClient, rs_list_arrays, rs_list_columns
 from jsocmirror.series import SeriesDef
 
@@ -223,11 +223,11 @@ def _record_time_slot(sdef: SeriesDef, time_key: str, record: str | None) -> int
     """Slot of the time prime key in a record string such as ``hmi.M_45s[2012...TAI][2]``."""
     if not record:
         return None
-    values = re.findall(r"\[([^\]]*)\]", record)
     try:
+        values = recordset.split_record_key(record[record.index("["):])
         text = values[list(sdef.primekeys).index(time_key)]
         return recordset.slot_of_value(sdef, time_key, text)
-    except (IndexError, ValueError, Exception):
+    except (IndexError, ValueError, RecordSetError):
         return None
 
 
@@ -235,7 +235,7 @@ def _record_time_slot(sdef: SeriesDef, time_key: str, record: str | None) -> int
 _LEAP_UTC = np.array([change for change, _ in drmstime._LEAPS], dtype=np.float64)
 _LEAP_VAL = np.array([value for _, value in drmstime._LEAPS], dtype=np.float64)
 _LEAP_TAI = _LEAP_UTC + _LEAP_VAL
-_S_1970_TO_1977 = drmstime._DAYS_1970_TO_1977 * 86400.0
+_S_1970_TO_1977 = drmstime.DAYS_1970_TO_1977 * 86400.0
 _DOTTED = r"^(\d{4})\.(\d{2})\.(\d{2})_(\d{2}:\d{2}:[0-5]\d(?:\.\d+)?)_(TAI|UTC|UT)$"
 _ISO = r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:[0-5]\d(?:\.\d+)?)Z$"
 
@@ -246,16 +246,6 @@ def _leap(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 _FIXED_RE = re.compile(r"^\d{4}([.-])\d{2}\1\d{2}[_T]\d{2}:\d{2}:\d{2}(\.\d+)?(_TAI|_UTC|_UT|Z)$")
-
-
-def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Days since 1970-01-01 (proleptic Gregorian), vectorised (H. Hinnant's algorithm)."""
-    y = y - (m <= 2)
-    era = np.floor_divide(y, 400)
-    yoe = y - era * 400
-    doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
 
 
 def _fixed_width_times(strings) -> np.ndarray | None:
@@ -294,7 +284,7 @@ def _fixed_width_times(strings) -> np.ndarray | None:
     sec = digits[:, 12] * 10 + digits[:, 13]
     if mo.min() < 1 or mo.max() > 12 or d.min() < 1 or d.max() > 31 or h.max() > 23 or mi.max() > 59 or sec.max() > 59:
         return None  # leap seconds (23:59:60) and oddities take the general path
-    cal = ((_days_from_civil(y, mo, d) - drmstime._DAYS_1970_TO_1977) * 86400 + h * 3600 + mi * 60 + sec).astype(np.float64)
+    cal = ((drmstime.days_from_civil(y, mo, d) - drmstime.DAYS_1970_TO_1977) * 86400 + h * 3600 + mi * 60 + sec).astype(np.float64)
     if frac_len > 1:
         frac = np.zeros(n, dtype=np.int64)
         for k in range(14, digits.shape[1]):

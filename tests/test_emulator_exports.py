@@ -21,6 +21,8 @@ from astropy.io import fits
 
 from jsocmirror.emulator import Emulator
 
+from _http import error_code
+
 EMAIL = "exports@example.com"
 PROTOCOL_FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "protocol"
 HMI_DS = "hmi.M_45s[2024.06.30_00:00:00_TAI/3m]"  # 4 records
@@ -83,17 +85,6 @@ def _raw_get(emu, raw_path: str, headers: dict | None = None) -> tuple[int, dict
     body = response.read()
     conn.close()
     return response.status, dict(response.headers), body
-
-
-def _error_code(url: str) -> int | None:
-    """The HTTP error status of a GET (None if it succeeded); the response is closed either way."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            response.read()
-            return None
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return exc.code
 
 
 # -- drms end to end -----------------------------------------------------------------------------
@@ -323,7 +314,7 @@ def test_exp_status_expires_after_seven_days(tmp_path):
         emu.world.advance(7 * 86400 + 60)
         expired = _fetch(emu, op="exp_status", requestid=reply["requestid"])
         assert expired["status"] == 5 and "7 day" in expired["error"]
-        assert _error_code(url) == 404
+        assert error_code(url) == 404
 
 
 def test_exp_request_slow_speed_reports_a_longer_wait(emu):

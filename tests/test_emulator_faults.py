@@ -17,6 +17,8 @@ from astropy.io import fits
 from jsocmirror.emulator import Emulator
 from jsocmirror.emulator.faults import SWITCHES, Faults
 
+from _http import error_code
+
 EMAIL = "faults@example.com"
 
 
@@ -52,17 +54,6 @@ def _quick_files(emu, n=3):
     reply = json.loads(_get(url).read())
     assert reply["status"] == 0, reply
     return [d["filename"] for d in reply["data"]]
-
-
-def _error_code(url: str) -> int | None:
-    """The HTTP error status of a GET (None if it succeeded); the response is closed either way."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            response.read()
-            return None
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return exc.code
 
 
 # -- switching -----------------------------------------------------------------------------------
@@ -102,7 +93,7 @@ def test_faults_every_switch_is_documented():
 # -- HTTP errors and delays ----------------------------------------------------------------------
 def test_http_500_fails_every_request_at_rate_one(emu):
     emu.faults.http_500 = 1.0
-    assert _error_code(_status_url(emu)) == 500
+    assert error_code(_status_url(emu)) == 500
     assert emu.faults.counts["http_500"] == 1
 
 
@@ -122,9 +113,9 @@ def test_http_503_fails_a_fraction_of_requests(emu):
 def test_http_errors_only_hit_named_endpoints(emu):
     emu.faults.update(http_503=1.0, endpoints="jsoc_info")
     assert json.loads(_get(_status_url(emu)).read())["status"] == 4  # jsoc_fetch untouched
-    assert _error_code(emu.url + "cgi-bin/ajax/jsoc_info?op=series_struct&ds=hmi.m_45s") == 503
+    assert error_code(emu.url + "cgi-bin/ajax/jsoc_info?op=series_struct&ds=hmi.m_45s") == 503
     emu.faults.endpoints = "exp_status"  # an op name scopes to that jsoc_fetch operation
-    assert _error_code(_status_url(emu)) == 503
+    assert error_code(_status_url(emu)) == 503
 
 
 def test_slow_delays_answers(emu):
@@ -139,7 +130,7 @@ def test_missing_files_answer_404(emu):
     paths = _quick_files(emu)
     emu.faults.missing_files = 1.0
     for path in paths:
-        assert _error_code(emu.url + path.lstrip("/")) == 404
+        assert error_code(emu.url + path.lstrip("/")) == 404
     emu.faults.missing_files = 0.0
     assert _get(emu.url + paths[0].lstrip("/")).status == 200
 
@@ -150,7 +141,7 @@ def test_mark_missing_names_one_record(emu):
         {"op": "rs_list", "ds": "hmi.M_45s[2024.06.30_00:00:00_TAI]", "key": "*recnum*"})).read())
                  ["keywords"][0]["values"][0])
     emu.faults.mark_missing("hmi.M_45s", recnum)
-    assert _error_code(emu.url + paths[0].lstrip("/")) == 404
+    assert error_code(emu.url + paths[0].lstrip("/")) == 404
     assert _get(emu.url + paths[1].lstrip("/")).status == 200
 
 
@@ -233,7 +224,7 @@ def test_cli_serve_fault_option_turns_a_switch_on():
         try:
             url = proc.stdout.readline().strip()
             assert url.startswith("http://127.0.0.1:")
-            assert _error_code(url + "cgi-bin/ajax/jsoc_fetch?op=exp_status&requestid=JSOC_20240701_001") == 503
+            assert error_code(url + "cgi-bin/ajax/jsoc_fetch?op=exp_status&requestid=JSOC_20240701_001") == 503
             assert _get(url + "cgi-bin/ajax/jsoc_info?op=series_struct&ds=hmi.m_45s").status == 200
         finally:
             proc.terminate()

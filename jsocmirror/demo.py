@@ -90,7 +90,7 @@ def run_demo(path: Path, url: str, *, next_night: NextNight, echo: Callable[[str
          f"night 1 fetched {first.files_downloaded}")
     echo("")
     echo(f"try next:  cd {path.name} && jsocmirror status && jsocmirror update   (an update now fetches nothing)")
-    echo(f"           jsocmirror sql \"SELECT count(*) FROM hmi_m_720s\"")
+    echo("           jsocmirror sql \"SELECT count(*) FROM hmi_m_720s\"")
     return first, second
 
 

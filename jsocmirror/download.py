@@ -25,7 +25,6 @@ import random
 import shutil
 import tarfile
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request

@@ -31,7 +31,6 @@ from jsocmirror.catalog import Catalog
 from jsocmirror.download import FileTask
 from jsocmirror.errors import JsocError
 from jsocmirror.plan import Gap, PlanLimits, PlannedQuery, plan_gaps
-from jsocmirror.recordset import split_record_key
 from jsocmirror.series import SeriesDef
 
 log = logging.getLogger("jsocmirror.stage")

@@ -21,20 +21,19 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 from jsocmirror import download as dl
 from jsocmirror.catalog import Catalog, keyword_table, quote_ident
 from jsocmirror.config import MirrorConfig
 from jsocmirror.download import FileTask, Landed, Results, RetryPolicy
-from jsocmirror.errors import JsocMirrorError
 from jsocmirror.jsoc import ExportClient, JsocClient
 from jsocmirror.layout import Layout, relative_path
 from jsocmirror.lock import mirror_lock
 from jsocmirror.plan import Gap, PlanLimits, plan_gaps
 from jsocmirror.recordset import split_record_key
 from jsocmirror.series import SeriesDef
-from jsocmirror.stage import Governor, RecordProblem, StagePolicy, StageResult, Transfer
+from jsocmirror.stage import Governor, StagePolicy, StageResult, Transfer
 
 log = logging.getLogger("jsocmirror.update")
 

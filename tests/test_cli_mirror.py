@@ -9,7 +9,6 @@ import os
 import re
 
 import duckdb
-import pytest
 from click.testing import CliRunner
 
 from jsocmirror.catalog import Catalog, keyword_table

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jsocmirror import drmstime, recordset
+from jsocmirror import recordset
 from jsocmirror.errors import UsageError
 from jsocmirror.plan import (
     Gap, PlanLimits, compress_positions, per_record_query_count, per_run_query_count, plan_gaps,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import threading
 
 import pytest
 

@@ -315,7 +315,7 @@ def test_sync_deep_reprocessing_found_without_scanning_every_recnum(tmp_path):
     with Emulator(state_dir=None, seed=7) as emu:
         entry = SeriesConfig("hmi.M_45s", start="2024.06.29_00:00:00_TAI")
         config = make_mirror(tmp_path, emu.url, [entry], chunk_records=1000, recheck="1h")
-        first = run_sync(config, emu.url)
+        run_sync(config, emu.url)
         key = "[2024.06.29_03:00:00_TAI][2]"
         emu.world.reprocess("hmi.M_45s", key)
         emu.world.advance(3600)

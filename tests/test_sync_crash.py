@@ -67,7 +67,7 @@ def test_sync_sigkill_then_resume_is_exact(tmp_path, emu, trial):
     assert dupes == 0
     if killed and state and state[0][3] is not None and state[0][3] > state[0][2]:
         # Everything below the committed watermark is exactly JSOC's.
-        lo, watermark = state[0][2], state[0][3]
+        watermark = state[0][3]
         last = drmstime.format_time(drmstime.EPOCH_1993 + (watermark - 1) * 45.0, "TAI")
         with Catalog(config.catalog_path) as catalog:
             catalog.execute(f"CREATE TEMP TABLE _cut AS SELECT * FROM kw_hmi_m_45s WHERE T_REC_index < {watermark}")

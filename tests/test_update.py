@@ -18,7 +18,6 @@ from jsocmirror.cli import cli
 from jsocmirror.download import RetryPolicy
 from jsocmirror.emulator import Emulator
 from jsocmirror.errors import LockedError
-from jsocmirror.lock import mirror_lock
 from jsocmirror.stage import StagePolicy
 from jsocmirror.update import UpdateOptions, update_mirror
 

@@ -81,7 +81,7 @@ def scan(mirror_dir: str, verify: bool, names_only: bool, full: bool, problems: 
     for path, state, why in shown:
         click.echo(f"  {state}: {path} ({why})")
     if len(result.problems) > len(shown):
-        click.echo(f"  ... and more: see 'jsocmirror diff --state unknown'")
+        click.echo("  ... and more: see 'jsocmirror diff --state unknown'")
 
 
 @cli.command()

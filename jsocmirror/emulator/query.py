@@ -28,7 +28,7 @@ from jsocmirror.recordset import (
 )
 from jsocmirror.series import Keyword, SeriesDef
 from jsocmirror.emulator.world import (
-    FsnModel, GridModel, HarpModel, Interval, TooManyRecords, World, name_key, normal, record_hash,
+    FsnModel, GridModel, Interval, TooManyRecords, World, name_key, normal, record_hash,
     sums_dir, uniform,
 )
 

@@ -29,6 +29,23 @@ _held: dict[str, tuple[int, int]] = {}  # resolved path -> (fd, depth), for re-e
 _guard = threading.Lock()
 
 
+@contextmanager
+def wait_for_file_lock(path: str | Path) -> Iterator[None]:
+    """Block until this process holds an exclusive ``flock`` on ``path`` (created if missing).
+
+    For short critical sections shared by processes (the emulator's state files), where waiting
+    is right; a mirror run uses ``mirror_lock``, which refuses at once instead.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def lock_path(mirror_dir: str | Path) -> Path:
     return Path(mirror_dir) / LOCK_NAME
 

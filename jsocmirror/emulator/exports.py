@@ -34,6 +34,7 @@ import numpy as np
 
 from jsocmirror import drmstime
 from jsocmirror.emulator import files as filegen
+from jsocmirror.lock import wait_for_file_lock
 from jsocmirror.series import SeriesDef
 
 log = logging.getLogger("jsocmirror.emulator.exports")
@@ -204,14 +205,7 @@ class ExportStore:
             if self.path is None:
                 yield
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path.with_suffix(".lock"), "a") as lock:
-                try:
-                    import fcntl
-
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                except ImportError:  # no flock (Windows): threads are still serialised
-                    pass
+            with wait_for_file_lock(self.path.with_suffix(".lock")):
                 self.reload()
                 yield
 

@@ -23,7 +23,6 @@ when another process changes it, so CLI commands and a running server share one 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
@@ -39,6 +38,7 @@ import numpy as np
 
 from jsocmirror import drmstime, recordset
 from jsocmirror.errors import RecordSetError
+from jsocmirror.lock import wait_for_file_lock
 from jsocmirror.series import SeriesDef, SeriesRegistry
 
 log = logging.getLogger("jsocmirror.emulator.world")
@@ -605,12 +605,8 @@ class World:
             if self.state_dir is None:
                 yield
                 return
-            with open(self.state_dir / "world.lock", "a+") as fh:
-                fcntl.flock(fh, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(fh, fcntl.LOCK_UN)
+            with wait_for_file_lock(self.state_dir / "world.lock"):
+                yield
 
     def refresh(self) -> None:
         """Re-read the state if another process changed it (called per request)."""

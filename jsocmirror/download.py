@@ -563,7 +563,8 @@ class _BatchCommitter:
                 self.on_landed(item)
 
 
-def _handle(outcome, results: Results, committer: _BatchCommitter, on_landed, on_failed) -> None:
+def _handle(outcome, results: Results, committer: _BatchCommitter | None, on_landed, on_failed) -> None:
+    """Record one outcome: verified files go to the committer, landed ones and failures to ``results``."""
     if isinstance(outcome, _Verified):
         committer.add(outcome)
     elif isinstance(outcome, Landed):
@@ -600,13 +601,7 @@ def extract_tar(tar_path: str | os.PathLike, members: Mapping[str, FileTask], ro
                 if task is None:
                     continue
                 found.add(task.dest)
-                outcome = _extract_member(archive, info, task, target)
-                if isinstance(outcome, Landed):
-                    results.landed.append(outcome)
-                    if on_landed:
-                        on_landed(outcome)
-                else:
-                    results.errors.append(outcome)
+                _handle(_extract_member(archive, info, task, target), results, None, on_landed, None)
     except (tarfile.TarError, OSError) as exc:
         for task in members.values():
             if task.dest not in found:

@@ -17,7 +17,9 @@ Usage: ``python benchmarks/sync.py [--records 1000000] [--chunk-records 50000]``
 
 Measured 2026-11-22 on the 2-core box with nothing else running (1M records): ours 6.42 s and
 7.19 s (CPU 6.6 s, peak RSS 455-457 MB) against a floor of 5.99 s and 5.40 s (1.07x, 1.33x);
-naive 35.8 s (ours 4.98x its records/s); re-sync 0.15-0.19 s. Before the row-group commits,
+naive 35.8 s (ours 4.98x its records/s); re-sync 0.15-0.19 s. Two later runs after the
+final commits: 7.55 s vs 4.81 s (1.57x) and 6.27 s vs 4.26 s (1.47x), naive 31-32 s, RSS
+454-459 MB: the floor ratio sits on the 1.5x line. Before the row-group commits,
 leaner decoding and two requests ahead: 14.33 s (CPU 12.1 s), 2.19x the floor. The ratio to
 the floor needs a quiet machine: another process on one core made the same code take 10-11 s.
 """

@@ -580,13 +580,11 @@ class _SeriesSync:
         state = self._state()
         if state is None or state["selection"] != selection_json:
             lo = sel.window.lo
-            self.catalog.q("sync_state_reset", series=entry.series, selection=selection_json,
-                           lo_index=lo, run_id=self.run_id).fetchall()
             # The baseline probe: changes after this moment show up as a different probe later.
-            self.catalog.q("sync_state_finish", series=entry.series, run_id=self.run_id, records=None,
+            self.catalog.q("sync_state_reset", series=entry.series, selection=selection_json,
+                           lo_index=lo, run_id=self.run_id,
                            first_recnum=probe["FirstRecnum"], last_recnum=probe["LastRecnum"],
                            max_recnum=probe["MaxRecnum"], last_record=probe["LastRecord"]).fetchall()
-            self.catalog.q("sync_state_begin", series=entry.series, run_id=self.run_id).fetchall()
             state = self._state()
         stored_probe = {"FirstRecnum": state["first_recnum"], "LastRecnum": state["last_recnum"],
                         "MaxRecnum": state["max_recnum"], "LastRecord": state["last_record"]}

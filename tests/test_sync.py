@@ -381,3 +381,40 @@ def test_sync_jsoc_failure_mid_run_rolls_back_then_resumes(tmp_path):
         emu.faults.http_500 = 0.0
         run_sync(config, emu.url)
         assert_catalog_matches_drms(config, emu.url, "hmi.M_45s", f"hmi.M_45s[{start}-{end}]")
+
+
+class _InterruptedCatalog(Catalog):
+    """A catalog whose ``stop_at``-th named query raises KeyboardInterrupt (a Ctrl-C or kill there)."""
+
+    stop_at = 0
+
+    def q(self, name, **params):
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt(f"interrupted before {name}")
+        return super().q(name, **params)
+
+
+def test_sync_interrupted_before_any_statement_then_resumes_exactly(tmp_path, emu):
+    """Stop the first sync before each of its catalog statements in turn; the next sync must be exact.
+
+    Regression: the baseline state used to be written as three statements (reset, finish, begin),
+    and a kill between the last two left a "complete" state over an empty table, so every later
+    run skipped the series by its unchanged probe.
+    """
+    start, end = "2024.06.30_20:00:00_TAI", "2024.06.30_23:00:00_TAI"
+    ds = f"hmi.M_720s[{start}-{end}]"
+    entry = SeriesConfig("hmi.M_720s", start=start, end=end)
+    counting = make_mirror(tmp_path / "count", emu.url, [entry])
+    with _InterruptedCatalog(counting.catalog_path) as catalog:
+        sync(counting, catalog, JsocClient(emu.url))
+        statements = catalog.calls
+    assert statements >= 4
+    for stop_at in range(1, statements + 1):
+        config = make_mirror(tmp_path / f"stop{stop_at}", emu.url, [entry])
+        with _InterruptedCatalog(config.catalog_path) as catalog:
+            catalog.stop_at = stop_at
+            with pytest.raises(KeyboardInterrupt):
+                sync(config, catalog, JsocClient(emu.url))
+        run_sync(config, emu.url)
+        assert assert_catalog_matches_drms(config, emu.url, "hmi.M_720s", ds) == 16, f"stopped at statement {stop_at}"

@@ -16,8 +16,12 @@ SELECT series, selection, lo_index, watermark_index, watermark_time, complete, f
 FROM sync_state WHERE lower(series) = lower($series);
 
 -- name: sync_state_reset
-INSERT OR REPLACE INTO sync_state (series, selection, lo_index, watermark_index, complete, run_id, updated_at)
-VALUES ($series, $selection, $lo_index, $lo_index, false, $run_id, (now() AT TIME ZONE 'UTC'));
+-- A new selection starts from its first slot, incomplete, with the probe seen now as its baseline:
+-- one statement, so a crash can never leave a "complete" state over rows that were never fetched.
+INSERT OR REPLACE INTO sync_state (series, selection, lo_index, watermark_index, complete,
+                                   first_recnum, last_recnum, max_recnum, last_record, run_id, updated_at)
+VALUES ($series, $selection, $lo_index, $lo_index, false,
+        $first_recnum, $last_recnum, $max_recnum, $last_record, $run_id, (now() AT TIME ZONE 'UTC'));
 
 -- name: sync_state_advance
 UPDATE sync_state

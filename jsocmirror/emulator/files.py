@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from jsocmirror import drmstime
+from jsocmirror.fitsheader import ones_complement_sum
 from jsocmirror.series import Keyword, Segment, SeriesDef
 
 # Structural FITS keywords the generator writes itself; a series keyword of the same name is skipped.
@@ -286,14 +287,6 @@ def generate_pixels(series: str, recnum: int, segment: str, fmt: PixelFormat, sh
 # --------------------------------------------------------------------------------------------
 # FITS bytes
 # --------------------------------------------------------------------------------------------
-def _ones_complement_sum(data: bytes, sum32: int = 0) -> int:
-    arr = np.frombuffer(data, dtype=">u4")
-    s = int(np.uint32(sum32)) + int(arr.sum(dtype="u8"))
-    while hi := (s >> 32):
-        s = (s & 0xFFFFFFFF) + hi
-    return s
-
-
 def _char_encode(value: int) -> str:
     """FITS checksum encoding (SPR A.7.2), as astropy implements it."""
     exclude = {0x3A, 0x3B, 0x3C, 0x3D, 0x3E, 0x3F, 0x40, 0x5B, 0x5C, 0x5D, 0x5E, 0x5F, 0x60}
@@ -358,11 +351,11 @@ def _add_checksums(raw: bytes, when: str) -> bytes:
         pos = header_end + -(-data_bytes // 2880) * 2880
     cards = raw[last_start:last_end_card]
     data = raw[header_end:]
-    datasum = _ones_complement_sum(data)
+    datasum = ones_complement_sum(data)
     new_cards = cards + _card("CHECKSUM", "'0000000000000000'", f"HDU checksum updated {when}") + _card(
         "DATASUM", f"'{datasum}'", f"data unit checksum updated {when}") + b"END".ljust(80)
     header = new_cards + b" " * (-len(new_cards) % 2880)
-    checksum = _char_encode(~_ones_complement_sum(header, datasum) & 0xFFFFFFFF)
+    checksum = _char_encode(~ones_complement_sum(header, datasum) & 0xFFFFFFFF)
     header = header.replace(b"'0000000000000000'", f"'{checksum}'".encode(), 1)
     return raw[:last_start] + header + data
 

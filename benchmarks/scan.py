@@ -5,6 +5,8 @@
 2. Timed, warm cache, median of --repeat runs each:
    - the floor: ``find ROOT -type f | wc -l``;
    - a first scan into an empty catalog, names only (no stat) and with size/mtime (the default);
+     for the breakdown, the walk alone (listing, layout parsing, Arrow table) and the DuckDB
+     insert + commit of its table alone (the two overlap in a real first scan);
    - an incremental re-scan with nothing changed (directory mtimes say nothing changed).
 3. --verify throughput: M small real FITS files (astropy-written, RICE, CHECKSUM/DATASUM), read
    by ``scan --verify`` (headers + DATASUM/CHECKSUM over the data) against astropy's
@@ -99,6 +101,24 @@ def walk_only(root: str, layout: Layout):
         gc.enable()
 
 
+def store_only(table, work: str) -> float:
+    """Seconds to store a walk's table in an empty inventory (insert + commit, as a first scan does)."""
+    from datetime import datetime
+
+    path = os.path.join(work, f"store-{time.monotonic_ns()}.duckdb")
+    with Catalog(path) as catalog:
+        with catalog.bulk_load(memory_limit="4GB", threads=1):
+            start = time.perf_counter()
+            catalog.execute("BEGIN TRANSACTION")
+            catalog.con.register("scan_batch", table)
+            catalog.q("scan_insert_all", now=datetime(2026, 1, 1))
+            catalog.execute("COMMIT")
+            took = time.perf_counter() - start
+            catalog.con.unregister("scan_batch")
+    os.remove(path)
+    return took
+
+
 def fits_file(t_rec: str, recnum: int) -> bytes:
     comp = fits.CompImageHDU(np.arange(64 * 64, dtype=np.int32).reshape(64, 64), compression_type="RICE_1")
     for key, value in (("T_REC", t_rec), ("CAMERA", 2), ("RECNUM", recnum), ("DRMS_ID", f"{SERIES}:{recnum}:magnetogram")):
@@ -175,6 +195,7 @@ def main() -> None:
         t_find, count = timed(lambda: find_count(root), args.repeat)
         t_names, r_names = timed(lambda: first_scan(root, layout, work, stat=False), args.repeat)
         t_walk, table = timed(lambda: walk_only(root, layout), args.repeat)
+        t_store = statistics.median(store_only(table, work) for _ in range(args.repeat))
         t_find_stat, _ = timed(lambda: find_stat_count(root), args.repeat)
         t_stat, r_stat = timed(lambda: first_scan(root, layout, work, stat=True), args.repeat)
         with Catalog(os.path.join(work, "rescan.duckdb")) as catalog:
@@ -190,6 +211,8 @@ def main() -> None:
               f"  = {t_names / t_find:.2f}x find  (target <= 2x)")
         print(f"    of which walk + layout parsing + Arrow table (no DuckDB write): {t_walk:.3f} s"
               f"  = {t_walk / t_find:.2f}x find ({table.num_rows:,} rows)")
+        print(f"    storing that table alone (DuckDB insert + commit, no walk):     {t_store:.3f} s"
+              f"  = {t_store / t_find:.2f}x find")
         print(f"  first scan, with size/mtime (default): {t_stat:.3f} s  ({args.files / t_stat:,.0f} files/s)"
               f"  = {t_stat / t_find:.2f}x find, {t_stat / t_find_stat:.2f}x find -printf '%s %T@' ({t_find_stat:.3f} s)")
         print(f"  re-scan, nothing changed:              {t_re:.3f} s  = {t_names / t_re:.1f}x faster than the first"

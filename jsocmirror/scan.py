@@ -18,6 +18,7 @@ the header's RECNUM, and that the header's prime keys agree with the path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -37,7 +38,7 @@ import pyarrow.compute as pc
 from jsocmirror import drmstime, fitsheader
 from jsocmirror.catalog import Catalog
 from jsocmirror.errors import ScanError
-from jsocmirror.layout import Layout, ParsedPath, directory_matcher
+from jsocmirror.layout import DirectoryMatcher, Layout, ParsedPath, directory_matcher
 
 log = logging.getLogger("jsocmirror.scan")
 
@@ -107,10 +108,13 @@ class _Batch:
     Per-file Python work stays at a few list operations (the scan's hot path).
     """
 
-    def __init__(self, sink: Callable[[pa.Table], None] | None = None, chunk: int | None = None):
-        self.sink = sink  # when set, every ``chunk`` files go to it as a table (and are forgotten here)
+    def __init__(self, sink: Callable[[_Batch], None] | None = None, chunk: int | None = None,
+                 fallback: Callable[[str, list[str], _Batch], int] | None = None):
+        self.sink = sink  # when set, every ``chunk`` files go to it as a _Batch (and are forgotten here)
         self.chunk = chunk or SINK_CHUNK
+        self.fallback = fallback  # classifies the names a deferred run's expression rejected
         self.total = 0
+        self.skipped = 0  # rejected names that were temporary files (counted, not recorded)
         self._reset()
 
     def _reset(self) -> None:
@@ -120,6 +124,9 @@ class _Batch:
         self.stats: list[tuple[int, list | None, list | None]] = []  # (count, sizes, mtimes) per run
         self.has_stat = False
         self.runs: list[tuple[int, str, str | None, str, str | None]] = []  # (count, dir, series, state, problem)
+        # whole directories whose names are matched later, off the walking thread:
+        # (dir, series, matcher, the names joined by newlines, how many)
+        self.deferred: list[tuple[str, str, DirectoryMatcher, str, int]] = []
         self.n = 0
 
     def add_many(self, dirpath, names, series, state, problem=None, keys=None, segs=None, sizes=None, mtimes=None):
@@ -139,12 +146,23 @@ class _Batch:
         if self.sink is not None and self.n >= self.chunk:
             self.flush()
 
+    def add_deferred(self, dirpath: str, series: str, matcher: DirectoryMatcher, joined: str, k: int) -> None:
+        """A directory's ``k`` names, joined by newlines (none has one), to match with ``matcher``
+        when the table is built."""
+        self.deferred.append((dirpath, series, matcher, joined, k))
+        self.n += k
+        self.total += k
+        if self.sink is not None and self.n >= self.chunk:
+            self.flush()
+
     def flush(self) -> None:
-        """Hand the files gathered so far to the sink."""
+        """Hand the files gathered so far to the sink (which builds their table: ``table()``)."""
         if self.n:
-            table = self.table()
+            chunk = _Batch(fallback=self.fallback)
+            chunk.paths, chunk.keys, chunk.segs, chunk.stats = self.paths, self.keys, self.segs, self.stats
+            chunk.has_stat, chunk.runs, chunk.deferred, chunk.n = self.has_stat, self.runs, self.deferred, self.n
             self._reset()
-            self.sink(table)
+            self.sink(chunk)
 
     def add(self, name, dirpath, series, key, seg, size, mtime, state, problem):
         self.add_many(dirpath, [name], series, state, problem, [key], [seg], [size], [mtime])
@@ -153,6 +171,11 @@ class _Batch:
         return self.total  # all files added, including those already handed to the sink
 
     def table(self) -> pa.Table:
+        """The files as the Arrow table ``scan_batch`` (deferred runs matched now, in Arrow's C++)."""
+        if self.deferred:
+            deferred, self.deferred = self.deferred, []
+            matched = _match_deferred(deferred, self)  # rejected names are added to self, eagerly
+            return pa.concat_tables([matched, self.table()]) if self.runs else matched
         counts = np.array([r[0] for r in self.runs], dtype=np.int64)
 
         def expand(i: int) -> pa.Array:
@@ -178,7 +201,80 @@ class _Batch:
             "record_key": pa.array(self.keys, pa.string()), "segment": pa.array(self.segs, pa.string()),
             "size": stat_column(1, pa.int64()), "mtime": stat_column(2, pa.float64()),
             "state": expand(3), "problem": expand(4),
-        })
+        }, schema=SCAN_BATCH_SCHEMA)
+
+
+_DICT = pa.dictionary(pa.int32(), pa.string())
+SCAN_BATCH_SCHEMA = pa.schema([
+    ("path", pa.string()), ("dir", _DICT), ("series", _DICT), ("record_key", pa.string()), ("segment", pa.string()),
+    ("size", pa.int64()), ("mtime", pa.float64()), ("state", _DICT), ("problem", _DICT),
+])
+
+
+def _match_deferred(runs: list[tuple[str, str, DirectoryMatcher, str, int]], rejects: _Batch) -> pa.Table:
+    """Match deferred directories' names with their expressions in Arrow (RE2, without the GIL).
+
+    The walking thread only lists directories; this runs in the first scan's parser thread. Names
+    an expression rejects (or whose captured directory values differ) go to ``rejects.fallback``,
+    which classifies them the slow way into ``rejects``, exactly as the walk would have.
+    """
+    by_pattern: dict[str, list[int]] = {}
+    for i, run in enumerate(runs):
+        by_pattern.setdefault(run[2].regex.pattern, []).append(i)
+    tables = [_match_group([runs[i] for i in group], rejects) for group in by_pattern.values()]
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def _match_group(runs, rejects: _Batch) -> pa.Table:
+    matcher = runs[0][2]
+    counts = np.array([run[4] for run in runs], dtype=np.int64)
+    run_of_row = pa.array(np.repeat(np.arange(len(runs), dtype=np.int32), counts))
+    names = pc.split_pattern(pa.array([run[3] for run in runs], pa.string()), "\n").flatten()
+    groups = pc.extract_regex(names, _named_pattern(matcher.regex.pattern))
+    ok = groups.is_valid()
+    for column, _ in matcher.fixed:  # the values the directory fixes, per run
+        wanted = pc.take(pa.array([dict(run[2].fixed)[column] for run in runs], pa.string()), run_of_row)
+        ok = pc.and_(ok, pc.fill_null(pc.equal(pc.struct_field(groups, [column]), wanted), False))
+    if not pc.all(ok).as_py():
+        bad = pc.invert(ok)
+        for i, name in zip(pc.filter(run_of_row, bad).to_pylist(), pc.filter(names, bad).to_pylist()):
+            rejects.skipped += rejects.fallback(runs[i][0], [name], rejects)
+        run_of_row, names, groups = (pc.filter(a, ok) for a in (run_of_row, names, groups))
+    dirs = pa.array([run[0] for run in runs], pa.string())
+    columns = [pc.struct_field(groups, [i]) for i in range(groups.type.num_fields)]
+    pieces = [run[2].key_format.split("%s") for run in runs]
+    parts: list = []
+    for j in range(len(pieces[0])):
+        literal = pc.take(pa.array([p[j].replace("%%", "%") for p in pieces], pa.string()), run_of_row)
+        parts.append(literal)
+        if j < len(matcher.key_groups):
+            parts.append(columns[matcher.key_groups[j]])
+    rows = len(names)
+    dir_column = pa.DictionaryArray.from_arrays(run_of_row, dirs)
+    series = pa.DictionaryArray.from_arrays(run_of_row, pa.array([run[1] for run in runs], pa.string()))
+    return pa.table({
+        "path": pc.binary_join_element_wise(pc.take(dirs, run_of_row), names, "/"),
+        "dir": dir_column, "series": series,
+        "record_key": pc.binary_join_element_wise(*parts, ""),
+        "segment": columns[matcher.seg_group],
+        "size": pa.nulls(rows, pa.int64()), "mtime": pa.nulls(rows, pa.float64()),
+        "state": pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int32)), pa.array(["layout"])),
+        "problem": pa.DictionaryArray.from_arrays(pa.nulls(rows, pa.int32()), pa.array([], pa.string())),
+    }, schema=SCAN_BATCH_SCHEMA)
+
+
+@functools.lru_cache(maxsize=64)
+def _named_pattern(pattern: str) -> str:
+    """A matcher's expression with named groups, as Arrow's ``extract_regex`` wants them."""
+    count = 0
+
+    def name(_: re.Match) -> str:
+        nonlocal count
+        count += 1
+        return f"(?P<g{count - 1}>"
+
+    body = re.sub(r"(?<!\\)\((?!\?)", name, pattern.removeprefix("^").removesuffix("$"))
+    return f"^{body}$"  # extract_regex searches: anchor it to the whole name
 
 
 class _Classifier:
@@ -186,6 +282,15 @@ class _Classifier:
         self.layout = layout
         self._series_prefixes = {tpl.prefix for tpl in layout.templates.values() if tpl.prefix}
         self._name_prefixes = tuple(sorted({s.lower() + "." for s in (t.series_def.name for t in layout.templates.values())}))
+
+    def first_matcher(self, dirpath: str) -> tuple[str, DirectoryMatcher] | None:
+        """(series, matcher) of the first template with a fast matcher for ``dirpath``: the one
+        ``names`` would try first."""
+        for tpl in self.layout.candidates(dirpath + "/x"):
+            matcher = directory_matcher(tpl, dirpath)
+            if matcher is not None:
+                return tpl.series_def.name, matcher
+        return None
 
     def names(self, dirpath: str, names: list[str]) -> tuple[list[tuple[str, list, list, list]], list[tuple[str, str]]]:
         """([(series, names, record keys, segments)], [(name, why not)]) for the plain files in a directory."""
@@ -257,10 +362,11 @@ def scan_tree(
     settings = catalog.bulk_load(memory_limit="4GB", threads=1) if first_scan else contextlib.nullcontext()
     with settings:
         writer = _FirstScanWriter(catalog, _now()) if first_scan else None
-        batch = _Batch(sink=writer.put if writer is not None else None)
+        classifier = _Classifier(layout)
+        batch = _Batch(sink=writer.put if writer is not None else None,
+                       fallback=lambda rel, names, into: _add_names(rel, names, classifier, into, skip_set))
         listed: list[tuple[str, int | None, str]] = []
         walker = _walk_local if fs is None else _walk_fsspec
-        classifier = _Classifier(layout)
         # the walk makes millions of short-lived tuples and no reference cycles: the cyclic GC,
         # triggered by them every few hundred thousand, cost ~25% of a 1M-file first scan
         gc_was_enabled = gc.isenabled()
@@ -283,6 +389,7 @@ def scan_tree(
         previous = set(known) if not full else {d for d, _, _ in catalog.q("scan_known_dirs").fetchall()}
         gone = sorted(previous - visited)
         result.added, result.removed = _store(catalog, batch, listed, gone, writer)
+        result.skipped_temp += batch.skipped + (writer.skipped if writer is not None else 0)
     result.dirs_listed = len(listed)
     if verify:
         verify_files(catalog, root, layout, fs=fs, root_path=root_path, result=result, progress=progress)
@@ -370,11 +477,12 @@ def _list_local_dir(rel, abs_dir, real_root, classifier, batch, listed, mtime_ns
                               "not a regular file (device, FIFO or socket)")
             except OSError as exc:
                 batch.add(name, rel, None, None, None, None, None, "unreadable", _why(exc))
+    if not stat:
+        if not _defer(rel, names, classifier, batch):
+            result.skipped_temp += _add_names(rel, names, classifier, batch, skip_set)
+        return
     found, others = classifier.names(rel, names)
     for series, matched, keys, segs in found:
-        if not stat:
-            batch.add_many(rel, matched, series, "layout", None, keys, segs)
-            continue
         sizes, mtimes, odd = _stat_many([by_name[name] for name in matched])
         if not odd:
             batch.add_many(rel, matched, series, "layout", None, keys, segs, sizes, mtimes)
@@ -389,13 +497,41 @@ def _list_local_dir(rel, abs_dir, real_root, classifier, batch, listed, mtime_ns
         if _is_temp(name) or (prefix + name) in skip_set:
             result.skipped_temp += 1
             continue
-        size = mtime = None
-        problem = "name does not follow the layout" if why == "unknown" else "name almost follows the layout"
-        if stat:
-            size, mtime, state, err = _stat_entry(by_name[name], why)
-            if state == "unreadable":
-                why, problem = state, err
-        batch.add(name, rel, None, None, None, size, mtime, why, problem)
+        size, mtime, state, err = _stat_entry(by_name[name], why)
+        problem = err if state == "unreadable" else _PROBLEMS[why]
+        batch.add(name, rel, None, None, None, size, mtime, state if state == "unreadable" else why, problem)
+
+
+_PROBLEMS = {"unknown": "name does not follow the layout", "near_miss": "name almost follows the layout"}
+
+
+def _defer(rel: str, names: list[str], classifier: _Classifier, batch: _Batch) -> bool:
+    """Leave a directory's names to be matched off the walking thread, when its template allows."""
+    if not rel or not names or batch.fallback is None:
+        return False
+    first = classifier.first_matcher(rel)
+    if first is None:
+        return False
+    joined = "\n".join(names)
+    if joined.count("\n") != len(names) - 1:  # a name holds a newline, which separates them there
+        return False
+    batch.add_deferred(rel, first[0], first[1], joined, len(names))
+    return True
+
+
+def _add_names(rel: str, names: list[str], classifier: _Classifier, batch: _Batch, skip_set) -> int:
+    """Record plain files by name only (no stat); returns how many were temporary files (skipped)."""
+    prefix = rel + "/" if rel else ""
+    found, others = classifier.names(rel, names)
+    for series, matched, keys, segs in found:
+        batch.add_many(rel, matched, series, "layout", None, keys, segs)
+    skipped = 0
+    for name, why in others:
+        if _is_temp(name) or (prefix + name) in skip_set:
+            skipped += 1
+            continue
+        batch.add(name, rel, None, None, None, None, None, why, _PROBLEMS[why])
+    return skipped
 
 
 def _symlink(entry, name, rel, real_root, batch, names, by_name, stat):
@@ -509,25 +645,47 @@ def _info_size_mtime(info: dict) -> tuple[int | None, float | None]:
 
 
 class _FirstScanWriter:
-    """Inserts a first scan's files into the empty inventory from a thread, chunk by chunk.
+    """Inserts a first scan's files into the empty inventory, chunk by chunk, from two threads.
 
-    It opens the transaction ``_store`` later commits (or ``abort`` rolls back); the walking
-    thread does not touch the connection until ``finish`` has returned.
+    A parser thread turns each chunk the walk hands over into its Arrow table (matching the
+    deferred directories' names in Arrow's C++, without the GIL), and an insert thread writes the
+    tables to DuckDB (which also runs without the GIL): the walk, the matching and the insert
+    overlap. It opens the transaction ``_store`` later commits (or ``abort`` rolls back); the
+    walking thread does not touch the connection until ``finish`` has returned.
     """
 
     def __init__(self, catalog: Catalog, now: datetime):
         self.catalog, self.now = catalog, now
         self.rows = 0
+        self.skipped = 0  # temporary files among the names the parser classified
         self.error: BaseException | None = None
+        self._chunks: queue.Queue = queue.Queue(maxsize=2)
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         catalog.execute("BEGIN TRANSACTION")
-        self._thread = threading.Thread(target=self._run, name="jsocmirror-scan-writer", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._parse, name="jsocmirror-scan-parser", daemon=True),
+                         threading.Thread(target=self._run, name="jsocmirror-scan-writer", daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
-    def put(self, table: pa.Table) -> None:
+    def put(self, chunk: _Batch) -> None:
         if self.error is not None:
             raise self.error
-        self._queue.put(table)
+        self._chunks.put(chunk)
+
+    def _parse(self) -> None:
+        while True:
+            chunk = self._chunks.get()
+            if chunk is None:
+                self._queue.put(None)
+                return
+            if self.error is not None:
+                continue  # drain, so that put() never blocks for ever
+            try:
+                table = chunk.table()
+                self.skipped += chunk.skipped
+                self._queue.put(table)
+            except BaseException as exc:  # handed to the walking thread
+                self.error = exc
 
     def _run(self) -> None:
         pending: list[pa.Table] = []
@@ -561,17 +719,25 @@ class _FirstScanWriter:
         finally:
             con.unregister("scan_batch")
         self.rows += table.num_rows
+        # Commit as the walk goes: DuckDB's commit of 1M new rows costs ~0.3 s of CPU, which
+        # here overlaps the walk instead of following it. A scan stopped half way leaves the
+        # files inserted so far but none of the directories (scan_dirs is written at the end),
+        # so the next scan lists every directory again and MERGEs: it converges all the same.
+        self.catalog.execute("COMMIT")
+        self.catalog.execute("BEGIN TRANSACTION")
 
     def finish(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        self._chunks.put(None)
+        for thread in self._threads:
+            thread.join()
         if self.error is not None:
             raise self.error
 
     def abort(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        if self._threads[0].is_alive():
+            self._chunks.put(None)
+        for thread in self._threads:
+            thread.join()
         self.catalog.execute("ROLLBACK")
 
 

@@ -215,3 +215,43 @@ def test_scan_tree_first_scan_in_chunks_matches_one_batch(tmp_path, root, monkey
         put(root, m720(59, 2), b"")
         again = scan_tree(chunked, root, LAYOUT)  # not a first scan: merged, as before
         assert again.added == 1 and rows(chunked)[m720(59, 2)][-1] == "empty"
+
+
+def _messy_tree(root: str) -> None:
+    """Layout files of several templates and every kind of name the fast matcher must hand back."""
+    for minute in range(0, 60, 12):
+        put(root, m720(minute))
+        put(root, LAYOUT.relative_path("aia.lev1_euv_12s", [f"2024-01-01T10:{minute:02d}:11Z", 171], "image"))
+        put(root, LAYOUT.relative_path("hmi.sharp_cea_720s", [11465, f"2024.06.28_00:{minute:02d}:00_TAI"],
+                                       "magnetogram"))
+    day = "hmi.M_720s/2024/01/01/"
+    put(root, day + "hmi.m_720s.20240101_000000_TAI.03.magnetogram.fits")  # near miss (leading zero)
+    put(root, day + "hmi.m_720s.20240102_000000_TAI.3.magnetogram.fits")  # another day's name in this day
+    put(root, day + "hmi.m_720s.20240101_001200_TAI.3.bogus.fits")  # no such segment
+    put(root, day + "hmi.m_720s.20240101_002400_TAI.3.magnetogram.fits.part")  # a download in progress
+    put(root, day + ".hidden.fits")
+    put(root, day + "notes.txt")
+    put(root, day + "hmi.m_720s.20240101_\u0664\u0668\u0660\u0660_TAI.3.magnetogram.fits")  # non-ASCII digits
+    os.symlink(os.path.join(root, m720(0)), os.path.join(root, day + "hmi.m_720s.20240101_003600_TAI.2.magnetogram.fits"))
+    newline_day = "hmi.M_720s/2024/01/02/"
+    put(root, newline_day + "hmi.m_720s.20240102_000000_TAI.3.magnetogram.fits")
+    put(root, newline_day + "odd\nname.fits")  # a newline: this directory is matched the slow way
+
+
+def test_names_only_scan_classifies_exactly_like_the_full_scan(tmp_path, root):
+    """--names-only matches whole directories in Arrow off the walking thread; the result must be
+    the full scan's, name for name (sizes and mtimes aside), on a first scan and on a re-scan."""
+    _messy_tree(root)
+    with Catalog(tmp_path / "full.duckdb") as full, Catalog(tmp_path / "names.duckdb") as names:
+        for round_ in range(2):
+            expected = scan_tree(full, root, LAYOUT)
+            got = scan_tree(names, root, LAYOUT, stat=False)
+            want_rows = {p: r[:3] + r[4:] for p, r in rows(full).items()}
+            got_rows = {p: r[:3] + r[4:] for p, r in rows(names).items()}
+            assert got_rows == want_rows, f"round {round_}"
+            assert got.by_state == expected.by_state and got.skipped_temp == expected.skipped_temp
+            assert got_rows[m720(0)] == ("hmi.M_720s", "[2024.01.01_00:00:00_TAI][3]", "magnetogram", "layout")
+            # a re-scan with changes: new files in a listed directory and a new directory
+            put(root, m720(48, camera=2))
+            put(root, LAYOUT.relative_path("aia.lev1_euv_12s", ["2024-01-02T00:00:11Z", 193], "image"))
+            put(root, "hmi.M_720s/2024/01/03/hmi.m_720s.20240101_000000_TAI.3.magnetogram.fits")

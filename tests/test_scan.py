@@ -9,6 +9,7 @@ import fsspec
 import numpy as np
 import pytest
 from astropy.io import fits
+from hypothesis import given, settings, strategies as st
 
 from jsocmirror.catalog import Catalog
 from jsocmirror.layout import Layout
@@ -255,3 +256,33 @@ def test_names_only_scan_classifies_exactly_like_the_full_scan(tmp_path, root):
             put(root, m720(48, camera=2))
             put(root, LAYOUT.relative_path("aia.lev1_euv_12s", ["2024-01-02T00:00:11Z", 193], "image"))
             put(root, "hmi.M_720s/2024/01/03/hmi.m_720s.20240101_000000_TAI.3.magnetogram.fits")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(sorted(REGISTRY.names())), st.integers(0, 10**6), st.integers(-(2**31), 2**31 - 1),
+       st.text(max_size=3).filter(lambda s: "\n" not in s))
+def test_arrow_matching_agrees_with_the_walks_matcher(series, seconds, number, noise):
+    """The parser thread's Arrow matching (scan._match_deferred) keeps exactly the names, record
+    keys and segments the walk's own matcher would, and hands every other name to the fallback."""
+    from jsocmirror import drmstime
+    from jsocmirror.layout import directory_matcher
+    from jsocmirror.scan import _Batch, _match_deferred
+
+    sd = REGISTRY.get(series)
+    values = [drmstime.parse_time("2010.05.01_00:00:00_TAI") + seconds if kw.is_time else number
+              for kw in sd.primekey_keywords]
+    path = LAYOUT.relative_path(series, values, sd.segments[0].name)
+    dirpath, name = path.rsplit("/", 1)
+    matcher = directory_matcher(LAYOUT.template(series), dirpath)
+    if matcher is None:
+        return
+    names = sorted({name, name.replace(".fits", ".fit"), noise + name, name[:-5] + noise + ".fits", "x" + noise})
+    matched, keys, segs, left = matcher.match(names)
+    handed_back: list[str] = []
+    table = _match_deferred([(dirpath, series, matcher, "\n".join(names), len(names))],
+                            _Batch(fallback=lambda rel, rejected, into: handed_back.extend(rejected) or 0))
+    got = {p.rsplit("/", 1)[1]: (k, s) for p, k, s in zip(table["path"].to_pylist(), table["record_key"].to_pylist(),
+                                                          table["segment"].to_pylist())}
+    assert got == dict(zip(matched, zip(keys, segs)))
+    assert sorted(handed_back) == sorted(left)
+    assert set(table["dir"].to_pylist()) <= {dirpath} and set(table["series"].to_pylist()) <= {series}

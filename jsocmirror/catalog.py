@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import duckdb
 
@@ -466,6 +466,29 @@ class Catalog:
         finally:
             self.con.unregister("_jm_recnums")
         return [r[0] for r in rows]
+
+    def unique_prime_keys(self, candidates: Mapping[str, Iterable[str]]) -> tuple[tuple[str, str], ...]:
+        """(series, key) for each candidate prime key that no two rows of the series' keyword table
+        share: such a key (aia.lev1's FSN) identifies a record on its own, which lets the planner
+        list its values under one covering time range instead of one query per time slot."""
+        known = {name for (name,) in self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+        out = []
+        for series, keys in candidates.items():
+            table = keyword_table(series)
+            if table not in known:
+                continue
+            for key in keys:
+                column = quote_ident(key)
+                try:
+                    (unique,), = self.con.execute(
+                        f"SELECT count({column}) = count(*) AND count(DISTINCT {column}) = count(*) "
+                        f"FROM {quote_ident(table)}").fetchall()
+                except duckdb.Error:  # no such column (a keyword filter left it out, say)
+                    continue
+                if unique:
+                    out.append((series, key))
+        return tuple(out)
 
     def count_window(self, series: str, window) -> int:
         table = quote_ident(keyword_table(series))

@@ -17,7 +17,10 @@ How a query is built (DATA_MODEL.md section 2):
   GET URL).
 
 Two ways of grouping the non-run keys are tried (combos sharing the same slots, or slots sharing the
-same combos) and the one giving fewer queries wins.
+same combos) and the one giving fewer queries wins. When the caller names an integer prime key that
+identifies a record on its own (``PlanLimits.unique_keys``: aia.lev1's FSN, whose records share T_REC
+slots but never an FSN), a third way lists that key's values under one covering range of the run key,
+and is taken when it needs fewer queries.
 """
 
 from __future__ import annotations
@@ -71,6 +74,12 @@ class PlanLimits:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
     bytes_per_segment: int = DEFAULT_BYTES_PER_SEGMENT
+    #: (series, prime key) pairs: an integer prime key whose value identifies a record on its own
+    #: (aia.lev1's FSN). The caller vouches for it (``Catalog.unique_prime_keys`` checks the catalog).
+    unique_keys: tuple[tuple[str, str], ...] = ()
+
+    def unique_key(self, series: str) -> str | None:
+        return next((key for name, key in self.unique_keys if name.lower() == series.lower()), None)
 
     def records_for(self, series: str) -> int:
         if self.max_records is not None:
@@ -234,6 +243,16 @@ def _plan_group(definition: SeriesDef, axis: _Axis | None, segments: tuple[str, 
                              f"{', '.join(definition.primekeys)}")
     if axis is None:
         return _plan_explicit(definition, segments, keys, split, sizes, limits)
+    unique = limits.unique_key(definition.name)
+    if unique is not None and unique.upper() != axis.key.upper():
+        by_products = _plan_products(definition, axis, segments, keys, split, sizes, limits)  # validates keys
+        by_unique = _plan_by_unique_key(definition, axis, unique, segments, keys, split, sizes, limits)
+        return by_unique if len(by_unique) < len(by_products) else by_products
+    return _plan_products(definition, axis, segments, keys, split, sizes, limits)
+
+
+def _plan_products(definition: SeriesDef, axis: _Axis, segments: tuple[str, ...], keys: list[str],
+                   split: dict[str, list[str]], sizes: dict[str, int], limits: PlanLimits) -> list[PlannedQuery]:
     try:
         positions = {k: axis.position(v[axis.index]) for k, v in split.items()}
     except (ValueError, RecordSetError) as exc:
@@ -341,6 +360,61 @@ def _emit_chunk(definition: SeriesDef, axis: _Axis, segments: tuple[str, ...], l
                 + _emit_chunk(definition, axis, segments, lists, combos, positions[half:], cells, sizes, limits))
     keys = tuple(cells[c][p] for p in positions for c in combos)
     return [PlannedQuery(definition.name, text, segments, keys, sum(sizes[k] for k in keys))]
+
+
+def _plan_by_unique_key(definition: SeriesDef, axis: _Axis, unique: str, segments: tuple[str, ...],
+                        keys: list[str], split: dict[str, list[str]], sizes: dict[str, int],
+                        limits: PlanLimits) -> list[PlannedQuery]:
+    """Queries that list the unique key's values (compressed into ranges) under one covering range
+    of the run key: ``aia.lev1[2024-06-30T00:00:00Z-2024-06-30T01:00:00Z][100001-100040,100044]``.
+
+    Exact because each listed value belongs to one record only, and that record's other prime keys
+    lie within the other brackets. Records go in order of the unique key, in chunks under the caps.
+    """
+    names = [k.upper() for k in definition.primekeys]
+    u_index = names.index(unique.upper())
+    try:
+        values = {k: int(v[u_index], 0) for k, v in split.items()}
+    except ValueError as exc:
+        raise UsageError(f"{definition.name}: {unique} is not an integer in every record key ({exc})") from None
+    ordered = sorted(keys, key=values.__getitem__)
+    u_axis = _Axis(definition, u_index, unique, False)
+    max_records = limits.records_for(definition.name)
+    queries: list[PlannedQuery] = []
+    chunk: list[str] = []
+    chunk_bytes = 0
+    for key in ordered:
+        if chunk and (len(chunk) >= max_records or chunk_bytes + sizes[key] > limits.max_bytes):
+            queries.extend(_emit_unique_chunk(definition, axis, u_axis, segments, chunk, split, values, sizes, limits))
+            chunk, chunk_bytes = [], 0
+        chunk.append(key)
+        chunk_bytes += sizes[key]
+    if chunk:
+        queries.extend(_emit_unique_chunk(definition, axis, u_axis, segments, chunk, split, values, sizes, limits))
+    return queries
+
+
+def _emit_unique_chunk(definition: SeriesDef, axis: _Axis, u_axis: _Axis, segments: tuple[str, ...],
+                       chunk: list[str], split: dict[str, list[str]], values: dict[str, int],
+                       sizes: dict[str, int], limits: PlanLimits) -> list[PlannedQuery]:
+    brackets = []
+    for i in range(len(definition.primekeys)):
+        if i == u_axis.index:
+            items = compress_positions(sorted(values[k] for k in chunk))
+            brackets.append(",".join(u_axis.range_text(first, last, stride) for first, last, stride in items))
+        elif i == axis.index:
+            positions = [axis.position(split[k][i]) for k in chunk]
+            brackets.append(axis.range_text(min(positions), max(positions), 1))
+        else:
+            brackets.append(",".join(sorted({split[k][i] for k in chunk}, key=_sort_key)))
+    text = definition.name + "".join(f"[{b}]" for b in brackets)
+    if segments:
+        text += "{" + ",".join(segments) + "}"
+    if len(text) > limits.max_query_chars and len(chunk) > 1:
+        half = len(chunk) // 2
+        return (_emit_unique_chunk(definition, axis, u_axis, segments, chunk[:half], split, values, sizes, limits)
+                + _emit_unique_chunk(definition, axis, u_axis, segments, chunk[half:], split, values, sizes, limits))
+    return [PlannedQuery(definition.name, text, segments, tuple(chunk), sum(sizes[k] for k in chunk))]
 
 
 def _plan_explicit(definition: SeriesDef, segments: tuple[str, ...], keys: list[str],

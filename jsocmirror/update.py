@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -167,6 +167,7 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
         gaps = _gaps(config, catalog, options, summary, registry)
         phase = _lap(summary, "diff", phase)
         definitions = registry
+        options = replace(options, limits=_planning_limits(catalog, definitions, gaps, options.limits))
         if options.dry_run:
             _dry_run(gaps, definitions, options, summary)
             summary.seconds = time.monotonic() - started
@@ -238,6 +239,19 @@ def _gaps(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, summar
         if result.total(state) and state not in states:
             summary.gaps[state] = result.total(state)
     return gaps
+
+
+def _planning_limits(catalog: Catalog, definitions, gaps: list[Gap], limits: PlanLimits | None) -> PlanLimits:
+    """The caps, plus the prime keys the catalog shows to identify a record on their own (FSN)."""
+    candidates: dict[str, list[str]] = {}
+    for series in {g.series for g in gaps}:
+        definition = definitions.get(series)
+        if definition is not None:
+            candidates[series] = [kw.name for kw in definition.primekey_keywords
+                                  if kw.is_int and kw.name not in definition.slottings]
+    limits = limits or PlanLimits()
+    unique = catalog.unique_prime_keys({s: keys for s, keys in candidates.items() if keys})
+    return replace(limits, unique_keys=limits.unique_keys + unique) if unique else limits
 
 
 def _dry_run(gaps: list[Gap], definitions, options: UpdateOptions, summary: UpdateSummary) -> None:
@@ -458,8 +472,6 @@ def _header_value(value: Any) -> Any:
 
 
 def _with_headers(catalog: Catalog, tasks: list[FileTask]) -> list[FileTask]:
-    from dataclasses import replace
-
     by_series: dict[str, list[FileTask]] = {}
     for task in tasks:
         by_series.setdefault(task.series, []).append(task)

@@ -156,3 +156,21 @@ def test_run_user_sql_read_only_refuses_writes(tmp_path):
             cat.run_user_sql("DELETE FROM runs")
         with pytest.raises(UsageError, match="SQL error"):
             cat.run_user_sql("SELEC 1")
+
+
+def test_unique_prime_keys_reports_only_keys_no_two_rows_share(tmp_path):
+    with Catalog(tmp_path / "c.duckdb") as catalog:
+        catalog.ensure_keyword_table(REG.get("aia.lev1"))
+        catalog.ensure_keyword_table(REG.get("hmi.sharp_720s"))
+        table = quote_ident(keyword_table("aia.lev1"))
+        catalog.execute(f'INSERT INTO {table} (_key, "FSN") SELECT \'[\' || i || \']\', 1000 + i FROM range(50) t(i)')
+        sharp = quote_ident(keyword_table("hmi.sharp_720s"))
+        catalog.execute(f'INSERT INTO {sharp} (_key, "HARPNUM") SELECT \'[\' || i || \']\', 11000 + i % 3 FROM range(9) t(i)')
+        candidates = {"aia.lev1": ["NO_SUCH_COLUMN", "FSN"], "hmi.sharp_720s": ["HARPNUM"],
+                      "hmi.M_45s": ["CAMERA"]}  # no hmi.M_45s table: skipped
+        assert catalog.unique_prime_keys(candidates) == (("aia.lev1", "FSN"),)
+        catalog.execute(f'INSERT INTO {table} (_key, "FSN") VALUES (\'[dup]\', 1000)')  # a shared FSN
+        assert catalog.unique_prime_keys(candidates) == ()
+        catalog.execute(f"DELETE FROM {table} WHERE _key = '[dup]'")
+        catalog.execute(f'INSERT INTO {table} (_key, "FSN") VALUES (\'[null]\', NULL)')  # a record without one
+        assert catalog.unique_prime_keys(candidates) == ()

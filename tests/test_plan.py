@@ -198,3 +198,37 @@ def test_plan_gaps_queries_select_exactly_the_gaps_on_the_emulator(emu, series, 
     assert len(plan.queries) < n_run < n_record
     print(f"{series}: {len(gap_keys)} gap records -> {len(plan.queries)} queries "
           f"(one per run: {n_run}, one per record: {n_record})")
+
+
+def test_plan_gaps_lists_a_unique_key_under_one_time_range_on_the_emulator(emu):
+    """aia.lev1's records are (T_REC, FSN) with one FSN per record: per time slot the product
+    plan needs a query each; listing FSNs (compressed into ranges) under one covering T_REC range
+    needs one, and still selects exactly the gaps."""
+    every = emulator_keys(emu, "aia.lev1[2024-06-20T00:00:00Z/10m]", "aia.lev1")
+    assert len(every) > 300
+    rng = random.Random(3)
+    gap_keys = set(every[50:150]) | set(every[::5]) | set(rng.sample(every, 20))
+    gaps = [Gap("aia.lev1", k, "image_lev1") for k in sorted(gap_keys)]
+    products = plan_gaps(gaps, REGISTRY)
+    for limits in (PlanLimits(unique_keys=(("aia.lev1", "FSN"),)),
+                   PlanLimits(max_records=40, unique_keys=(("AIA.lev1", "FSN"),))):
+        plan = plan_gaps(gaps, REGISTRY, limits)
+        covered = []
+        for query in plan.queries:
+            assert query.n_records <= limits.records_for("aia.lev1")
+            got = emulator_keys(emu, query.recordset, "aia.lev1")
+            assert sorted(got) == sorted(query.record_keys), query.recordset
+            covered += got
+        assert sorted(covered) == sorted(gap_keys)
+        assert len(plan.queries) == -(-len(gap_keys) // limits.records_for("aia.lev1"))
+    assert len(products.queries) > 50  # one per slot with a gap, about
+    print(f"aia.lev1: {len(gap_keys)} gap records -> 1 query by FSN, {len(products.queries)} by time slot")
+
+
+def test_plan_gaps_ignores_a_unique_key_that_would_not_help():
+    """The unique-key plan is only taken when it gives fewer queries (HMI's CAMERA is not the point)."""
+    records = universe("hmi.M_720s", "2024.06.01_00:00:00_TAI", 120, ["3"])
+    gaps = [Gap("hmi.M_720s", recordset.record_key(v), "magnetogram") for v in records[:60]]
+    plain = plan_gaps(gaps, REGISTRY)
+    hinted = plan_gaps(gaps, REGISTRY, PlanLimits(unique_keys=(("hmi.M_720s", "CAMERA"),)))
+    assert [q.recordset for q in hinted.queries] == [q.recordset for q in plain.queries]

@@ -281,3 +281,25 @@ def test_update_include_offline_stages_tape_records_through_an_export(tmp_path, 
     assert summary.exit_code == 0, summary.render()
     assert summary.files_downloaded == offline and summary.exports_submitted >= 1  # JSOC staged them for us
     assert landed_state(config) == wanted_state(config)
+
+
+def test_update_aia_lev1_gaps_go_in_one_query_by_fsn(tmp_path, emu):
+    """aia.lev1 has one FSN per record: the catalog shows it, so scattered gaps across many time
+    slots are asked for in one query listing FSNs, not one query per slot."""
+    config = cfg.MirrorConfig(
+        mirror_dir=tmp_path, server=emu.url, email=EMAIL,
+        series=[cfg.SeriesConfig(series="aia.lev1", segments=["image_lev1"], start="2024-06-30T23:57:00Z")],
+        transfer=cfg.TransferConfig(max_connections=4, method="url_quick", protocol="as-is", poll_interval=0.05))
+    cfg.save_config(config)
+    Path(config.data_root).mkdir(parents=True)
+    config = cfg.load_config(tmp_path)
+    first = update_mirror(config, emu.url, options())
+    assert first.exit_code == 0 and first.planned_queries == 1, first.render()
+    files = sorted(p for p in Path(config.data_root).rglob("*.fits"))
+    assert len(files) == first.files_downloaded > 60
+    for path in files[::3]:  # scattered over every slot and wavelength
+        path.unlink()
+    again = update_mirror(config, emu.url, options())
+    assert again.exit_code == 0 and again.planned_queries == 1, again.render()
+    assert again.files_downloaded == len(files[::3])
+    assert sorted(p for p in Path(config.data_root).rglob("*.fits")) == files

@@ -370,6 +370,9 @@ def _plan_by_unique_key(definition: SeriesDef, axis: _Axis, unique: str, segment
 
     Exact because each listed value belongs to one record only, and that record's other prime keys
     lie within the other brackets. Records go in order of the unique key, in chunks under the caps.
+    (The catalog can vouch only for the records it mirrors: were a value shared upstream by a
+    record outside the selection, the query would select that one too, and the stage, which never
+    fetches what was not asked for, would leave it.)
     """
     names = [k.upper() for k in definition.primekeys]
     u_index = names.index(unique.upper())

@@ -286,3 +286,28 @@ def test_arrow_matching_agrees_with_the_walks_matcher(series, seconds, number, n
     assert got == dict(zip(matched, zip(keys, segs)))
     assert sorted(handed_back) == sorted(left)
     assert set(table["dir"].to_pylist()) <= {dirpath} and set(table["series"].to_pylist()) <= {series}
+
+
+def test_a_failure_in_the_first_scans_threads_surfaces_and_leaves_no_thread_behind(tmp_path, root, monkeypatch):
+    """An error while matching (parser thread) or inserting (writer thread) must reach the caller
+    as itself, with both threads stopped; the next scan then inventories everything."""
+    import threading
+
+    from jsocmirror import scan as scan_mod
+
+    for minute in range(0, 60, 12):
+        put(root, m720(minute))
+    for target in ("_match_deferred", "_insert"):
+        def broken(*args, **kwargs):
+            raise RuntimeError(f"injected failure in {target}")
+
+        owner = scan_mod._FirstScanWriter if target == "_insert" else scan_mod
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, target, broken)
+            with Catalog(tmp_path / f"{target}.duckdb") as catalog:
+                with pytest.raises(RuntimeError, match=f"injected failure in {target}"):
+                    scan_tree(catalog, root, LAYOUT, stat=False)
+        assert not [t for t in threading.enumerate() if t.name.startswith("jsocmirror-scan")]
+        with Catalog(tmp_path / f"{target}.duckdb") as catalog:
+            result = scan_tree(catalog, root, LAYOUT, stat=False)
+            assert result.by_state == {"layout": 5} and len(rows(catalog)) == 5

@@ -244,3 +244,24 @@ def test_sweep_parts_keeps_the_parts_named(tmp_path):
     (tmp_path / "a" / ".y.fits.part-4567").write_bytes(b"y")
     assert sweep_parts(tmp_path, keep=["a/.y.fits.part-4567"]) == 1
     assert os.listdir(tmp_path / "a") == [".y.fits.part-4567"]
+
+
+def test_download_files_interrupted_by_the_caller_stops_cleanly(site, tmp_path):
+    """Ctrl-C in the calling thread (here: raised from on_landed) stops the run: no queued file is
+    started, no worker thread is left, and every file under a final name is whole and verified."""
+    tasks = [task_for(site, "m.fits", seed) for seed in range(400)]  # callbacks come in groups of 64
+    landed = []
+
+    def on_landed(item):
+        landed.append(item)
+        if len(landed) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        download_files(tasks, tmp_path, connections=2, policy=FAST, on_landed=on_landed)
+    assert not [t for t in threading.enumerate() if t.name.startswith("jsocmirror-dl")]
+    finals = {p: b for p, b in layout_files(tmp_path).items() if ".part-" not in p}
+    by_dest = {t.dest: site.files[t.url.removeprefix(site.url)] for t in tasks}
+    assert 3 <= len(finals) < len(tasks)  # stopped early; the files verified by then are in place
+    assert all(by_dest[path] == data for path, data in finals.items())
+    assert len(site.requests) < len(tasks)  # the queued ones were never asked for

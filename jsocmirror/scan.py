@@ -650,7 +650,9 @@ class _FirstScanWriter:
     A parser thread turns each chunk the walk hands over into its Arrow table (matching the
     deferred directories' names in Arrow's C++, without the GIL), and an insert thread writes the
     tables to DuckDB (which also runs without the GIL): the walk, the matching and the insert
-    overlap. It opens the transaction ``_store`` later commits (or ``abort`` rolls back); the
+    overlap. Each insert is committed as it goes; the transaction left open at the end is the one
+    ``_store`` commits with the directories (or ``abort`` rolls back), so a scan that stops half
+    way leaves files but no directories, and the next scan lists every directory again. The
     walking thread does not touch the connection until ``finish`` has returned.
     """
 
@@ -660,7 +662,7 @@ class _FirstScanWriter:
         self.skipped = 0  # temporary files among the names the parser classified
         self.error: BaseException | None = None
         self._chunks: queue.Queue = queue.Queue(maxsize=2)
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._tables: queue.Queue = queue.Queue(maxsize=2)
         catalog.execute("BEGIN TRANSACTION")
         self._threads = [threading.Thread(target=self._parse, name="jsocmirror-scan-parser", daemon=True),
                          threading.Thread(target=self._run, name="jsocmirror-scan-writer", daemon=True)]
@@ -676,21 +678,21 @@ class _FirstScanWriter:
         while True:
             chunk = self._chunks.get()
             if chunk is None:
-                self._queue.put(None)
+                self._tables.put(None)
                 return
             if self.error is not None:
                 continue  # drain, so that put() never blocks for ever
             try:
                 table = chunk.table()
                 self.skipped += chunk.skipped
-                self._queue.put(table)
+                self._tables.put(table)
             except BaseException as exc:  # handed to the walking thread
                 self.error = exc
 
     def _run(self) -> None:
         pending: list[pa.Table] = []
         while True:
-            table = self._queue.get()
+            table = self._tables.get()
             if self.error is not None:
                 if table is None:
                     return

@@ -375,6 +375,9 @@ def _plan_by_unique_key(definition: SeriesDef, axis: _Axis, unique: str, segment
     fetches what was not asked for, would leave it.)
     """
     names = [k.upper() for k in definition.primekeys]
+    if unique.upper() not in names:
+        raise UsageError(f"{definition.name}: unique key {unique!r} is not one of its prime keys "
+                         f"({', '.join(definition.primekeys)})")
     u_index = names.index(unique.upper())
     try:
         values = {k: int(v[u_index], 0) for k, v in split.items()}

@@ -232,3 +232,5 @@ def test_plan_gaps_ignores_a_unique_key_that_would_not_help():
     plain = plan_gaps(gaps, REGISTRY)
     hinted = plan_gaps(gaps, REGISTRY, PlanLimits(unique_keys=(("hmi.M_720s", "CAMERA"),)))
     assert [q.recordset for q in hinted.queries] == [q.recordset for q in plain.queries]
+    with pytest.raises(UsageError, match="'QUALITY' is not one of its prime keys"):
+        plan_gaps(gaps, REGISTRY, PlanLimits(unique_keys=(("hmi.M_720s", "QUALITY"),)))

@@ -61,6 +61,7 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
 
 
 # -- (a) ------------------------------------------------------------------------------------------------

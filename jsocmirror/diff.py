@@ -342,7 +342,7 @@ def refresh_file_views(catalog: Catalog, series_names: Iterable[str]) -> list[st
         catalog.execute(
             f"CREATE OR REPLACE VIEW {quote_ident(view)} AS "
             f"SELECT k.*, f.segment AS segment, f.path AS path, f.state AS state, f.size AS file_size, "
-            f"f.verify_state AS verify_state, coalesce(f.header_recnum, f.fetched_recnum) AS file_recnum "
+            f"f.verify_state AS verify_state, f.file_recnum AS file_recnum "
             f"FROM {quote_ident(table)} AS k "
             f"JOIN local_files AS f ON f.series = {sql_literal(name)} AND f.record_key = k._key"
         )

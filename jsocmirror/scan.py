@@ -408,6 +408,7 @@ def _adopt_root(catalog: Catalog, root_id: str) -> None:
     if rows and rows[0][0] != root_id:
         log.warning("data root changed from %s to %s: starting a fresh inventory", rows[0][0], root_id)
         catalog.q("scan_forget_files")
+        catalog.q("scan_forget_checks")
         catalog.q("scan_forget_dirs")
 
 
@@ -770,7 +771,11 @@ def _store(catalog: Catalog, batch: _Batch, listed, gone: list[str], writer: _Fi
         else:
             catalog.execute("BEGIN TRANSACTION")
             added = catalog.q("scan_count_new").fetchall()[0][0]
+            catalog.q("scan_find_vanished")
+            catalog.q("scan_drop_vanished_checks")
             removed = catalog.q("scan_drop_vanished").fetchall()[0][0]
+            catalog.q("scan_forget_vanished")
+            catalog.q("scan_drop_changed_checks")
             catalog.q("scan_merge", now=now)
         catalog.q("scan_replace_dirs")
         catalog.q("scan_insert_dirs", now=now)
@@ -896,7 +901,10 @@ def verify_files(
     })
     catalog.con.register("verify_batch", table)
     try:
-        catalog.q("verify_store", now=_now())
+        with catalog.transaction():
+            now = _now()
+            catalog.q("verify_store_checks", now=now)
+            catalog.q("verify_store_files")
     finally:
         catalog.con.unregister("verify_batch")
     if result is not None:
@@ -956,9 +964,10 @@ def record_landed_file(
     v = verified
     if v is not None and v.verify_state != "ok":
         raise ScanError(f"refusing to record {relpath} as landed: it failed verification ({v.problem})")
-    catalog.q(
-        "record_landed_file", path=relpath, dir=relpath.rpartition("/")[0], series=parsed.series,
-        record_key=parsed.record_key, segment=parsed.segment, size=size, mtime=mtime, recnum=recnum,
-        verify_state=v.verify_state if v else None, header_recnum=v.header_recnum if v else None,
-        checksum=v.checksum if v else None, datasum=v.datasum if v else None, now=_now(),
-    )
+    facts = dict(path=relpath, size=size, mtime=mtime, recnum=recnum, verify_state=v.verify_state if v else None,
+                 header_recnum=v.header_recnum if v else None, now=_now())
+    with catalog.transaction():
+        catalog.q("record_landed_file", **facts, checksum=v.checksum if v else None,
+                  datasum=v.datasum if v else None)
+        catalog.q("record_landed_file_row", **facts, dir=relpath.rpartition("/")[0], series=parsed.series,
+                  record_key=parsed.record_key, segment=parsed.segment)

@@ -421,8 +421,11 @@ class _LandedRecorder:
                                       (pa.int64() if k in ("size", "recnum") else pa.string()))
                           for k, v in rows.items()})
         self.catalog.con.register("landed_batch", table)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
         try:
-            self.catalog.q("record_landed_files", now=datetime.now(timezone.utc).replace(tzinfo=None)).fetchall()
+            with self.catalog.transaction():
+                self.catalog.q("record_landed_files", now=now)
+                self.catalog.q("record_landed_checks", now=now)
         finally:
             self.catalog.con.unregister("landed_batch")
 

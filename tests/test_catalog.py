@@ -145,6 +145,42 @@ def test_catalog_from_newer_schema_is_refused_untouched(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_migration_0011_moves_checks_out_of_local_files(tmp_path):
+    """A catalog written before file_checks existed keeps what it knew about each file."""
+    from jsocmirror.catalog import migrations
+
+    path = tmp_path / "catalog.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_migrations (number INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+                " applied_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'))")
+    for number, name, sql in migrations():
+        if number < 11:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_migrations (number, name) VALUES (?, ?)", [number, name])
+    con.execute("""
+        INSERT INTO local_files (path, dir, series, record_key, segment, size, mtime, state, scanned_at,
+                                 verify_state, verify_problem, header_recnum, checksum, fetched_recnum, fetched_at)
+        VALUES ('a/x.fits', 'a', 'hmi.M_45s', '[k1]', 'magnetogram', 10, 1.5, 'layout', now(),
+                'ok', NULL, 41, 'ok', 40, now()),
+               ('a/y.fits', 'a', 'hmi.M_45s', '[k2]', 'magnetogram', 10, 1.5, 'layout', now(),
+                NULL, NULL, NULL, NULL, 50, now()),
+               ('a/z.fits', 'a', 'hmi.M_45s', '[k3]', 'magnetogram', 10, 1.5, 'layout', now(),
+                'truncated', 'ends at 4000 bytes', NULL, NULL, NULL, NULL),
+               ('notes.txt', '', NULL, NULL, NULL, 1, 1.5, 'unknown', now(),
+                NULL, NULL, NULL, NULL, NULL, NULL)""")
+    con.close()
+    with Catalog(path) as catalog:
+        files = catalog.execute("SELECT path, state, verify_state, file_recnum FROM local_files ORDER BY path").fetchall()
+        checks = catalog.execute("SELECT path, verify_state, verify_problem, header_recnum, checksum, fetched_recnum "
+                                 "FROM file_checks ORDER BY path").fetchall()
+        columns = catalog.table_columns("local_files")
+    assert files == [("a/x.fits", "layout", "ok", 41), ("a/y.fits", "layout", None, 50),
+                     ("a/z.fits", "layout", "truncated", None), ("notes.txt", "unknown", None, None)]
+    assert checks == [("a/x.fits", "ok", None, 41, "ok", 40), ("a/y.fits", None, None, None, None, 50),
+                      ("a/z.fits", "truncated", "ends at 4000 bytes", None, None, None)]
+    assert "header_recnum" not in columns and "fetched_recnum" not in columns
+
+
 def test_run_user_sql_read_only_refuses_writes(tmp_path):
     path = tmp_path / "catalog.duckdb"
     with Catalog(path):

@@ -147,13 +147,14 @@ def test_scan_tree_verify_classifies_damage(catalog, root):
     assert states[m720(48)] == "header_mismatch"
     assert states[m720(48, camera=2)] == "header_mismatch"
     assert result.verified == 6
-    recnum = catalog.execute("SELECT header_recnum, checksum, datasum FROM local_files WHERE path = ?", [m720(0)]).fetchall()
+    recnum = catalog.execute("SELECT header_recnum, checksum, datasum FROM file_checks WHERE path = ?", [m720(0)]).fetchall()
     assert recnum == [(100, "ok", "ok")]
     # nothing changed: nothing re-read; a changed file is re-read
     assert scan_tree(catalog, root, LAYOUT, verify=True).verified == 0
     put(root, m720(12), fits_bytes(t_rec="2024.01.01_00:12:00.000_TAI", recnum=150))
     assert scan_tree(catalog, root, LAYOUT, verify=True).verified == 1
-    assert catalog.execute("SELECT verify_state, header_recnum FROM local_files WHERE path = ?", [m720(12)]).fetchall() == [("ok", 150)]
+    assert catalog.execute("SELECT verify_state, file_recnum FROM local_files WHERE path = ?", [m720(12)]).fetchall() == [("ok", 150)]
+    assert catalog.execute("SELECT verify_state, header_recnum FROM file_checks WHERE path = ?", [m720(12)]).fetchall() == [("ok", 150)]
 
 
 def test_verify_file_matches_astropy_on_the_real_export_fixture():
@@ -172,13 +173,36 @@ def test_verify_file_matches_astropy_on_the_real_export_fixture():
 def test_record_landed_file_survives_rescan_until_the_file_changes(catalog, root):
     put(root, m720(0), fits_bytes())
     record_landed_file(catalog, root, m720(0), 100, LAYOUT)
+
+    def known():
+        return catalog.execute("SELECT f.file_recnum, c.fetched_recnum FROM local_files f "
+                               "LEFT JOIN file_checks c USING (path)").fetchall()
+
     scan_tree(catalog, root, LAYOUT)
-    assert catalog.execute("SELECT fetched_recnum FROM local_files").fetchall() == [(100,)]
+    assert known() == [(100, 100)]
     scan_tree(catalog, root, LAYOUT, full=True)
-    assert catalog.execute("SELECT fetched_recnum FROM local_files").fetchall() == [(100,)]
+    assert known() == [(100, 100)]
     put(root, m720(0), fits_bytes() + b"\0" * 2880)
     scan_tree(catalog, root, LAYOUT, full=True)
-    assert catalog.execute("SELECT fetched_recnum FROM local_files").fetchall() == [(None,)]
+    assert known() == [(None, None)]
+    assert catalog.execute("SELECT count(*) FROM file_checks").fetchall() == [(0,)]
+
+
+def test_a_vanished_file_takes_its_checks_along(catalog, root):
+    """A file removed and another written under its name must not inherit the old one's RECNUM
+    or verification."""
+    put(root, m720(0), fits_bytes())
+    put(root, m720(12), fits_bytes(t_rec="2024.01.01_00:12:00.000_TAI"))
+    scan_tree(catalog, root, LAYOUT, verify=True)
+    record_landed_file(catalog, root, m720(12), 7, LAYOUT)
+    assert catalog.execute("SELECT count(*) FROM file_checks").fetchall() == [(2,)]
+    os.remove(os.path.join(root, m720(0)))
+    os.remove(os.path.join(root, m720(12)))
+    assert scan_tree(catalog, root, LAYOUT).removed == 2
+    assert catalog.execute("SELECT count(*) FROM file_checks").fetchall() == [(0,)]
+    put(root, m720(12), fits_bytes(t_rec="2024.01.01_00:12:00.000_TAI"))
+    scan_tree(catalog, root, LAYOUT)
+    assert catalog.execute("SELECT verify_state, file_recnum FROM local_files").fetchall() == [(None, None)]
 
 
 def test_scan_tree_memory_filesystem(catalog):

@@ -54,7 +54,7 @@ def test_scan_tree_and_diff_on_s3(s3, tmp_path):
     with Catalog(tmp_path / "catalog.duckdb") as catalog:
         result = scan_tree(catalog, "s3://mirror/data", LAYOUT, verify=True, storage_options=options)
         assert result.by_state == {"layout": 1, "empty": 1, "unknown": 1}
-        assert catalog.execute("SELECT verify_state, header_recnum FROM local_files WHERE path = ?",
+        assert catalog.execute("SELECT verify_state, file_recnum FROM local_files WHERE path = ?",
                                [paths[0]]).fetchall() == [("ok", 100)]
         fill_keyword_table(catalog, "hmi.M_720s", 3)
         diff = diff_mirror(catalog, config)

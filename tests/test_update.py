@@ -80,8 +80,8 @@ def wanted_state(config: cfg.MirrorConfig) -> dict[tuple[str, str], int]:
 
 def landed_state(config: cfg.MirrorConfig) -> dict[tuple[str, str], int]:
     with Catalog(config.catalog_path) as catalog:
-        rows = catalog.execute("SELECT series, record_key, fetched_recnum FROM local_files "
-                               "WHERE state = 'layout'").fetchall()
+        rows = catalog.execute("SELECT f.series, f.record_key, c.fetched_recnum FROM local_files AS f "
+                               "LEFT JOIN file_checks AS c USING (path) WHERE f.state = 'layout'").fetchall()
     return {(s, k): r for s, k, r in rows}
 
 

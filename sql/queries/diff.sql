@@ -38,8 +38,7 @@ FROM (
     FROM (SELECT record_key, recnum, flags FROM diff_wanted_one) AS w
     FULL OUTER JOIN (
         SELECT record_key, rowid AS rid,
-               state = 'empty' OR coalesce(verify_state, 'ok') <> 'ok' AS bad,
-               coalesce(header_recnum, fetched_recnum) AS file_recnum
+               state = 'empty' OR coalesce(verify_state, 'ok') <> 'ok' AS bad, file_recnum
         FROM local_files
         WHERE series = $series AND segment = $segment AND state IN ('layout', 'empty')
     ) AS f
@@ -52,7 +51,7 @@ SELECT DISTINCT series, segment FROM local_files WHERE state IN ('layout', 'empt
 -- name: diff_insert_other_orphans
 -- Layout files of series in scope whose (series, segment) no configured entry wants at all.
 INSERT INTO diff_gaps
-SELECT f.series, f.record_key, f.segment, NULL, coalesce(f.header_recnum, f.fetched_recnum), NULL, f.rowid, f.size,
+SELECT f.series, f.record_key, f.segment, NULL, f.file_recnum, NULL, f.rowid, f.size,
        'orphan', CASE WHEN f.series IN (SELECT series FROM diff_pairs) THEN 'segment not configured'
                       ELSE 'series not configured' END
 FROM local_files AS f
@@ -68,8 +67,11 @@ SELECT series, day, state, count(*) FROM diff_gaps GROUP BY ALL;
 -- name: diff_gap_rows
 -- The gap rows with the path of their file (if any) and why they are gaps.
 WITH g AS (SELECT * FROM diff_gaps WHERE ($states IS NULL OR list_contains($states, state))),
-     f AS (SELECT rowid AS rid, path, size, state, verify_state, verify_problem FROM local_files
-           WHERE rowid IN (SELECT file_rowid FROM g WHERE file_rowid IS NOT NULL))
+     f AS (SELECT l.rowid AS rid, l.path, l.size, l.state, l.verify_state, c.verify_problem
+           FROM local_files AS l
+           LEFT JOIN (SELECT path, verify_problem FROM file_checks WHERE verify_problem IS NOT NULL) AS c
+                  ON c.path = l.path
+           WHERE l.rowid IN (SELECT file_rowid FROM g WHERE file_rowid IS NOT NULL))
 SELECT g.series, g.record_key, g.segment, g.state, g.recnum, g.file_recnum, f.path, f.size,
        CASE g.state
            WHEN 'orphan' THEN coalesce(g.reason, 'no configured record wants this file')

@@ -217,12 +217,15 @@ def _sync(config, catalog, client, options, summary, progress) -> None:
 
 def _scan(config, catalog, layout, summary, progress) -> None:
     from jsocmirror import scan as scan_mod
+    from jsocmirror.diff import refresh_file_views
 
     root = config.data_root
     if "://" not in root:
         Path(root).mkdir(parents=True, exist_ok=True)
     result = scan_mod.scan_tree(catalog, root, layout)
     summary.scan = {"files": result.files, "added": result.added, "removed": result.removed}
+    # the nightly job keeps the <slug>_files views as current as `jsocmirror scan` does
+    refresh_file_views(catalog, [entry.series for entry in config.series])
 
 
 def _gaps(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, summary: UpdateSummary,

@@ -123,6 +123,11 @@ def test_update_mirror_follows_a_night_of_new_reprocessed_and_deleted_records(tm
     assert third.exit_code == 0 and third.files_downloaded == 0 and third.planned_queries == 0
     assert third.exports_submitted == 0 and third.listings == 0 and len(emu.exports.store.all()) == requests
     assert {p: os.stat(Path(config.data_root) / p).st_mtime_ns for p in after} == mtimes
+    # the nightly job alone leaves the mirror queryable through the <slug>_files views
+    with Catalog(config.catalog_path) as catalog:
+        viewed = catalog.execute("SELECT count(*), count(file_recnum) FROM hmi_m_720s_files "
+                                 "WHERE state = 'layout'").fetchall()
+    assert viewed == [(len([k for s, k in landed_state(config) if s == "hmi.M_720s"]),) * 2]
 
 
 def test_update_dry_run_prints_the_plan_and_changes_nothing(tmp_path, emu):

@@ -245,8 +245,11 @@ def _match_group(runs, rejects: _Batch) -> pa.Table:
     pieces = [run[2].key_format.split("%s") for run in runs]
     parts: list = []
     for j in range(len(pieces[0])):
-        literal = pc.take(pa.array([p[j].replace("%%", "%") for p in pieces], pa.string()), run_of_row)
-        parts.append(literal)
+        texts = [p[j].replace("%%", "%") for p in pieces]
+        if len(set(texts)) == 1:  # the same in every run: no per-row copy of it
+            parts.append(pa.scalar(texts[0], pa.string()))
+        else:
+            parts.append(pc.take(pa.array(texts, pa.string()), run_of_row))
         if j < len(matcher.key_groups):
             parts.append(columns[matcher.key_groups[j]])
     rows = len(names)

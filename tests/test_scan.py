@@ -203,6 +203,8 @@ def test_a_vanished_file_takes_its_checks_along(catalog, root):
     put(root, m720(12), fits_bytes(t_rec="2024.01.01_00:12:00.000_TAI"))
     scan_tree(catalog, root, LAYOUT)
     assert catalog.execute("SELECT verify_state, file_recnum FROM local_files").fetchall() == [(None, None)]
+    assert catalog.execute("SELECT count(*) FROM file_checks").fetchall() == [(0,)]
+    assert scan_tree(catalog, root, LAYOUT, verify=True).verified == 1  # the new file is read, not trusted
 
 
 def test_scan_tree_memory_filesystem(catalog):

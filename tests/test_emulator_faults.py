@@ -240,6 +240,20 @@ def test_cli_serve_rejects_an_unknown_fault():
     assert result.exit_code == 2 and "unknown fault 'nope'" in result.output
 
 
+def test_cli_serve_cache_mb_sizes_the_file_cache_and_rejects_a_negative_size():
+    from click.testing import CliRunner
+
+    from jsocmirror.cli import cli
+    from jsocmirror.cli.emulator import _configure_exports
+    from jsocmirror.emulator import Emulator
+
+    emu = Emulator(seed=0)  # not started: only its configuration is used
+    _configure_exports(emu, "strict", "quick", None, (), cache_mb=1024)
+    assert emu.exports.cache.max_bytes == emu.exports.config.cache_bytes == 1024 << 20
+    result = CliRunner().invoke(cli, ["emulator", "serve", "--cache-mb", "-1"])
+    assert result.exit_code == 2 and "--cache-mb" in result.output and "-1" in result.output
+
+
 def test_body_faults_hit_url_tar_downloads_too(emu):
     reply = _exp_request(emu, "hmi.M_45s[2024.06.29_02:00:00_TAI/90s]", method="url-tar")
     deadline = time.monotonic() + 10

@@ -190,6 +190,21 @@ def test_file_cache_evicts_least_recently_used():
     assert made[-1] == "b2"  # "b" was evicted as least recently used when "c" came in
 
 
+def test_file_cache_resize_evicts_down_to_the_new_bound_and_zero_keeps_nothing():
+    cache = files.FileCache(max_bytes=1000)
+    made = []
+    for key in ("a", "b", "c"):
+        cache.get(key, lambda key=key: made.append(key) or key.encode() * 100)
+    cache.resize(150)  # room for one: the most recently used stays
+    cache.get("c", lambda: made.append("c2") or b"c" * 100)
+    cache.get("a", lambda: made.append("a2") or b"a" * 100)
+    assert made == ["a", "b", "c", "a2"]
+    cache.resize(0)
+    cache.get("a", lambda: made.append("a3") or b"a" * 100)
+    cache.get("a", lambda: made.append("a4") or b"a" * 100)
+    assert made[-2:] == ["a3", "a4"]
+
+
 @pytest.mark.parametrize("series", [s.name for s in REGISTRY])
 def test_build_fits_every_builtin_series_without_warnings(series):
     """Real world values (long comments, long strings) make clean cards: no astropy warning at all."""

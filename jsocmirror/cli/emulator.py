@@ -58,6 +58,9 @@ def _echo_json(data) -> None:
 @click.option("--speed", type=click.Choice(["quick", "slow"]), default="quick", show_default=True,
               help="Export processing time: quick (tests) or slow (JSOC-like minutes).")
 @click.option("--image-size", default=None, metavar="ROWSxCOLS", help="Pixels of generated files (default 64x64).")
+@click.option("--cache-mb", type=click.IntRange(0), default=256, show_default=True,
+              help="Megabytes of generated files kept in memory (raise it when serving more, or bigger, "
+                   "files than that again and again, as a benchmark does).")
 @click.option("--registered", multiple=True, metavar="EMAIL",
               help="Only these addresses are registered for exports (repeatable; default: every well-formed "
                    "address except domains ending in .invalid).")
@@ -67,8 +70,8 @@ def _echo_json(data) -> None:
               help="Turn on a fault switch, e.g. http_503=0.2, endpoints=files, slow=1 (see docs/emulator.md). "
                    "Repeatable.")
 def serve(port: int, host: str, state_dir: str | None, seed: int, series_dirs: tuple[str, ...],
-          max_records: int | None, mode: str, speed: str, image_size: str | None, registered: tuple[str, ...],
-          pending: tuple[str, ...], faults: tuple[str, ...]) -> None:
+          max_records: int | None, mode: str, speed: str, image_size: str | None, cache_mb: int,
+          registered: tuple[str, ...], pending: tuple[str, ...], faults: tuple[str, ...]) -> None:
     """Serve the emulator until interrupted (Ctrl-C or SIGTERM)."""
     from jsocmirror.emulator import Emulator, EmulatorConfig
 
@@ -79,7 +82,7 @@ def serve(port: int, host: str, state_dir: str | None, seed: int, series_dirs: t
         emu = Emulator(state_dir=state_dir, seed=seed, host=host, port=port, series_dirs=series_dirs, config=config)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    _configure_exports(emu, mode, speed, image_size, faults)
+    _configure_exports(emu, mode, speed, image_size, faults, cache_mb)
     try:
         emu.start()
     except OSError as exc:
@@ -95,9 +98,12 @@ def serve(port: int, host: str, state_dir: str | None, seed: int, series_dirs: t
         emu.stop()
 
 
-def _configure_exports(emu, mode: str, speed: str, image_size: str | None, faults: tuple[str, ...]) -> None:
-    """The exports/faults options of ``serve`` (H3's part of this file)."""
+def _configure_exports(emu, mode: str, speed: str, image_size: str | None, faults: tuple[str, ...],
+                       cache_mb: int | None = None) -> None:
+    """The exports/faults options of ``serve``."""
     emu.exports.config.set_mode(mode)
+    if cache_mb is not None:
+        emu.exports.resize_cache(cache_mb << 20)
     emu.exports.config.set_speed(speed)
     if image_size:
         rows, sep, cols = image_size.lower().partition("x")

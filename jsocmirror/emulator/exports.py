@@ -446,6 +446,11 @@ class Exports:
         self.store = ExportStore(getattr(emulator, "state_dir", None))
         self.cache = filegen.FileCache(self.config.cache_bytes)
 
+    def resize_cache(self, max_bytes: int) -> None:
+        """Keep up to ``max_bytes`` of generated files in memory (0: generate every file each time)."""
+        self.config.cache_bytes = max_bytes
+        self.cache.resize(max_bytes)
+
     # -- helpers -------------------------------------------------------------------------------
     @property
     def now(self) -> float:

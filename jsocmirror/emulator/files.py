@@ -451,10 +451,18 @@ class FileCache:
             if key not in self._items and len(data) <= self.max_bytes:
                 self._items[key] = data
                 self._bytes += len(data)
-                while self._bytes > self.max_bytes:
-                    _, old = self._items.popitem(last=False)
-                    self._bytes -= len(old)
+                self._evict()
         return data
+
+    def resize(self, max_bytes: int) -> None:
+        with self._lock:
+            self.max_bytes = max_bytes
+            self._evict()
+
+    def _evict(self) -> None:
+        while self._bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= len(old)
 
     def clear(self) -> None:
         with self._lock:

@@ -129,11 +129,143 @@ def _data_size(cards: dict[str, str]) -> int:
 
 def ones_complement_sum(data: bytes | memoryview, start: int = 0) -> int:
     """The FITS 32-bit one's-complement sum of ``data`` (a multiple of 4 bytes) added to ``start``."""
-    words = np.frombuffer(data, dtype=">u4")
-    total = int(words.sum(dtype=np.uint64)) + start
+    return _fold(_raw_sum(data) + start)
+
+
+def _raw_sum(data: bytes | memoryview) -> int:
+    """The plain sum of the big-endian 32-bit words (folded later: sums of pieces add up)."""
+    return int(np.frombuffer(data, dtype=">u4").sum(dtype=np.uint64))
+
+
+def _fold(total: int) -> int:
     while total >> 32:
         total = (total & 0xFFFFFFFF) + (total >> 32)
     return total
+
+
+_SUM_CARDS = {name.ljust(8).encode(): name for name in
+              ("BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "DATASUM", "CHECKSUM", *(f"NAXIS{i}" for i in range(1, 1000)))}
+
+
+class FitsSums:
+    """DATASUM/CHECKSUM verification of a whole FITS file fed in order, in pieces of any size.
+
+    Made for a file arriving over the network: each piece is summed once as it passes, so
+    verifying needs neither the whole file in memory nor a second read. Only the cards that size
+    an HDU or carry its sums are parsed; data are summed raw, never decompressed. ``feed`` never
+    raises; ``finish`` returns ``ok`` (every CHECKSUM/DATASUM present verifies) or ``absent``
+    (none present), or raises ``ValueError`` naming the first problem (truncation, bad sum, not FITS).
+    """
+
+    def __init__(self) -> None:
+        self._size = 0
+        self._partial = bytearray()  # the start of a block split across pieces
+        self._problem: str | None = None
+        self._hdu = 0
+        self._header_blocks = 0
+        self._cards: dict[str, str] = {}
+        self._data_left = 0  # > 0 while reading a data unit
+        self._data_padded = 0
+        self._header_sum = self._data_sum = 0  # unfolded
+        self._summed = False  # some HDU carried a sum
+        self._padding = False  # zero blocks after the last HDU, which some writers leave
+
+    def feed(self, piece: bytes | bytearray | memoryview) -> None:
+        piece = memoryview(piece)
+        self._size += len(piece)
+        if self._problem or self._padding:
+            return
+        if self._partial:
+            need = BLOCK - len(self._partial)
+            self._partial += piece[:need]
+            piece = piece[need:]
+            if len(self._partial) < BLOCK:
+                return
+            block, self._partial = bytes(self._partial), bytearray()
+            self._run(memoryview(block))
+        whole = len(piece) - len(piece) % BLOCK
+        if whole:
+            self._run(piece[:whole])
+        if whole < len(piece) and not (self._problem or self._padding):
+            self._partial += piece[whole:]
+
+    def finish(self) -> str:
+        if self._size == 0 or self._size % BLOCK:
+            raise ValueError(f"not a whole number of FITS blocks ({self._size} bytes)")
+        if self._problem:
+            raise ValueError(self._problem)
+        if self._data_left:
+            got = self._data_padded - self._data_left
+            raise ValueError(f"HDU {self._hdu}: data unit truncated ({got} of {self._data_padded} bytes)")
+        if self._header_blocks:
+            raise ValueError(f"HDU {self._hdu}: header has no END card (truncated)")
+        return "ok" if self._summed else "absent"
+
+    def _run(self, run: memoryview) -> None:
+        """Blocks in order: a multiple of 2880 bytes."""
+        pos = 0
+        while pos < len(run) and not (self._problem or self._padding):
+            if self._data_left:
+                take = min(self._data_left, len(run) - pos)
+                self._data_sum += _raw_sum(run[pos:pos + take])
+                self._data_left -= take
+                pos += take
+                if not self._data_left:
+                    self._end_hdu()
+            else:
+                self._header_block(run[pos:pos + BLOCK])
+                pos += BLOCK
+
+    def _header_block(self, block: memoryview) -> None:
+        raw = bytes(block)
+        if not self._header_blocks:
+            if self._hdu == 0 and not raw.startswith(b"SIMPLE  ="):
+                self._problem = "not a FITS file (no SIMPLE card)"
+                return
+            if self._hdu and not raw.strip(b"\0 "):
+                self._padding = True
+                return
+        self._header_blocks += 1
+        self._header_sum += _raw_sum(block)
+        cards = self._cards
+        for i in range(0, BLOCK, CARD):
+            key = raw[i:i + 8]
+            if key == b"END     ":
+                self._end_header()
+                return
+            name = _SUM_CARDS.get(key)
+            if name is not None and raw[i + 8:i + 10] == b"= " and name not in cards:
+                cards[name] = _card_value(raw[i:i + CARD].decode("ascii", "replace"))
+
+    def _end_header(self) -> None:
+        try:
+            size = _data_size(self._cards)
+        except ValueError:
+            self._problem = f"HDU {self._hdu} has unreadable NAXIS/BITPIX cards"
+            return
+        self._data_padded = self._data_left = -(-size // BLOCK) * BLOCK
+        if not self._data_left:
+            self._end_hdu()
+
+    def _end_hdu(self) -> None:
+        cards = self._cards
+        if "DATASUM" in cards or "CHECKSUM" in cards:
+            self._summed = True
+            declared = parse_value(cards.get("DATASUM"))
+            try:
+                datasum_ok = not declared or int(declared) == _fold(self._data_sum)
+            except ValueError:
+                datasum_ok = False
+            if not datasum_ok:
+                self._problem = f"HDU {self._hdu}: DATASUM does not match the data (corrupt bytes)"
+                return
+            if "CHECKSUM" in cards and _fold(self._header_sum + self._data_sum) not in (0xFFFFFFFF, 0):
+                self._problem = f"HDU {self._hdu}: CHECKSUM does not verify (corrupt bytes)"
+                return
+        self._hdu += 1
+        self._header_blocks = 0
+        self._cards = {}
+        self._header_sum = self._data_sum = 0
 
 
 def check_fits(f: BinaryIO, *, max_hdus: int = 2, sums: bool = True) -> FitsCheck:

@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property
 from http.client import HTTPException, IncompleteRead
@@ -471,44 +471,58 @@ def download_files(tasks: Iterable[FileTask], root: str | os.PathLike, *, connec
         raise ValueError(f"durability must be 'file', 'batch' or 'none', not {durability!r}")
     policy = policy or RetryPolicy()
     results = Results()
+    seen: set[str] = set()
+    pending: deque[FileTask] = deque()
+    for task in tasks:
+        if task.dest in seen:  # two records can never share a layout path; refuse the second
+            results.errors.append(FailedFile(task, f"duplicate destination {task.dest!r}", 0, False))
+            continue
+        seen.add(task.dest)
+        pending.append(task)
     target = _Target(root)
     committer = _BatchCommitter(target, results, on_landed, sync=durability == "batch")
-    seen: set[str] = set()
-    batch_sync = durability in ("batch", "none")
-    pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="jsocmirror-dl")
+    finished = _Finished(len(pending), group=committer.size)
+    options = (target, policy, on_bytes, durability in ("batch", "none"), durability == "batch")
+
+    def work() -> None:
+        # Workers take tasks from a shared deque (popleft is thread-safe) rather than through an
+        # executor: a Future per file (a Condition, an RLock, a callback) cost measurable GIL time.
+        while True:
+            try:
+                task = pending.popleft()
+            except IndexError:
+                return
+            try:
+                outcome = _download_one(task, *options)
+            except BaseException as exc:  # _download_one returns failures as data: a last resort
+                outcome = FailedFile(task, f"{type(exc).__name__}: {exc}", 1, retryable=False)
+            finished.put(outcome)
+
+    workers = [threading.Thread(target=work, name=f"jsocmirror-dl-{i}") for i in range(min(connections, len(pending)))]
     try:
-        futures = []
-        for task in tasks:
-            if task.dest in seen:  # two records can never share a layout path; refuse the second
-                results.errors.append(FailedFile(task, f"duplicate destination {task.dest!r}", 0, False))
-                continue
-            seen.add(task.dest)
-            # Everything is queued at once (a future is small), so workers never wait for the
-            # main thread, which commits groups of files as they complete.
-            futures.append(pool.submit(_download_one, task, target, policy, on_bytes, batch_sync,
-                                       durability == "batch"))
-        finished = _Finished(len(futures), group=committer.size)
-        for future in futures:
-            future.add_done_callback(finished.put)
+        for worker in workers:
+            worker.start()
         while True:
             ready, all_done = finished.take(timeout=committer.seconds)
-            for future in ready:
-                _handle(future.result(), results, committer, on_landed, on_failed)
+            for outcome in ready:
+                _handle(outcome, results, committer, on_landed, on_failed)
             committer.flush_if_due()
             if all_done:
                 break
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: finish the files in flight, start no more
+        pending.clear()  # Ctrl-C: finish the files in flight, start no more
         raise
     finally:
-        pool.shutdown(wait=True)
+        for worker in workers:
+            if worker.ident is not None:  # started
+                worker.join()
         committer.flush()
         target.close()
     return results
 
 
 class _Finished:
-    """Finished downloads handed to the calling thread in groups.
+    """Outcomes of finished downloads handed to the calling thread in groups.
 
     Waking the calling thread once per group rather than once per file (as ``as_completed``
     does) leaves the GIL to the workers: measured, the per-file wake-ups and their
@@ -521,15 +535,15 @@ class _Finished:
         self._pending = expected
         self._group = group
 
-    def put(self, future) -> None:
+    def put(self, outcome) -> None:
         with self._cond:
-            self._ready.append(future)
+            self._ready.append(outcome)
             self._pending -= 1
             if len(self._ready) >= self._group or not self._pending:
                 self._cond.notify()
 
     def take(self, timeout: float) -> tuple[list, bool]:
-        """The futures finished so far (waiting up to ``timeout`` for a group), and whether that is all."""
+        """The outcomes so far (waiting up to ``timeout`` for a group), and whether that is all."""
         with self._cond:
             if len(self._ready) < self._group and self._pending:
                 self._cond.wait(timeout)

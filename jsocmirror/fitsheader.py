@@ -202,21 +202,23 @@ class FitsSums:
         return "ok" if self._summed else "absent"
 
     def _run(self, run: memoryview) -> None:
-        """Blocks in order: a multiple of 2880 bytes."""
-        pos = 0
-        while pos < len(run) and not (self._problem or self._padding):
+        """Blocks in order (a multiple of 2880 bytes), summed block by block in one numpy call:
+        with several download threads each call's GIL release costs more than the sum itself."""
+        block_sums = np.frombuffer(run, ">u4").reshape(-1, BLOCK // 4).sum(axis=1, dtype=np.uint64).tolist()
+        i, count = 0, len(block_sums)
+        while i < count and not (self._problem or self._padding):
             if self._data_left:
-                take = min(self._data_left, len(run) - pos)
-                self._data_sum += _raw_sum(run[pos:pos + take])
-                self._data_left -= take
-                pos += take
+                take = min(self._data_left // BLOCK, count - i)
+                self._data_sum += sum(block_sums[i:i + take])
+                self._data_left -= take * BLOCK
+                i += take
                 if not self._data_left:
                     self._end_hdu()
             else:
-                self._header_block(run[pos:pos + BLOCK])
-                pos += BLOCK
+                self._header_block(run[i * BLOCK:(i + 1) * BLOCK], block_sums[i])
+                i += 1
 
-    def _header_block(self, block: memoryview) -> None:
+    def _header_block(self, block: memoryview, block_sum: int) -> None:
         raw = bytes(block)
         if not self._header_blocks:
             if self._hdu == 0 and not raw.startswith(b"SIMPLE  ="):
@@ -226,7 +228,7 @@ class FitsSums:
                 self._padding = True
                 return
         self._header_blocks += 1
-        self._header_sum += _raw_sum(block)
+        self._header_sum += block_sum
         cards = self._cards
         for i in range(0, BLOCK, CARD):
             key = raw[i:i + 8]

@@ -324,6 +324,11 @@ class _Target:
         assert self._staging
         return os.path.join(self._staging, f"{task.part_id}.part")
 
+    def final_path(self, dest: str, part: str) -> tuple[str, str]:
+        """The layout path of a local part file, and its directory (the part's)."""
+        folder = os.path.dirname(part)
+        return f"{folder}/{dest.rpartition('/')[2]}", folder
+
     def commit(self, part: str, dest: str) -> None:
         if self.local:
             final = os.path.join(self.root, dest)
@@ -360,13 +365,16 @@ def _fsync_dir(directory: str | os.PathLike) -> None:
 
 @dataclass(frozen=True)
 class _Verified:
-    """A file fetched and verified under its temporary name, waiting for the batch sync + rename."""
+    """A file fetched and verified under its temporary name, waiting for the batch sync + rename.
 
-    task: FileTask
-    dest: str
+    The paths and the ``Landed`` record are made by the worker, so the calling thread's commit
+    is a rename per file (its Python work competes with the workers for the GIL).
+    """
+
+    landed: Landed
     part: str
-    size: int
-    checksum: str
+    final: str
+    folder: str
 
 
 def _download_one(task: FileTask, target: _Target, policy: RetryPolicy,
@@ -387,7 +395,7 @@ def _download_one(task: FileTask, target: _Target, policy: RetryPolicy,
                 fill_header(part, task.header)
                 size = os.stat(part).st_size
             if deferred:
-                return _Verified(task, dest, part, size, state)
+                return _Verified(Landed(task, dest, size, state), part, *target.final_path(dest, part))
             target.commit(part, dest)
             return Landed(task, dest, size, state)
         except _Fatal as exc:
@@ -581,15 +589,14 @@ class _BatchCommitter:
         dirs = set()
         landed = []
         for item in items:
-            final = os.path.join(self.target.root, item.dest)
             try:
-                os.replace(item.part, final)
+                os.replace(item.part, item.final)
             except OSError as exc:
                 _unlink(item.part)
-                self.results.errors.append(FailedFile(item.task, f"cannot rename into place: {exc}", 1, False))
+                self.results.errors.append(FailedFile(item.landed.task, f"cannot rename into place: {exc}", 1, False))
                 continue
-            dirs.add(os.path.dirname(final))
-            landed.append(Landed(item.task, item.dest, item.size, item.checksum))
+            dirs.add(item.folder)
+            landed.append(item.landed)
         for directory in dirs if self.sync else ():
             _fsync_dir(directory)
         for item in landed:

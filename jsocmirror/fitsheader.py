@@ -124,7 +124,10 @@ def _data_size(cards: dict[str, str]) -> int:
     count = 1
     for i in range(1, naxis + 1):
         count *= num(f"NAXIS{i}")
-    return abs(num("BITPIX")) // 8 * num("GCOUNT", 1) * (num("PCOUNT") + count)
+    size = abs(num("BITPIX")) // 8 * num("GCOUNT", 1) * (num("PCOUNT") + count)
+    if size < 0:  # a negative axis, PCOUNT or GCOUNT: no FITS writer makes that
+        raise ValueError(f"negative data size {size}")
+    return size
 
 
 def ones_complement_sum(data: bytes | memoryview, start: int = 0) -> int:

@@ -74,6 +74,14 @@ def test_truncated_header_empty_file_and_not_fits():
         state(b"<html>" + b" " * 2874)
 
 
+def test_a_negative_axis_is_refused_not_looped_over():
+    header = b"".join(card.ljust(80).encode() for card in
+                      ("SIMPLE  =                    T", "BITPIX  =                   16", "NAXIS   =                    1",
+                       "NAXIS1  =                -5000", "DATASUM = '0'", "END"))
+    with pytest.raises(ValueError, match="HDU 0 has unreadable NAXIS/BITPIX cards"):
+        state(header.ljust(2880) + b"\0" * 2880 * 3)
+
+
 def test_trailing_zero_blocks_after_the_last_hdu_are_padding():
     assert state(fits_bytes() + b"\0" * 2880 * 2, 1000) == "ok"
 

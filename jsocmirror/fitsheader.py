@@ -132,12 +132,7 @@ def _data_size(cards: dict[str, str]) -> int:
 
 def ones_complement_sum(data: bytes | memoryview, start: int = 0) -> int:
     """The FITS 32-bit one's-complement sum of ``data`` (a multiple of 4 bytes) added to ``start``."""
-    return _fold(_raw_sum(data) + start)
-
-
-def _raw_sum(data: bytes | memoryview) -> int:
-    """The plain sum of the big-endian 32-bit words (folded later: sums of pieces add up)."""
-    return int(np.frombuffer(data, dtype=">u4").sum(dtype=np.uint64))
+    return _fold(int(np.frombuffer(data, dtype=">u4").sum(dtype=np.uint64)) + start)
 
 
 def _fold(total: int) -> int:

@@ -99,11 +99,10 @@ def serve(port: int, host: str, state_dir: str | None, seed: int, series_dirs: t
 
 
 def _configure_exports(emu, mode: str, speed: str, image_size: str | None, faults: tuple[str, ...],
-                       cache_mb: int | None = None) -> None:
+                       cache_mb: int) -> None:
     """The exports/faults options of ``serve``."""
     emu.exports.config.set_mode(mode)
-    if cache_mb is not None:
-        emu.exports.resize_cache(cache_mb << 20)
+    emu.exports.resize_cache(cache_mb << 20)
     emu.exports.config.set_speed(speed)
     if image_size:
         rows, sep, cols = image_size.lower().partition("x")

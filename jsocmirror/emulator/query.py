@@ -911,9 +911,13 @@ def _car_rot(sel, kw, h, t, wl):
     return Column("int", np.floor(carrington(t)).astype(np.int64), len(sel))
 
 
-def _crln_obs(sel, kw, h, t, wl):
+def _crln_values(t: np.ndarray) -> np.ndarray:
     c = carrington(t)
-    return Column("float", 360.0 * (1.0 - (c - np.floor(c))), len(sel), decimals=6)
+    return 360.0 * (1.0 - (c - np.floor(c)))
+
+
+def _crln_obs(sel, kw, h, t, wl):
+    return Column("float", _crln_values(t), len(sel), decimals=6)
 
 
 def _b0(t):
@@ -925,17 +929,40 @@ def _crlt_obs(sel, kw, h, t, wl):
     return Column("float", _b0(t), len(sel), decimals=6)
 
 
+def _hgln_obs(sel, kw, h, t, wl):
+    # SDO orbits the Earth, so its Stonyhurst longitude prints as 0 (as in real AIA headers)
+    return Column("float", np.zeros(len(sel)), len(sel), decimals=6)
+
+
 def _dsun(t):
     doy = ((t / 86400.0) % 365.25)
     return 1.495978707e11 * (1.0 - 0.0167 * np.cos(2 * np.pi * (doy - 3.0) / 365.25))
 
 
+def _kw_hash(sel, name: str) -> np.ndarray:
+    """The hash ``_generate`` gives keyword ``name``, so one keyword can derive from another's value."""
+    return record_hash(name_key(sel.sdef.name, name), sel.ordinals, sel.versions)
+
+
+def _dsun_obs_values(sel, t) -> np.ndarray:
+    return _dsun(t) + (uniform(_kw_hash(sel, "DSUN_OBS")) - 0.5) * 2e7
+
+
+def _rsun_obs_values(sel, t) -> np.ndarray:
+    """Apparent solar radius in arcsec, arcsin(RSUN_REF / DSUN_OBS) of the record's own DSUN_OBS."""
+    return np.degrees(np.arcsin(6.96e8 / _dsun_obs_values(sel, t))) * 3600.0
+
+
 def _dsun_obs(sel, kw, h, t, wl):
-    return Column("float", _dsun(t) + (uniform(h) - 0.5) * 2e7, len(sel), decimals=2)
+    return Column("float", _dsun_obs_values(sel, t), len(sel), decimals=2)
 
 
 def _rsun_obs(sel, kw, h, t, wl):
-    return Column("float", np.degrees(np.arcsin(6.96e8 / _dsun(t))) * 3600.0, len(sel), decimals=6)
+    return Column("float", _rsun_obs_values(sel, t), len(sel), decimals=6)
+
+
+def _r_sun(sel, kw, h, t, wl):
+    return Column("float", _rsun_obs_values(sel, t) / _plate_scale(sel), len(sel), decimals=6)
 
 
 def _level(sel, wl) -> np.ndarray | float:
@@ -1024,15 +1051,11 @@ def _noaa_ars(sel, kw, h, t, wl):
 
 
 def _harp_geom(sel, kw, h, t, wl):
-    harps = sel.base().get("harpnum")
-    if harps is None:
+    got = _harp_position(sel)
+    if got is None:
         return None
-    hh = record_hash(name_key("harp-lat"), harps, 0)
-    lat = (uniform(hh) - 0.5) * 60.0
-    born = sel.base()["_harp_born"]
-    lon = -75.0 + 13.2 * (t - born) / 86400.0
+    lat, lon, size = got
     upper = kw.name.upper()
-    size = 3.0 + 8.0 * uniform(splitmix_like(hh))
     v = {"LAT_MIN": lat - size / 2, "LAT_MAX": lat + size / 2, "LAT_FWT": lat,
          "LON_MIN": lon - size, "LON_MAX": lon + size, "LON_FWT": lon}.get(upper)
     if v is None:
@@ -1052,20 +1075,81 @@ def _t_frst(sel, kw, h, t, wl):
     return Column("time", v, len(sel), zone=kw.zone, precision=0)
 
 
+# -- WCS: full-disk images (HPLN/HPLT-TAN), SHARP CCD cut-outs (the same, CRPIX the disk centre
+# relative to the patch), SHARP CEA patches (CRLN/CRLT-CEA in degrees, centred on the patch)
+def _projection(sel) -> str:
+    ctype = sel.sdef.keyword("CTYPE1")
+    if ctype is not None and ctype.defval.upper().endswith("-CEA"):
+        return "cea"
+    return "patch" if "harpnum" in sel.base() else "disk"
+
+
+def _plate_scale(sel) -> np.ndarray:
+    """CDELT1 = CDELT2 per record: AIA ~0.6 arcsec, HMI ~0.504 arcsec, CEA 0.03 degrees."""
+    if _projection(sel) == "cea":
+        return np.full(len(sel), 0.03)
+    nominal = 0.600165 if sel.sdef.name.lower().startswith("aia") else 0.504310
+    return nominal + (uniform(_kw_hash(sel, "CDELT")) - 0.5) * 1e-5
+
+
 def _cdelt(sel, kw, h, t, wl):
-    aia = sel.sdef.name.lower().startswith("aia")
-    v = (0.600165 if aia else 0.504310) + (uniform(h) - 0.5) * 1e-5
-    return Column("float", v, len(sel), decimals=6)
+    return Column("float", _plate_scale(sel), len(sel), decimals=6)
+
+
+def _harp_position(sel) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(Stonyhurst latitude, longitude, size in degrees) of each record's HARP, or None."""
+    harps = sel.base().get("harpnum")
+    if harps is None:
+        return None
+    hh = record_hash(name_key("harp-lat"), harps, 0)
+    lat = (uniform(hh) - 0.5) * 60.0
+    lon = -75.0 + 13.2 * (sel.base()["_time"] - sel.base()["_harp_born"]) / 86400.0
+    return lat, lon, 3.0 + 8.0 * uniform(splitmix_like(hh))
 
 
 def _crpix(sel, kw, h, t, wl):
-    return Column("float", 2048.5 + (uniform(h) - 0.5) * 30.0, len(sel), decimals=6)
+    axis = 0 if kw.name.upper().endswith("1") else 1
+    kind = _projection(sel)
+    if kind == "disk":
+        v = 2048.5 + (uniform(h) - 0.5) * 30.0
+    elif kind == "cea":  # the patch centre: half the patch's pixels (longitude span 2x size, latitude 1x)
+        _lat, _lon, size = _harp_position(sel)
+        v = (np.rint(size * (2.0 - axis) / 0.03) + 1.0) / 2.0
+    else:  # the disk centre seen from the patch's lower-left corner (the CCD is upside down: CROTA2 ~180)
+        lat, lon, size = _harp_position(sel)
+        radius = _rsun_obs_values(sel, t) / _plate_scale(sel)
+        offset = radius * (np.cos(np.radians(lat)) * np.sin(np.radians(lon)) if axis == 0 else np.sin(np.radians(lat)))
+        half = size / 2.0 * (2.0 - axis) * np.pi / 180.0 * radius
+        v = half + offset + (uniform(h) - 0.5) * 2.0
+    return Column("float", v, len(sel), decimals=6)
+
+
+def _crval(sel, kw, h, t, wl):
+    n = len(sel)
+    if _projection(sel) != "cea":  # helioprojective: the reference pixel is the disk centre, (0, 0)
+        return Column("float", np.zeros(n), n, decimals=6)
+    lat, lon, _size = _harp_position(sel)
+    if kw.name.upper().endswith("2"):
+        return Column("float", lat, n, decimals=6)
+    carr = _crln_values(t) + lon
+    return Column("float", np.where(carr >= 360.0, carr - 360.0, carr), n, decimals=6)
 
 
 def _crota2(sel, kw, h, t, wl):
+    if _projection(sel) == "cea":  # CEA maps are drawn north up
+        return Column("float", np.zeros(len(sel)), len(sel), decimals=6)
     aia = sel.sdef.name.lower().startswith("aia")
     v = (-0.13 if aia else 180.08) + (uniform(h) - 0.5) * 0.01
     return Column("float", v, len(sel), decimals=6)
+
+
+_WCS_STRINGS = {"CTYPE1": "HPLN-TAN", "CTYPE2": "HPLT-TAN", "CUNIT1": "arcsec", "CUNIT2": "arcsec"}
+
+
+def _wcs_string(sel, kw, h, t, wl):
+    if kw.defval:  # a constant of the series (HMI, SHARP) prints its own default
+        return None
+    return Column("str", None, len(sel), const=_WCS_STRINGS[kw.name.upper()])
 
 
 def _usflux(sel, kw, h, t, wl):
@@ -1084,6 +1168,8 @@ _NAMED = {
     "LON_MIN": _harp_geom, "LON_MAX": _harp_geom, "LON_FWT": _harp_geom,
     "T_FRST": _t_frst, "T_LAST": _t_frst,
     "CDELT1": _cdelt, "CDELT2": _cdelt, "CRPIX1": _crpix, "CRPIX2": _crpix, "CROTA2": _crota2,
+    "CRVAL1": _crval, "CRVAL2": _crval, "CTYPE1": _wcs_string, "CTYPE2": _wcs_string,
+    "CUNIT1": _wcs_string, "CUNIT2": _wcs_string, "R_SUN": _r_sun, "HGLN_OBS": _hgln_obs,
     "USFLUX": _usflux,
 }
 for _name in ("DATAMEAN", "DATAMEDN", "DATARMS", "DATAMIN", "DATAMAX", "DATASKEW", "DATAKURT",

@@ -53,6 +53,8 @@ class UpdateOptions:
     limits: PlanLimits = field(default_factory=PlanLimits)
     header_fill: bool | None = None  # None: the config's [transfer] header_fill
     include_offline: bool = False  # also fetch records on tape (JSOC stages them through an export)
+    # only these (series, record key, segment) gaps, None: all (the sunpy client's fetch_missing)
+    only: frozenset[tuple[str, str, str]] | None = None
 
 
 @dataclass
@@ -236,6 +238,8 @@ def _gaps(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, summar
     gaps = []
     states = FETCH_STATES + (("offline",) if options.include_offline else ())
     for row in result.gaps(states=states):
+        if options.only is not None and (row.series, row.record_key, row.segment) not in options.only:
+            continue
         summary.gaps[row.state] = summary.gaps.get(row.state, 0) + 1
         gaps.append(Gap(row.series, row.record_key, row.segment, row.size, row.recnum))
     for state in ("no_image", "offline", "orphan"):

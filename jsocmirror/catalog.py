@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import duckdb
 
@@ -167,6 +167,8 @@ class Catalog:
     def __init__(self, path: str | Path, *, read_only: bool = False, migrate: bool = True):
         self.path = str(path)
         self.read_only = read_only
+        #: Called after each commit (``Publisher.step``: readers see each committed step).
+        self.after_commit: Callable[[], None] | None = None
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)
         except duckdb.IOException as exc:
@@ -309,7 +311,7 @@ class Catalog:
 
     def transaction(self):
         """``with catalog.transaction():`` one atomic unit; rolled back on any exception."""
-        return _Transaction(self.con)
+        return _Transaction(self)
 
     def put_series_def(self, series: str, struct_json: str, struct_hash: str, interval_json: str | None) -> bool:
         """Store a series' definition; True if it is new or changed since the last time."""
@@ -364,6 +366,8 @@ class Catalog:
             self.con.execute("COMMIT")
         except duckdb.Error as err:
             raise CatalogError(f"cannot commit to the catalog: {_first_line(err)}") from None
+        if self.after_commit is not None:
+            self.after_commit()
 
     def rollback(self) -> None:
         try:
@@ -524,8 +528,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 class _Transaction:
-    def __init__(self, con: duckdb.DuckDBPyConnection):
-        self.con = con
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self.con = catalog.con
 
     def __enter__(self):
         self.con.execute("BEGIN TRANSACTION")
@@ -533,10 +538,7 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            try:
-                self.con.execute("COMMIT")
-            except duckdb.Error as err:
-                raise CatalogError(f"cannot commit to the catalog: {_first_line(err)}") from None
+            self.catalog.commit()
         else:
             try:
                 self.con.execute("ROLLBACK")

@@ -28,6 +28,7 @@ from jsocmirror.errors import ConfigError
 CONFIG_NAME = "jsocmirror.toml"
 DEFAULT_CATALOG = "catalog.duckdb"
 DEFAULT_DATA_ROOT = "data"
+DEFAULT_READ_ROOT = "read"
 
 METHODS = ("url_quick", "url", "url-tar")
 PROTOCOLS = ("as-is", "fits")
@@ -118,6 +119,9 @@ class MirrorConfig:
     catalog: str = DEFAULT_CATALOG
     #: Data root: a path relative to the mirror directory, an absolute path or any fsspec URL.
     data: str = DEFAULT_DATA_ROOT
+    #: The readers' copy of the catalog (Parquet behind a views-only DuckDB file, docs/sql.md): a
+    #: path relative to the mirror directory, an absolute path or an fsspec URL.
+    read: str = DEFAULT_READ_ROOT
     series: list[SeriesConfig] = field(default_factory=list)
     sync: SyncConfig = field(default_factory=SyncConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
@@ -137,6 +141,14 @@ class MirrorConfig:
         if _URL_RE.match(self.data):
             return self.data
         path = Path(self.data).expanduser()
+        return str(path if path.is_absolute() else self.mirror_dir / path)
+
+    @property
+    def read_root(self) -> str:
+        """Where the readers' copy is published: an fsspec URL or an absolute local path."""
+        if _URL_RE.match(self.read):
+            return self.read
+        path = Path(self.read).expanduser()
         return str(path if path.is_absolute() else self.mirror_dir / path)
 
     @property
@@ -233,7 +245,7 @@ def validate_config(config: MirrorConfig) -> None:
         raise ConfigError(f"server {config.server!r} is not accepted: use \"jsoc\", \"embedded\" or an http(s):// URL")
     if config.email is not None and (not isinstance(config.email, str) or not _EMAIL_RE.match(config.email)):
         raise ConfigError(f"email {config.email!r} is not an email address (expected e.g. you@example.org)")
-    for name in ("catalog", "data"):
+    for name in ("catalog", "data", "read"):
         if not isinstance(getattr(config, name), str) or not getattr(config, name):
             raise ConfigError(f"'{name}' must be a non-empty string")
     validate_sync(config.sync)
@@ -461,6 +473,7 @@ _COMMENTS = {
     "email": "Email address registered with JSOC (http://jsoc.stanford.edu/ajax/register_email.html)",
     "catalog": "DuckDB catalog file, relative to this directory unless absolute",
     "data": "Data root: a path relative to this directory, an absolute path, or an fsspec URL (s3://bucket/sdo)",
+    "read": "Readers' copy of the catalog (what `sql`, `status`, `diff` and jsocmirror.open read): a path or an fsspec URL",
     "sync.recheck": "Trailing window re-fetched at every sync before the watermark (catches late reprocessing)",
     "sync.chunk_records": "Target records per rs_list request (keep <= 100000: JSOC answers from memory)",
     "transfer.max_connections": "Parallel download connections (JSOC asks for 1)",
@@ -483,7 +496,7 @@ _COMMENTS = {
 def config_to_toml(config: MirrorConfig) -> str:
     """The TOML text of a config, with a comment on every setting."""
     out = [_HEADER]
-    for name in ("server", "email", "catalog", "data"):
+    for name in ("server", "email", "catalog", "data", "read"):
         value = getattr(config, name)
         out.append(f"# {_COMMENTS[name]}")
         out.append(f"{name} = {_toml_value(value)}" if value is not None else f'# {name} = "you@example.org"')

@@ -350,8 +350,9 @@ def refresh_file_views(catalog: Catalog, series_names: Iterable[str]) -> list[st
     return made
 
 
-def export_catalog(catalog: Catalog, dest: str, *, storage_options: dict | None = None) -> list[str]:
-    """Write every catalog table as ``<dest>/<table>.parquet`` (local or any fsspec URL).
+def export_catalog(catalog: Catalog, dest: str, *, storage_options: dict | None = None,
+                   tables: list[str] | None = None) -> list[str]:
+    """Write every catalog table (or ``tables``) as ``<dest>/<table>.parquet`` (local or any fsspec URL).
 
     Each file is written whole to a temporary name and then renamed (or uploaded), so a reader
     never sees half a file. Returns the written paths.
@@ -361,9 +362,10 @@ def export_catalog(catalog: Catalog, dest: str, *, storage_options: dict | None 
 
     from jsocmirror.scan import open_root
 
-    tables = [r[0] for r in catalog.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_type = 'BASE TABLE' ORDER BY table_name").fetchall()]
+    if tables is None:
+        tables = [r[0] for r in catalog.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name").fetchall()]
     fs, dest_path = open_root(dest, storage_options)
     written = []
     with tempfile.TemporaryDirectory(prefix="jsocmirror-export-") as tmp:

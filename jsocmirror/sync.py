@@ -55,6 +55,7 @@ from jsocmirror.catalog import ROW_GROUP_ROWS, Catalog, Column
 from jsocmirror.config import MirrorConfig, SeriesConfig
 from jsocmirror.errors import JsocError, RecordSetError, SyncError
 from jsocmirror.jsoc import RECORD_SPECIALS, JsocClient, rs_list_arrays, rs_list_columns
+from jsocmirror.publish import publishing
 from jsocmirror.series import SeriesDef
 
 log = logging.getLogger("jsocmirror.sync")
@@ -987,7 +988,14 @@ def sync(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, series: list[
 
     The caller holds the mirror lock (``lock.mirror_lock``). Raises ConfigError for a series
     that is not configured, JsocError when JSOC fails; chunks committed before a failure stay.
+    Readers see each committed chunk within seconds, and the end of the run (``publish``).
     """
+    with publishing(catalog, config):
+        return _sync_series(config, catalog, jsoc, series, progress=progress, command=command, full=full)
+
+
+def _sync_series(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, series: list[str] | None,
+                 *, progress: Progress | None, command: str, full: bool) -> SyncResult:
     entries = [config.get_series(name) for name in series] if series else list(config.series)
     if not entries:
         from jsocmirror.errors import ConfigError

@@ -31,6 +31,7 @@ from jsocmirror.jsoc import ExportClient, JsocClient
 from jsocmirror.layout import Layout, relative_path
 from jsocmirror.lock import mirror_lock
 from jsocmirror.plan import Gap, PlanLimits, plan_gaps
+from jsocmirror.publish import publishing
 from jsocmirror.recordset import split_record_key
 from jsocmirror.series import SeriesDef
 from jsocmirror.stage import Governor, StagePolicy, StageResult, Transfer
@@ -155,7 +156,8 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
     summary = UpdateSummary(run_id=uuid.uuid4().hex[:12], command=command, dry_run=options.dry_run,
                             started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     client = JsocClient(url, email=config.email)
-    with Catalog(config.catalog_path) as catalog:
+    # readers see each committed step (sync transactions, scan, batches of landed files, the end)
+    with Catalog(config.catalog_path) as catalog, publishing(catalog, config) as publisher:
         phase = time.monotonic()
         if options.sync:
             _sync(config, catalog, client, options, summary, progress)
@@ -165,6 +167,7 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
         registry = diff_mod.series_definitions(catalog)
         layout = diff_mod.layout_for_config(config, registry)
         _scan(config, catalog, layout, summary, progress)
+        publisher.step()
         phase = _lap(summary, "scan", phase)
         gaps = _gaps(config, catalog, options, summary, registry)
         phase = _lap(summary, "diff", phase)

@@ -19,6 +19,7 @@ from jsocmirror.catalog import Catalog, keyword_table, series_slug
 from jsocmirror.cli import cli, jsoc_server, show_progress
 from jsocmirror.errors import CatalogError, ConfigError, JsocMirrorError, UsageError
 from jsocmirror.jsoc import JsocClient, SeriesNotFound
+from jsocmirror.publish import publish
 
 mirror_option = click.option(
     "-m", "--mirror", "mirror_dir", default=".", show_default=True, envvar="JSOCMIRROR_MIRROR",
@@ -64,9 +65,12 @@ def init_mirror(path: Path, *, server: str, email: str | None, data_root: str, c
                 raise JsocMirrorError(f"cannot create mirror directory {path}: {exc.strerror}") from None
             created.append(path)
         _check_writable(path)
+        read_root = Path(config.read_root)
+        if "://" not in config.read and not read_root.exists():
+            created.append(read_root)
         catalog_existed = config.catalog_path.exists()
-        with Catalog(config.catalog_path):
-            pass
+        with Catalog(config.catalog_path) as catalog:
+            publish(catalog, config)
         if not catalog_existed:
             created.append(config.catalog_path)
         if "://" not in config.data or config.data.startswith("file://"):
@@ -240,10 +244,16 @@ def series_show(mirror_dir, name):
 
 
 def _sync_states(config: cfg.MirrorConfig) -> dict[str, dict]:
-    if not config.catalog_path.exists():
+    """What the readers' copy says of each configured series (empty before the first publish)."""
+    from jsocmirror.api import Mirror
+
+    try:
+        mirror = Mirror(config.read_root, config=config)
+    except CatalogError:
         return {}
     out: dict[str, dict] = {}
-    with Catalog(config.catalog_path, read_only=True) as catalog:
+    with mirror:
+        catalog = mirror.catalog
         for e in config.series:
             rows = catalog.q("sync_state_get", series=e.series).fetchall()
             if not rows:
@@ -344,19 +354,54 @@ def _echo_sync_summary(result) -> None:
                f"{result.seconds:.1f} s")
 
 
+# -- publish --------------------------------------------------------------------------------------
+@cli.command("publish")
+@mirror_option
+@click.option("--full", is_flag=True, help="Write every table again, not only the parts that changed.")
+def publish_command(mirror_dir, full):
+    """Publish the readers' copy of the catalog now.
+
+    Every command that writes (sync, scan, update, fetch, sql --write) publishes by itself;
+    this is for a catalog changed by other means, or a new read location.
+    """
+    from jsocmirror.lock import mirror_lock
+
+    config = cfg.load_config(mirror_dir)
+    if not config.catalog_path.exists():
+        raise CatalogError(f"no catalog at {config.catalog_path}; run 'jsocmirror init' or 'jsocmirror sync'")
+    with mirror_lock(config.mirror_dir, "publish"), Catalog(config.catalog_path) as catalog:
+        result = publish(catalog, config, force=full)
+    if not result.changed:
+        click.echo(f"generation {result.generation} at {result.root} is current (nothing changed)")
+        return
+    click.echo(f"published generation {result.generation} to {result.root}: {result.parts_written} parts written "
+               f"({result.rows_written} rows), {result.parts_kept} kept, {result.files_removed} old files removed, "
+               f"{result.seconds:.2f} s")
+
+
 # -- sql ------------------------------------------------------------------------------------------
 @cli.command("sql")
 @mirror_option
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--write", is_flag=True, help="Open the catalog writable (default: read-only).")
+@click.option("--write", is_flag=True,
+              help="Run QUERY on the writer's catalog (takes the run lock; publishes afterwards).")
 def sql_command(mirror_dir, query, fmt, write):
-    """Run QUERY against the catalog (read-only unless --write)."""
+    """Run QUERY against the readers' copy of the catalog (the writer's with --write).
+
+    Without --write it never waits for a running update and needs only read access.
+    """
     config = cfg.load_config(mirror_dir)
-    if not config.catalog_path.exists():
-        raise CatalogError(f"no catalog at {config.catalog_path}; run 'jsocmirror init' or 'jsocmirror sync'")
-    with Catalog(config.catalog_path, read_only=not write, migrate=write) as catalog:
-        names, rows = catalog.run_user_sql(query)
+    if write:
+        names, rows = _write_sql(config, query)
+    else:
+        from jsocmirror.api import Mirror
+
+        with Mirror(config.read_root, config=config) as mirror:
+            _refuse_changes(mirror, query)
+            relation = mirror.sql(query)
+            names = list(relation.columns) if relation is not None else []
+            rows = _fetch_rows(relation)
     if fmt == "json":
         click.echo(json.dumps([dict(zip(names, r)) for r in rows], default=_json_default, indent=None))
     elif fmt == "csv":
@@ -369,6 +414,51 @@ def sql_command(mirror_dir, query, fmt, write):
         if names:
             _echo_table([tuple(names)] + [tuple(_cell(v) for v in r) for r in rows])
         click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+#: What ``sql`` without --write runs: statements that only read (COPY ... TO, ATTACH, CREATE
+#: and friends write somewhere, so they need --write and the run lock).
+_READING_STATEMENTS = ("SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET", "CALL", "PREPARE", "EXECUTE")
+
+
+def _refuse_changes(mirror, query: str) -> None:
+    import duckdb
+
+    if not query.strip():
+        raise UsageError("the SQL query is empty (give a statement such as \"SELECT count(*) FROM runs\")")
+    try:
+        kinds = [statement.type.name for statement in mirror.con.extract_statements(query)]
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {str(exc).strip().splitlines()[0]}") from None
+    for kind in kinds:
+        if kind not in _READING_STATEMENTS:
+            raise UsageError(f"a {kind} statement changes something, and 'jsocmirror sql' only reads the "
+                             "readers' copy (add --write to run it on the writer's catalog)")
+
+
+def _fetch_rows(relation) -> list[tuple]:
+    import duckdb
+
+    if relation is None:
+        return []
+    try:
+        return relation.fetchall()
+    except duckdb.Error as exc:  # errors found only while running (a bad cast, say)
+        raise UsageError(f"SQL error: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _write_sql(config: cfg.MirrorConfig, query: str) -> tuple[list[str], list[tuple]]:
+    """``sql --write``: the writer's catalog, under the run lock, then every table published again
+    (a hand-made change may touch columns the change fingerprints do not look at)."""
+    from jsocmirror.lock import mirror_lock
+    from jsocmirror.publish import publish
+
+    if not config.catalog_path.exists():
+        raise CatalogError(f"no catalog at {config.catalog_path}; run 'jsocmirror init' or 'jsocmirror sync'")
+    with mirror_lock(config.mirror_dir, "sql --write"), Catalog(config.catalog_path) as catalog:
+        names, rows = catalog.run_user_sql(query)
+        publish(catalog, config, force=True)
+    return names, rows
 
 
 def _cell(value) -> str:

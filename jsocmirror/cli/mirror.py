@@ -13,9 +13,11 @@ from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog
 from jsocmirror.cli import cli, show_progress
 from jsocmirror.diff import (
-    GAP_STATES, STATES, _check_states, diff_mirror, export_catalog, layout_for_config, mirror_status,
+    GAP_STATES, STATES, _check_states, export_catalog, layout_for_config, mirror_status,
     refresh_file_views, series_definitions,
 )
+from jsocmirror.lock import mirror_lock
+from jsocmirror.publish import publishing
 from jsocmirror.scan import scan_tree
 
 mirror_option = click.option(
@@ -24,9 +26,12 @@ mirror_option = click.option(
 )
 
 
-def _open(mirror_dir: str):
+def _read(mirror_dir: str):
+    """The config and the readers' copy (``jsocmirror.open``): never blocks, never blocked."""
+    from jsocmirror.api import Mirror
+
     config = cfg.load_config(mirror_dir)
-    return config, Catalog(config.catalog_path)
+    return config, Mirror(config.read_root, config=config)
 
 
 def _skip_paths(config) -> list[str]:
@@ -49,8 +54,8 @@ def _skip_paths(config) -> list[str]:
 @click.option("--problems", default=20, show_default=True, help="How many problem files to list.")
 def scan(mirror_dir: str, verify: bool, names_only: bool, full: bool, problems: int) -> None:
     """Inventory the files under the data root (never changes anything there)."""
-    config, catalog = _open(mirror_dir)
-    with catalog:
+    config = cfg.load_config(mirror_dir)
+    with mirror_lock(config.mirror_dir, "scan"), Catalog(config.catalog_path) as catalog, publishing(catalog, config):
         registry = series_definitions(catalog)
         layout = layout_for_config(config, registry)
         bar = None
@@ -93,9 +98,9 @@ def scan(mirror_dir: str, verify: bool, names_only: bool, full: bool, problems: 
 def diff(mirror_dir: str, fmt: str, states: tuple[str, ...], series: tuple[str, ...]) -> None:
     """List what the mirror lacks: missing, stale, corrupt, no-image, offline and orphaned files."""
     chosen = _check_states(states) if states else None
-    config, catalog = _open(mirror_dir)
-    with catalog:
-        result = diff_mirror(catalog, config, list(series) or None)
+    config, mirror = _read(mirror_dir)
+    with mirror:
+        result = mirror.diff(list(series) or None)
         gap_states = [s for s in (chosen or GAP_STATES) if s in GAP_STATES]
         rows = [
             {"series": g.series, "record_key": g.record_key, "segment": g.segment, "state": g.state,
@@ -136,10 +141,10 @@ def _echo_counts(counts: dict[str, dict[str, int]], unknown: int) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def status(mirror_dir: str, by: str, fmt: str) -> None:
     """Per-series counts, bytes on disk and coverage per day or month."""
-    config, catalog = _open(mirror_dir)
-    with catalog:
-        statuses, result = mirror_status(catalog, config, by=by)
-        last = catalog.q("status_last_scan").fetchall()
+    config, mirror = _read(mirror_dir)
+    with mirror:
+        statuses, result = mirror_status(mirror.catalog, config, by=by)
+        last = mirror.catalog.q("status_last_scan").fetchall()
     if fmt == "json":
         click.echo(json.dumps([s.__dict__ for s in statuses], indent=1, default=str))
         return
@@ -158,10 +163,10 @@ def status(mirror_dir: str, by: str, fmt: str) -> None:
 @click.argument("dest", required=False)
 def export_catalog_cmd(mirror_dir: str, dest: str | None) -> None:
     """Write the catalog's tables as Parquet (default: <data root>/_catalog/), for DuckDB or pandas."""
-    config, catalog = _open(mirror_dir)
+    config, mirror = _read(mirror_dir)
     target = dest or (config.data_root.rstrip("/") + "/_catalog")
-    with catalog:
-        written = export_catalog(catalog, target)
+    with mirror:
+        written = export_catalog(mirror.catalog, target, tables=sorted(mirror.manifest().get("tables", {})))
     click.echo(f"wrote {len(written)} tables to {target}")
 
 

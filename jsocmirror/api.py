@@ -1,0 +1,340 @@
+"""The reading face of a mirror: ``jsocmirror.open(path)`` returns a ``Mirror``.
+
+A ``Mirror`` reads the readers' copy that the writer publishes (``jsocmirror.publish``): it
+never opens the writer's catalog, never takes the run lock, needs no write permission, and a
+nightly job never waits for it. It shows one generation, the newest at ``open`` (or at
+``refresh()``), for as long as it stays open.
+
+    import jsocmirror
+    with jsocmirror.open("/data/sdo-mirror") as m:
+        m.sql("SELECT count(*) FROM hmi_m_720s").fetchall()
+        paths = m.files("hmi.M_720s", "QUALITY = 0", start="2024-06-30")
+
+The CLI's reading commands (``sql``, ``status``, ``diff``, ``series list|show``,
+``export-catalog``) go through this class too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import duckdb
+
+from jsocmirror import config as cfg
+from jsocmirror import drmstime
+from jsocmirror.catalog import Catalog, quote_ident, series_slug
+from jsocmirror.errors import CatalogError, ConfigError, UsageError
+from jsocmirror.publish import MANIFEST, MIRROR_INFO, READ_DB
+
+if TYPE_CHECKING:
+    from jsocmirror.diff import DiffResult, SeriesStatus
+    from jsocmirror.series import SeriesDef
+
+#: What ``record_files`` calls each (record, segment): the diff's states, from the same rules.
+FILE_STATES = ("present", "missing", "stale", "corrupt", "no_image", "offline")
+
+
+def open(path: str | os.PathLike = ".", *, storage_options: dict | None = None) -> Mirror:  # noqa: A001
+    """Open a mirror for reading.
+
+    ``path`` is a mirror directory (it holds ``jsocmirror.toml``; its ``read`` setting says
+    where the readers' copy is), or the readers' copy itself: a directory or fsspec URL
+    holding ``catalog.duckdb`` and ``manifest.json`` (``s3://bucket/sdo/read``), which is all
+    a machine that only reads needs.
+    """
+    text = os.fspath(path)
+    if "://" not in text and (Path(text) / cfg.CONFIG_NAME).is_file():
+        config = cfg.load_config(text)
+        return Mirror(config.read_root, config=config, storage_options=storage_options)
+    return Mirror(text, storage_options=storage_options)
+
+
+class Mirror:
+    """A read-only view of a mirror's catalog and files (see the module doc)."""
+
+    def __init__(self, read_root: str, *, config: cfg.MirrorConfig | None = None,
+                 storage_options: dict | None = None):
+        from jsocmirror.scan import open_root
+
+        self.read_root = read_root
+        self.storage_options = storage_options
+        self._fs, self._root = open_root(read_root, storage_options)
+        self._config = config
+        self.catalog = self._connect()
+
+    # -- opening ---------------------------------------------------------------------------
+    def _connect(self) -> Catalog:
+        if self._fs is None:
+            db = os.path.join(self._root, READ_DB)
+            if not os.path.isfile(db):
+                raise CatalogError(f"no readers' catalog at {db}: the mirror has not been published yet "
+                                   "(any sync, scan or update publishes it; or run 'jsocmirror publish')")
+        else:
+            db = self._download_views_file()
+        catalog = Catalog(db, read_only=True, migrate=False)
+        if self._fs is not None:
+            catalog.con.register_filesystem(self._fs)
+        if self._config is None:
+            self._config = self._published_config()
+        return catalog
+
+    def _download_views_file(self) -> str:
+        """A local copy of a remote views file (DuckDB opens local files; the data stay remote)."""
+        remote = f"{self._root}/{READ_DB}"
+        fd, local = tempfile.mkstemp(prefix="jsocmirror-read-", suffix=".duckdb")
+        os.close(fd)
+        try:
+            self._fs.get_file(remote, local)
+        except FileNotFoundError:
+            os.unlink(local)
+            raise CatalogError(f"no readers' catalog at {self.read_root}/{READ_DB}") from None
+        except Exception as exc:  # fsspec backends raise their own types
+            os.unlink(local)
+            raise CatalogError(f"cannot read {self.read_root}/{READ_DB}: {exc}") from None
+        return local
+
+    def _published_config(self) -> cfg.MirrorConfig:
+        """The config the writer published (``mirror.json``): data root and series entries."""
+        text = self._read_text(MIRROR_INFO)
+        if text is None:
+            raise CatalogError(f"{self.read_root} has no {MIRROR_INFO}: not a readers' copy of a mirror")
+        info = json.loads(text)
+        series = [{k: v for k, v in entry.items() if v not in (None, {}, [])} | {"segments": entry.get("segments", [])}
+                  for entry in info.get("series", [])]
+        mirror_dir = self._root if self._fs is None else tempfile.gettempdir()
+        return cfg.config_from_dict({"data": info["data_root"], "series": series}, mirror_dir)
+
+    def _read_text(self, name: str) -> str | None:
+        try:
+            if self._fs is None:
+                return Path(self._root, name).read_text(encoding="utf-8")
+            with self._fs.open(f"{self._root}/{name}", "r", encoding="utf-8") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
+    def refresh(self) -> Mirror:
+        """Move to the newest published generation (the one held so far is released)."""
+        old = self.catalog
+        self.catalog = self._connect()
+        self._close(old)
+        return self
+
+    def close(self) -> None:
+        self._close(self.catalog)
+
+    def _close(self, catalog: Catalog) -> None:
+        catalog.close()
+        if self._fs is not None:  # the local copy of a remote views file
+            Path(catalog.path).unlink(missing_ok=True)
+
+    def __enter__(self) -> Mirror:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<jsocmirror.Mirror {self.read_root} generation {self.generation}>"
+
+    # -- what it is --------------------------------------------------------------------------
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection (read-only) for anything this class does not wrap."""
+        return self.catalog.con
+
+    @property
+    def config(self) -> cfg.MirrorConfig:
+        return self._config
+
+    @property
+    def data_root(self) -> str:
+        """The data root: an absolute local path or an fsspec URL."""
+        return self._config.data_root
+
+    @property
+    def generation(self) -> int:
+        """The published generation this Mirror reads."""
+        return self.con.execute("SELECT generation FROM jsocmirror_publication").fetchall()[0][0]
+
+    @property
+    def published_at(self) -> datetime:
+        """When the writer published it (UTC)."""
+        return self.con.execute("SELECT published_at FROM jsocmirror_publication").fetchall()[0][0]
+
+    def manifest(self) -> dict:
+        """The generation's manifest: every table's Parquet files (what pyarrow or polars read)."""
+        return json.loads(self._read_text(MANIFEST) or "{}")
+
+    def series_names(self) -> list[str]:
+        """The configured series."""
+        return [entry.series for entry in self._config.series]
+
+    def definition(self, series: str) -> SeriesDef:
+        from jsocmirror.diff import series_definitions
+
+        sd = series_definitions(self.catalog).get(series)
+        if sd is None:
+            raise ConfigError(f"series {series!r} has no known definition in this mirror; "
+                              + cfg.choices_text(series, self.series_names(), "series"))
+        return sd
+
+    # -- SQL -------------------------------------------------------------------------------------
+    def sql(self, query: str, params: Any = None) -> duckdb.DuckDBPyRelation | None:
+        """Run SQL over the catalog; a relation (``.df()``, ``.arrow()``, ``.pl()``, ``.fetchall()``)."""
+        if not isinstance(query, str) or not query.strip():
+            raise UsageError("the SQL query is empty (give a statement such as \"SELECT count(*) FROM runs\")")
+        try:
+            return self.con.sql(query, params=params)
+        except duckdb.Error as exc:
+            raise UsageError(_sql_error(exc)) from None
+
+    def _series_view(self, series: str) -> tuple[str, SeriesDef]:
+        sd = self.definition(series)
+        view = series_slug(sd.name)
+        if not self.catalog.has_table(view):
+            raise ConfigError(f"series {sd.name} has no catalog table yet (run 'jsocmirror sync')")
+        return view, sd
+
+    def records(self, series: str, where: str | None = None, *, start: Any = None, end: Any = None,
+                columns: Sequence[str] | None = None) -> duckdb.DuckDBPyRelation:
+        """The series' current records (gone ones excluded) as a relation.
+
+        ``where`` is a DuckDB condition on its keyword columns (``"QUALITY = 0"``); ``start``
+        (inclusive) and ``end`` (exclusive) bound its first time prime key, as JSOC time strings
+        (``2024.06.30_00:00:00_TAI``, ``2024-06-30``) or datetimes (UTC).
+        """
+        view, sd = self._series_view(series)
+        cols = "*" if not columns else ", ".join(quote_ident(c) for c in columns)
+        return self.sql(f"SELECT {cols} FROM {quote_ident(view)} AS k WHERE " + self._conditions(sd, where, start, end))
+
+    def record_files(self, series: str, where: str | None = None, *, segment: str | Sequence[str] | None = None,
+                     start: Any = None, end: Any = None) -> duckdb.DuckDBPyRelation:
+        """One row per (record, segment): the record's keywords, ``segment``, ``path`` (absolute
+        path or URL; NULL without a file) and ``state`` (one of ``FILE_STATES``)."""
+        view, sd = self._series_view(series)
+        segments = self._segments(sd, series, segment)
+        columns = {c.lower() for c in self.catalog.table_columns(view)}
+        no_image = "coalesce(k.\"QUALITY\" < 0, false)" if "quality" in columns else "false"
+        seg_list = "[" + ", ".join(_literal(s) for s in segments) + "]"
+        return self.sql(
+            f"SELECT k.*, s.segment, CASE WHEN f.path IS NOT NULL THEN {_literal(self._path_prefix())} || f.path END AS path, "
+            "CASE WHEN f.path IS NULL AND " + no_image + " THEN 'no_image' "
+            "WHEN f.path IS NULL AND NOT coalesce(k._online, true) THEN 'offline' "
+            "WHEN f.path IS NULL THEN 'missing' "
+            "WHEN f.state = 'empty' OR coalesce(f.verify_state, 'ok') <> 'ok' THEN 'corrupt' "
+            "WHEN f.file_recnum < k._recnum THEN 'stale' "
+            "WHEN f.file_recnum IS NULL AND k._prev_recnum IS NOT NULL THEN 'stale' "
+            "ELSE 'present' END AS state "
+            f"FROM {quote_ident(view)} AS k CROSS JOIN (SELECT unnest({seg_list}) AS segment) AS s "
+            "LEFT JOIN (SELECT record_key, segment, path, state, verify_state, file_recnum FROM local_files "
+            f"WHERE series = {_literal(sd.name)} AND state IN ('layout', 'empty')) AS f "
+            "ON f.record_key = k._key AND f.segment = s.segment "
+            "WHERE " + self._conditions(sd, where, start, end)
+        )
+
+    def files(self, series: str, where: str | None = None, *, segment: str | Sequence[str] | None = None,
+              start: Any = None, end: Any = None) -> list[str]:
+        """Paths (absolute, or fsspec URLs for object storage) of the present files, in record order."""
+        rel = self.record_files(series, where, segment=segment, start=start, end=end)
+        return [row[0] for row in rel.filter("state = 'present'").order("_key, segment").select("path").fetchall()]
+
+    def maps(self, series: str, where: str | None = None, *, segment: str | Sequence[str] | None = None,
+             start: Any = None, end: Any = None, limit: int | None = 100) -> list:
+        """The present files as sunpy Maps (needs sunpy: ``pip install 'jsocmirror[sunpy]'``).
+
+        At most ``limit`` maps (None: all), since each holds its data array in memory.
+        """
+        try:
+            import sunpy.map
+        except ImportError:
+            raise UsageError("Mirror.maps needs sunpy, which is not installed: pip install 'jsocmirror[sunpy]'") from None
+        paths = self.files(series, where, segment=segment, start=start, end=end)
+        if limit is not None and len(paths) > limit:
+            raise UsageError(f"{len(paths)} files match, more than limit={limit}; narrow the selection or pass limit=None")
+        if not paths:
+            return []
+        maps = sunpy.map.Map(paths, sequence=False)
+        return maps if isinstance(maps, list) else [maps]
+
+    # -- the diff and status -------------------------------------------------------------------------
+    def diff(self, series: str | Sequence[str] | None = None) -> DiffResult:
+        """What the mirror lacks, as ``jsocmirror diff`` shows it (``.counts``, ``.gaps()``)."""
+        from jsocmirror.diff import diff_mirror
+
+        return diff_mirror(self.catalog, self._config, series)
+
+    def status(self, *, by: str = "month") -> list[SeriesStatus]:
+        """Per-series counts, bytes on disk and coverage per ``day`` or ``month``."""
+        from jsocmirror.diff import mirror_status
+
+        return mirror_status(self.catalog, self._config, by=by)[0]
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _path_prefix(self) -> str:
+        return self.data_root.rstrip("/") + "/"
+
+    def _segments(self, sd: SeriesDef, series: str, segment) -> list[str]:
+        if segment is None:
+            try:
+                names = list(self._config.get_series(series).segments)
+            except ConfigError:
+                names = []
+            if not names:
+                raise UsageError(f"series {sd.name} has no configured segments; name one with segment=... "
+                                 f"({', '.join(s.name for s in sd.segments) or 'it has none'})")
+        else:
+            names = [segment] if isinstance(segment, str) else list(segment)
+        out = []
+        for name in names:
+            seg = sd.segment(name)
+            if seg is None:
+                raise UsageError(f"series {sd.name} has no segment {name!r} "
+                                 f"(segments: {', '.join(s.name for s in sd.segments)})")
+            out.append(seg.name)
+        return out
+
+    def _conditions(self, sd: SeriesDef, where: str | None, start: Any, end: Any) -> str:
+        parts = ["TRUE"]
+        if start is not None or end is not None:
+            time_kw = next((kw for kw in sd.primekey_keywords if kw.is_time), None)
+            if time_kw is None:
+                raise UsageError(f"series {sd.name} has no time prime key; select records with where=...")
+            col = "k." + quote_ident(time_kw.name)
+            if start is not None:
+                parts.append(f"{col} >= TIMESTAMP {_literal(_utc_text(start, 'start'))}")
+            if end is not None:
+                parts.append(f"{col} < TIMESTAMP {_literal(_utc_text(end, 'end'))}")
+        if where:
+            parts.append(f"({where})")
+        return " AND ".join(parts)
+
+
+def _utc_text(value: Any, what: str) -> str:
+    """A time bound as a UTC TIMESTAMP literal's text (the catalog's times hold UTC)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.isoformat(sep=" ")
+    try:
+        dt = drmstime.to_datetime_utc(drmstime.parse_time(str(value)))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{what} {value!r} is not a time (use a JSOC time such as 2024.06.30_00:00:00_TAI "
+                         f"or 2024-06-30T00:00:00): {exc}") from None
+    return dt.replace(tzinfo=None).isoformat(sep=" ")
+
+
+def _literal(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _sql_error(exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "read-only" in message or "read only" in message:
+        return f"the readers' catalog is read-only: {message} (change the writer's catalog with 'jsocmirror sql --write')"
+    return f"SQL error: {message}"

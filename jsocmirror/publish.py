@@ -1,0 +1,578 @@
+"""The readers' copy of the catalog: Parquet files behind a small views-only DuckDB file.
+
+DuckDB lets one process write a database file, and a read-only connection locks the file
+against that writer, so readers cannot share the writer's ``catalog.duckdb``. After every
+committed step the writer *publishes* instead:
+
+    <read>/catalog.duckdb           views only (one per catalog table and view), opened read-only
+    <read>/manifest.json            generation, time, and every table's Parquet files
+    <read>/mirror.json              the config a reader needs (data root, series entries)
+    <read>/tables/<table>/<part>.g<generation>.parquet
+    <read>/gens/<generation>.duckdb the views file of each generation still kept
+
+Keyword tables are split by calendar month of their first time prime key, ``local_files`` by
+series, the other tables are one part each. A part is written again only when its fingerprint
+(row count and a hash of the columns every change touches) moved, so publishing costs what
+changed, not what exists. New files get new names and ``catalog.duckdb`` is replaced by one
+rename, so a reader sees one whole generation or the one before, never a mix; a reader that
+keeps an old generation open keeps reading it. Superseded files are removed once no reader
+holds their generation's views file (DuckDB keeps a read lock on it while a connection is
+open) and it is older than ``KEEP_SECONDS``; on object storage, where there are no locks,
+age alone decides.
+
+The writer's own file is never touched by a reader, so neither waits for the other.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import struct
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from jsocmirror.catalog import Catalog, quote_ident, series_slug
+from jsocmirror.errors import CatalogError
+
+log = logging.getLogger("jsocmirror.publish")
+
+READ_DB = "catalog.duckdb"
+MANIFEST = "manifest.json"
+MIRROR_INFO = "mirror.json"
+FORMAT = 1
+
+#: How long a superseded generation is kept at least: readers that hold no lock (pyarrow or
+#: polars reading the manifest's files) get this long to finish a query.
+KEEP_SECONDS = 3600.0
+
+#: DuckDB's memory while publishing (it spills beyond): the nightly job's RSS stays bounded
+#: whatever the size of the parts it rewrites.
+PUBLISH_MEMORY = "400MB"
+
+#: The columns every change of a keyword-table row touches: sync rewrites ``_synced_at`` on each
+#: row it stores and marks deletions in ``_gone_at``; hashing these alone is what makes an
+#: unchanged 10M-row catalog cheap to check (all 64 columns cost ~3x more).
+KEYWORD_FINGERPRINT = ("_key", "_recnum", "_sunum", "_online", "_size", "_prev_recnum", "_gone_at", "_synced_at")
+
+
+@dataclass
+class PublishResult:
+    generation: int
+    root: str
+    changed: bool  # False: nothing moved since the last generation, nothing was written
+    parts_written: int = 0
+    rows_written: int = 0
+    parts_kept: int = 0
+    files_removed: int = 0
+    seconds: float = 0.0
+    tables: dict[str, int] = field(default_factory=dict)  # table -> parts written
+
+
+@dataclass(frozen=True)
+class _Part:
+    table: str
+    name: str  # 2024-06, hmi_m_720s, all, none
+    where: str  # SQL selecting the part's rows
+    fingerprint: str
+    rows: int
+
+
+# -- the location ------------------------------------------------------------------------------
+class _Store:
+    """Where a generation's files go: a local directory, or an fsspec location (object storage)."""
+
+    def __init__(self, root: str, storage_options: dict | None = None):
+        from jsocmirror.scan import open_root
+
+        self.url = root
+        self.fs, self.root = open_root(root, storage_options)
+        self.local = self.fs is None
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts]) if not self.local else os.path.join(self.root, *parts)
+
+    def makedirs(self, path: str) -> None:
+        if self.local:
+            os.makedirs(path, exist_ok=True)
+        else:
+            self.fs.makedirs(path, exist_ok=True)
+
+    def read_text(self, path: str) -> str | None:
+        try:
+            if self.local:
+                return Path(path).read_text(encoding="utf-8")
+            with self.fs.open(path, "r", encoding="utf-8") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
+    def put(self, local_file: str, path: str) -> None:
+        """Move a finished local file to ``path`` (rename locally, upload on object storage)."""
+        if self.local:
+            os.replace(local_file, path)
+        else:
+            self.fs.put_file(local_file, path)
+            os.unlink(local_file)
+
+    def write_text(self, path: str, text: str, tmp_dir: str) -> None:
+        fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=".publish-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.put(tmp, path)
+
+    def listing(self, path: str) -> list[tuple[str, float]]:
+        """(path, mtime) of every file under ``path``."""
+        out = []
+        if self.local:
+            for dirpath, _dirs, files in os.walk(path):
+                for name in files:
+                    full = os.path.join(dirpath, name)
+                    try:
+                        out.append((full, os.stat(full).st_mtime))
+                    except FileNotFoundError:
+                        continue
+            return out
+        try:
+            found = self.fs.find(path, detail=True)
+        except FileNotFoundError:
+            return out
+        for name, info in found.items():
+            stamp = info.get("LastModified") or info.get("mtime") or info.get("created")
+            when = stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0)
+            out.append((name if name.startswith("/") or self.local else name, when))
+        return out
+
+    def remove(self, path: str) -> None:
+        try:
+            if self.local:
+                os.unlink(path)
+            else:
+                self.fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+
+    def url_of(self, path: str) -> str:
+        """What a views file names a data file by: an absolute path, or a full URL."""
+        if self.local:
+            return path
+        return self.fs.unstrip_protocol(path)
+
+
+# -- partitions and fingerprints ----------------------------------------------------------------
+def _tables(catalog: Catalog) -> list[str]:
+    return [r[0] for r in catalog.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+        "AND table_type = 'BASE TABLE' ORDER BY table_name").fetchall()]
+
+
+def _time_column(columns: dict[str, str]) -> str | None:
+    """The first time prime key of a keyword table: the column X that has an ``X_str`` twin."""
+    for name in columns:
+        if name.endswith("_str") and columns.get(name[:-4]) == "TIMESTAMP":
+            return name[:-4]
+    return None
+
+
+def _partitioning(table: str, columns: dict[str, str]) -> tuple[str, Callable[[Any], str], tuple[str, ...]]:
+    """(SQL of the part key, part key -> SQL condition, fingerprint columns) of a table."""
+    if table.startswith("kw_") and (col := _time_column(columns)) is not None:
+        c = quote_ident(col)
+
+        def month_where(part: Any) -> str:
+            if part == "none":
+                return f"{c} IS NULL"
+            year, month = (int(x) for x in str(part).split("-"))
+            nxt = f"{year + (month == 12):04d}-{month % 12 + 1:02d}-01"
+            return f"{c} >= TIMESTAMP '{year:04d}-{month:02d}-01' AND {c} < TIMESTAMP '{nxt}'"
+
+        fp = tuple(n for n in KEYWORD_FINGERPRINT if n in columns)
+        return f"coalesce(strftime({c}, '%Y-%m'), 'none')", month_where, fp
+    if table == "local_files":
+        def series_where(part: Any) -> str:
+            return "series IS NULL" if part is None else "series = " + _literal(part)
+
+        return "series", series_where, tuple(columns)
+    return "'all'", lambda part: "TRUE", tuple(columns)
+
+
+def _literal(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _part_name(table: str, key: Any) -> str:
+    if table == "local_files":
+        return "_none" if key is None else series_slug(key) or "_blank"
+    return str(key)
+
+
+def _fingerprints(catalog: Catalog, table: str) -> list[_Part]:
+    columns = catalog.table_columns(table)
+    key_sql, where_of, fp_cols = _partitioning(table, columns)
+    schema = ",".join(f"{n}:{t}" for n, t in columns.items())
+    hashed = ", ".join(quote_ident(c) for c in fp_cols)
+    rows = catalog.execute(
+        f"SELECT {key_sql} AS part, count(*), bit_xor(hash({hashed})) FROM {quote_ident(table)} GROUP BY ALL"
+    ).fetchall()
+    parts = [_Part(table, _part_name(table, key), where_of(key), f"{schema}|{n}|{h}", n) for key, n, h in rows]
+    if not parts:  # an empty table still needs one (empty) file: its schema
+        parts.append(_Part(table, "all", "FALSE", f"{schema}|0|0", 0))
+    names = [p.name for p in parts]
+    if len(set(names)) != len(names):  # two series with one slug: fall back to one part
+        parts = [_Part(table, "all", "TRUE", f"{schema}|" + "|".join(sorted(p.fingerprint for p in parts)),
+                       sum(p.rows for p in parts))]
+    return parts
+
+
+# -- publishing --------------------------------------------------------------------------------
+def publish(catalog: Catalog, config, *, force: bool = False, storage_options: dict | None = None) -> PublishResult:
+    """Make the catalog's committed state the readers' current generation (see the module doc)."""
+    start = time.perf_counter()
+    store = _Store(config.read_root, storage_options)
+    hook, catalog.after_commit = catalog.after_commit, None  # publishing's own commit is no step
+    try:
+        return _publish(catalog, config, store, force=force, start=start)
+    except OSError as exc:
+        raise CatalogError(f"cannot publish the readers' catalog to {config.read_root}: "
+                           f"{exc.strerror or exc}") from None
+    finally:
+        catalog.after_commit = hook
+
+
+class Publisher:
+    """Publishes a writer's committed steps as they happen, at most every ``interval`` seconds.
+
+    ``attach`` makes every commit of the catalog a step; a step publishes when ``interval`` has
+    passed and at least ten times the last publish's cost, so publishing stays under ~10% of a
+    long sync. ``finish`` publishes whatever is left. A failed step is logged and retried at the
+    next one (the writer's work is safe in its own file); a failed ``finish`` raises.
+    """
+
+    def __init__(self, catalog: Catalog, config, *, interval: float = 5.0, storage_options: dict | None = None):
+        self.catalog, self.config, self.interval = catalog, config, interval
+        self.storage_options = storage_options
+        self.last: PublishResult | None = None
+        self.published = 0
+        self._at = time.monotonic()
+        self._cost = 0.0
+
+    def attach(self) -> Publisher:
+        self._outer = self.catalog.after_commit  # a publisher of an enclosing block (update around sync)
+        self.catalog.after_commit = self.step
+        return self
+
+    def detach(self) -> None:
+        if self.catalog.after_commit == self.step:
+            self.catalog.after_commit = getattr(self, "_outer", None)
+
+    def step(self) -> None:
+        if time.monotonic() - self._at < max(self.interval, 10 * self._cost):
+            return
+        try:
+            self._publish()
+        except CatalogError as exc:
+            log.warning("%s (readers keep the previous generation; retrying at the next step)", exc)
+
+    def finish(self) -> PublishResult:
+        self.detach()
+        return self._publish()
+
+    def _publish(self) -> PublishResult:
+        self.last = publish(self.catalog, self.config, storage_options=self.storage_options)
+        self._at, self._cost = time.monotonic(), self.last.seconds
+        self.published += self.last.changed
+        return self.last
+
+
+def _publish(catalog: Catalog, config, store: _Store, *, force: bool, start: float) -> PublishResult:
+    previous = _load_manifest(store)
+    old_parts = {} if force or previous.get("root") != store.url else previous.get("tables", {})
+    mirror_info = _mirror_info(config)
+    tmp_dir = _tmp_dir(config)
+    with catalog.bulk_load(memory_limit=PUBLISH_MEMORY, threads=2):
+        catalog.begin()  # one snapshot: every part and view of a generation comes from one committed state
+        try:
+            parts = {table: _fingerprints(catalog, table) for table in _tables(catalog)}
+            views = _views(catalog)
+            unchanged = (
+                previous.get("format") == FORMAT and previous.get("views") == views
+                and previous.get("mirror") == mirror_info and not force
+                and {t: {p.name: p.fingerprint for p in ps} for t, ps in parts.items()}
+                == {t: {name: info["fingerprint"] for name, info in ps.items()} for t, ps in old_parts.items()}
+            )
+            if unchanged and _current_exists(store):
+                catalog.commit()
+                return PublishResult(previous["generation"], store.url, False, parts_kept=sum(map(len, parts.values())),
+                                     seconds=time.perf_counter() - start)
+            generation = _next_generation(store, previous)
+            result = PublishResult(generation, store.url, True)
+            tables: dict[str, dict[str, dict]] = {}
+            for table, table_parts in parts.items():
+                tables[table] = {}
+                for part in table_parts:
+                    old = old_parts.get(table, {}).get(part.name)
+                    if old is not None and old["fingerprint"] == part.fingerprint:
+                        tables[table][part.name] = old
+                        result.parts_kept += 1
+                        continue
+                    tables[table][part.name] = _write_part(catalog, store, part, generation, tmp_dir)
+                    result.parts_written += 1
+                    result.rows_written += part.rows
+                    result.tables[table] = result.tables.get(table, 0) + 1
+            catalog.commit()
+        except BaseException:
+            catalog.rollback()
+            raise
+    manifest = {"format": FORMAT, "generation": generation, "root": store.url,
+                "published_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "views": views, "mirror": mirror_info, "tables": tables}
+    _write_generation(store, manifest, tmp_dir)
+    result.files_removed = collect_garbage(store, manifest)
+    result.seconds = time.perf_counter() - start
+    log.info("published generation %d to %s: %d parts written (%d rows), %d kept, %.2f s", generation,
+             store.url, result.parts_written, result.rows_written, result.parts_kept, result.seconds)
+    return result
+
+
+def _write_part(catalog: Catalog, store: _Store, part: _Part, generation: int, tmp_dir: str) -> dict:
+    folder = store.path("tables", part.table)
+    store.makedirs(folder)
+    name = f"{part.name}.g{generation:06d}.parquet"
+    final = store.path("tables", part.table, name)
+    local = final if store.local else os.path.join(tmp_dir, name)
+    catalog.execute(f"COPY (SELECT * FROM {quote_ident(part.table)} WHERE {part.where}) "
+                    f"TO {_literal(local)} (FORMAT parquet, COMPRESSION zstd)")
+    if not store.local:
+        store.put(local, final)
+    return {"file": f"tables/{part.table}/{name}", "fingerprint": part.fingerprint, "rows": part.rows}
+
+
+def _views(catalog: Catalog) -> dict[str, str]:
+    """The writer's own views (``hmi_m_720s``, ``hmi_m_720s_files``): name -> CREATE VIEW text."""
+    rows = catalog.execute(
+        "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND NOT temporary "
+        "AND schema_name = 'main' AND database_name = current_database() ORDER BY view_name").fetchall()
+    return {name: sql for name, sql in rows}
+
+
+def _mirror_info(config) -> dict:
+    """What a reader elsewhere needs of the config: where the files are and what is mirrored."""
+    return {"data_root": config.data_root,
+            "series": [{"series": e.series, "segments": list(e.segments), "start": e.start, "end": e.end,
+                        "cadence": e.cadence, "keys": {k: list(v) for k, v in e.keys.items()},
+                        "filter": e.filter, "keywords": e.keywords, "layout": e.layout} for e in config.series]}
+
+
+def _tmp_dir(config) -> str:
+    path = Path(config.mirror_dir) / ".tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _load_manifest(store: _Store) -> dict:
+    text = store.read_text(store.path(MANIFEST))
+    if not text:
+        return {}
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        log.warning("the readers' manifest in %s is unreadable; publishing every table again", store.url)
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _current_exists(store: _Store) -> bool:
+    if store.local:
+        return os.path.exists(store.path(READ_DB))
+    return store.fs.exists(store.path(READ_DB))
+
+
+_GEN_RE = re.compile(r"^(\d{6,})\.(duckdb|json)$")
+
+
+def _next_generation(store: _Store, previous: dict) -> int:
+    """One past every generation that exists or existed (a crash may have left a newer one)."""
+    seen = [int(previous.get("generation", 0))]
+    for path, _ in store.listing(store.path("gens")):
+        match = _GEN_RE.match(os.path.basename(path))
+        if match:
+            seen.append(int(match[1]))
+    return max(seen) + 1
+
+
+def _write_generation(store: _Store, manifest: dict, tmp_dir: str) -> None:
+    """The views file of the generation, then the switch: ``catalog.duckdb`` and ``manifest.json``."""
+    generation = manifest["generation"]
+    store.makedirs(store.path("gens"))
+    local_db = os.path.join(tmp_dir, f".gen-{generation:06d}-{os.getpid()}.duckdb")
+    build_views_file(local_db, manifest, lambda rel: store.url_of(store.path(*rel.split("/"))))
+    gen_db = store.path("gens", f"{generation:06d}.duckdb")
+    text = json.dumps(manifest, indent=1, sort_keys=True)
+    store.write_text(store.path("gens", f"{generation:06d}.json"), text, tmp_dir)
+    if store.local:
+        os.replace(local_db, gen_db)
+        # catalog.duckdb is a second name of the generation's file: readers lock that inode, and
+        # the collector can then ask gens/<n>.duckdb whether anyone still holds it.
+        link = store.path(f".{READ_DB}.{generation:06d}.tmp")
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.link(gen_db, link)
+        os.replace(link, store.path(READ_DB))
+        _fsync_dir(store.root)
+    else:
+        store.fs.put_file(local_db, gen_db)
+        store.put(local_db, store.path(READ_DB))
+    store.write_text(store.path(MIRROR_INFO), json.dumps(manifest["mirror"], indent=1), tmp_dir)
+    store.write_text(store.path(MANIFEST), text, tmp_dir)
+
+
+def build_views_file(path: str, manifest: dict, locate: Callable[[str], str]) -> None:
+    """A DuckDB file holding only views: one per table over its Parquet files, then the writer's views."""
+    import duckdb
+
+    for leftover in (path, path + ".wal"):
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+    con = duckdb.connect(path)
+    try:
+        for table, parts in sorted(manifest["tables"].items()):
+            files = [locate(info["file"]) for _, info in sorted(parts.items())]
+            con.execute(f"CREATE VIEW {quote_ident(table)} AS {_table_select(table, files)}")
+        _create_views(con, manifest["views"])
+        con.execute("CREATE VIEW jsocmirror_publication AS SELECT "
+                    f"{int(manifest['generation'])} AS generation, "
+                    f"TIMESTAMP '{manifest['published_at'].replace('T', ' ').rstrip('Z')}' AS published_at")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+
+
+def _table_select(table: str, files: list[str]) -> str:
+    listed = "[" + ", ".join(_literal(f) for f in files) + "]"
+    if table != "local_files":
+        return f"SELECT * FROM read_parquet({listed})"
+    # The diff names files by rowid; a Parquet scan has none, so each file's row numbers are
+    # offset into a range of their own (a part holds far fewer than 2^40 rows).
+    branches = [f"SELECT * EXCLUDE (file_row_number), ({i}::BIGINT << 40) + file_row_number AS rowid "
+                f"FROM read_parquet({_literal(f)}, file_row_number = true)" for i, f in enumerate(files)]
+    return " UNION ALL ".join(branches)
+
+
+def _create_views(con, views: dict[str, str]) -> None:
+    """The writer's views, in an order where each one's dependencies exist first."""
+    pending = dict(views)
+    while pending:
+        progress = False
+        for name, sql in list(pending.items()):
+            try:
+                con.execute(sql)
+            except Exception:  # a view it selects from is not created yet
+                continue
+            del pending[name]
+            progress = True
+        if not progress:
+            log.warning("views not published (they refer to something the readers' copy lacks): %s",
+                        ", ".join(sorted(pending)))
+            return
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- garbage collection ------------------------------------------------------------------------
+#: Probe descriptors of generations still in use, kept open: closing a descriptor of a file
+#: drops every POSIX lock this process holds on it (DuckDB's own read lock of an in-process reader).
+_probes: dict[str, int] = {}
+
+
+def in_use(path: str) -> bool:
+    """True if some connection (in any process, this one included) holds DuckDB's lock on ``path``.
+
+    An open-file-description write lock conflicts with DuckDB's POSIX read lock even within one
+    process; it is released at once when it was granted.
+    """
+    fd = _probes.get(path)
+    if fd is None:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: keep it
+    lock_cmd = getattr(fcntl, "F_OFD_SETLK", fcntl.F_SETLK)
+    try:
+        fcntl.fcntl(fd, lock_cmd, struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+    except OSError:
+        _probes[path] = fd
+        return True
+    fcntl.fcntl(fd, lock_cmd, struct.pack("hhqqi4x", fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
+    _probes.pop(path, None)
+    os.close(fd)
+    return False
+
+
+def collect_garbage(store: _Store, manifest: dict, *, now: float | None = None,
+                    keep_seconds: float = KEEP_SECONDS) -> int:
+    """Remove superseded generations nobody can still read, and the data files only they used."""
+    now = time.time() if now is None else now
+    current = manifest["generation"]
+    keep_files = {store.path(*info["file"].split("/")) for parts in manifest["tables"].values()
+                  for info in parts.values()}
+    removed = 0
+    listing = store.listing(store.path("gens"))
+    for path, mtime in sorted(listing):
+        match = _GEN_RE.match(os.path.basename(path))
+        if match is None or match[2] != "json" or int(match[1]) >= current:
+            continue
+        generation = int(match[1])
+        db = store.path("gens", f"{generation:06d}.duckdb")
+        if now - mtime < keep_seconds or (store.local and in_use(db)):
+            old = json.loads(store.read_text(path) or "{}")
+            keep_files |= {store.path(*info["file"].split("/")) for parts in old.get("tables", {}).values()
+                           for info in parts.values()}
+            continue
+        store.remove(db)
+        store.remove(path)
+        removed += 2
+    for path, mtime in store.listing(store.path("tables")):
+        # files of no kept generation; young ones may belong to a publish that is still writing
+        if path not in keep_files and now - mtime >= keep_seconds:
+            store.remove(path)
+            removed += 1
+    return removed
+
+
+@contextmanager
+def publishing(catalog: Catalog, config, *, interval: float = 5.0) -> Iterator[Publisher]:
+    """Publish after each committed step of the block, and once more at its end.
+
+    If the block fails, what it committed is still published (best effort: the block's own
+    error is the one raised).
+    """
+    publisher = Publisher(catalog, config, interval=interval).attach()
+    try:
+        yield publisher
+    except BaseException:
+        try:
+            publisher.finish()
+        except CatalogError as exc:
+            log.warning("%s", exc)
+        raise
+    publisher.finish()

@@ -218,6 +218,10 @@ def test_missing_records_are_listed_and_fetch_missing_lands_them_in_the_layout(t
     # AIA: every record missing; fetch just the sampled ones through the mirror's own stage/download
     aia = Fido.search(a.jsocmirror.Mirror(config.mirror_dir), a.jsoc.Series("aia.lev1_euv_12s"), a.Sample(5 * u.min))
     assert set(aia[0]["state"]) == {"missing"} and len(aia[0]) == 3
+    assert aia[0]["_key"][0] == "[2024-06-30T23:44:59Z][171]"  # the first record anchors a.Sample without a.Time
+    assert repr(Fido.fetch(aia, progress=False).errors[0].exception) == (
+        f"NotInMirror('aia.lev1_euv_12s[2024-06-30T23:44:59Z][171]{{image}}: missing in the mirror "
+        f"{config.mirror_dir} (Fido.fetch(..., fetch_missing=True) fetches it)')")
     exports = len(emu.exports.store.all())
     files = Fido.fetch(res, aia, fetch_missing=True, progress=False)
     assert not files.errors and len(files) == 15 + 3
@@ -236,11 +240,13 @@ def test_missing_records_are_listed_and_fetch_missing_lands_them_in_the_layout(t
 # -- docs/sunpy.md -----------------------------------------------------------------------------------
 def test_docs_python_blocks_run(mirror, monkeypatch, tmp_path):
     """Every ```python block of docs/sunpy.md runs, in order, against a mirror at /data/sdo's place."""
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    text = DOC.read_text(encoding="utf-8")
+    blocks = list(re.finditer(r"```python\n(.*?)```", text, re.S))
     assert len(blocks) >= 4
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     for block in blocks:
-        code = block.replace('"/data/sdo"', repr(str(mirror.mirror_dir)))
+        line = text.count("\n", 0, block.start(1))  # so a traceback names the doc's own line
+        code = "\n" * line + block.group(1).replace('"/data/sdo"', repr(str(mirror.mirror_dir)))
         with no_network():
             exec(compile(code, str(DOC), "exec"), namespace)  # noqa: S102 - our own docs

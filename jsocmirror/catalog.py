@@ -169,6 +169,7 @@ class Catalog:
         self.read_only = read_only
         #: Called after each commit (``Publisher.step``: readers see each committed step).
         self.after_commit: Callable[[], None] | None = None
+        self.publisher: Any = None  # the Publisher attached to this catalog, if any
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)
         except duckdb.IOException as exc:
@@ -183,6 +184,14 @@ class Catalog:
         except Exception:
             self.con.close()
             raise
+
+    def cursor(self) -> Catalog:
+        """Another connection to the same open database, for another thread (its own transactions)."""
+        other = object.__new__(Catalog)
+        other.path, other.read_only = self.path, self.read_only
+        other.after_commit, other.publisher = None, None
+        other.con = self.con.cursor()
+        return other
 
     def __enter__(self) -> Catalog:
         return self

@@ -32,6 +32,7 @@ import os
 import re
 import struct
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,10 +53,6 @@ FORMAT = 1
 #: How long a superseded generation is kept at least: readers that hold no lock (pyarrow or
 #: polars reading the manifest's files) get this long to finish a query.
 KEEP_SECONDS = 3600.0
-
-#: DuckDB's memory while publishing (it spills beyond): the nightly job's RSS stays bounded
-#: whatever the size of the parts it rewrites.
-PUBLISH_MEMORY = "400MB"
 
 #: The columns every change of a keyword-table row touches: sync rewrites ``_synced_at`` on each
 #: row it stores and marks deletions in ``_gone_at``; hashing these alone is what makes an
@@ -142,14 +139,14 @@ class _Store:
                     except FileNotFoundError:
                         continue
             return out
-        try:
+        try:  # a fresh listing: s3fs's find never answers from its cache
             found = self.fs.find(path, detail=True)
         except FileNotFoundError:
             return out
         for name, info in found.items():
-            stamp = info.get("LastModified") or info.get("mtime") or info.get("created")
-            when = stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0)
-            out.append((name if name.startswith("/") or self.local else name, when))
+            if info.get("type") == "directory":
+                continue
+            out.append((name, _stamp(info)))
         return out
 
     def remove(self, path: str) -> None:
@@ -166,6 +163,30 @@ class _Store:
         if self.local:
             return path
         return self.fs.unstrip_protocol(path)
+
+
+def _stamp(info: dict) -> float:
+    """An fsspec listing entry's modification time (S3 ``LastModified``, gcsfs ``updated``, ``mtime``).
+
+    Unknown: infinitely young, so the collector keeps the file rather than remove one a publish
+    in progress may have just written.
+    """
+    for name in ("LastModified", "mtime", "updated", "created"):
+        stamp = info.get(name)
+        if stamp is None:
+            continue
+        if isinstance(stamp, str):
+            try:
+                stamp = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(stamp, datetime):
+            return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
+        try:
+            return float(stamp)
+        except (TypeError, ValueError):
+            continue
+    return float("inf")
 
 
 # -- partitions and fingerprints ----------------------------------------------------------------
@@ -249,48 +270,74 @@ def publish(catalog: Catalog, config, *, force: bool = False, storage_options: d
 
 
 class Publisher:
-    """Publishes a writer's committed steps as they happen, at most every ``interval`` seconds.
+    """Publishes a writer's committed steps while it goes on writing.
 
-    ``attach`` makes every commit of the catalog a step; a step publishes when ``interval`` has
-    passed and at least ten times the last publish's cost, so publishing stays under ~10% of a
-    long sync. ``finish`` publishes whatever is left. A failed step is logged and retried at the
-    next one (the writer's work is safe in its own file); a failed ``finish`` raises.
+    ``attach`` makes every commit of the catalog a step. Steps only wake a thread that publishes
+    from a cursor of its own (a DuckDB snapshot of the last commit), so the writer never waits
+    for a publish; it publishes at most every ``interval`` seconds and at most a tenth of the
+    time, so a long first sync spends under ~10% of a core on it. ``finish`` publishes whatever
+    is left and stops the thread. A failed publish is logged and retried at the next step (the
+    writer's work is safe in its own file); a failed ``finish`` raises.
     """
 
-    def __init__(self, catalog: Catalog, config, *, interval: float = 5.0, storage_options: dict | None = None):
+    def __init__(self, catalog: Catalog, config, *, interval: float = 2.0, storage_options: dict | None = None):
         self.catalog, self.config, self.interval = catalog, config, interval
         self.storage_options = storage_options
         self.last: PublishResult | None = None
         self.published = 0
-        self._at = time.monotonic()
         self._cost = 0.0
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._outer: Callable[[], None] | None = None
 
     def attach(self) -> Publisher:
-        self._outer = self.catalog.after_commit  # a publisher of an enclosing block (update around sync)
+        self._outer = self.catalog.after_commit
         self.catalog.after_commit = self.step
+        self.catalog.publisher = self
+        self._thread = threading.Thread(target=self._run, name="jsocmirror-publish", daemon=True)
+        self._thread.start()
         return self
 
-    def detach(self) -> None:
-        if self.catalog.after_commit == self.step:
-            self.catalog.after_commit = getattr(self, "_outer", None)
-
     def step(self) -> None:
-        if time.monotonic() - self._at < max(self.interval, 10 * self._cost):
-            return
-        try:
-            self._publish()
-        except CatalogError as exc:
-            log.warning("%s (readers keep the previous generation; retrying at the next step)", exc)
+        self._wake.set()
 
     def finish(self) -> PublishResult:
-        self.detach()
-        return self._publish()
-
-    def _publish(self) -> PublishResult:
+        """Stop stepping, then publish everything committed so far (in the caller's thread)."""
+        if self.catalog.after_commit == self.step:
+            self.catalog.after_commit = self._outer
+        if getattr(self.catalog, "publisher", None) is self:
+            self.catalog.publisher = None
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
         self.last = publish(self.catalog, self.config, storage_options=self.storage_options)
-        self._at, self._cost = time.monotonic(), self.last.seconds
         self.published += self.last.changed
         return self.last
+
+    def _run(self) -> None:
+        cursor = self.catalog.cursor()
+        try:
+            while True:
+                self._wake.wait()
+                if self._stop:
+                    return
+                self._wake.clear()
+                try:
+                    result = publish(cursor, self.config, storage_options=self.storage_options)
+                except Exception as exc:  # the writer goes on; the next step tries again
+                    log.warning("%s (readers keep the previous generation; retrying at the next step)", exc)
+                    result = None
+                if result is not None:
+                    self.last, self._cost = result, result.seconds
+                    self.published += result.changed
+                pause = max(self.interval, 9 * self._cost)
+                deadline = time.monotonic() + pause
+                while not self._stop and time.monotonic() < deadline:
+                    time.sleep(min(0.05, pause))
+        finally:
+            cursor.close()
 
 
 def _publish(catalog: Catalog, config, store: _Store, *, force: bool, start: float) -> PublishResult:
@@ -298,49 +345,51 @@ def _publish(catalog: Catalog, config, store: _Store, *, force: bool, start: flo
     old_parts = {} if force or previous.get("root") != store.url else previous.get("tables", {})
     mirror_info = _mirror_info(config)
     tmp_dir = _tmp_dir(config)
-    with catalog.bulk_load(memory_limit=PUBLISH_MEMORY, threads=2):
-        catalog.begin()  # one snapshot: every part and view of a generation comes from one committed state
-        try:
-            parts = {table: _fingerprints(catalog, table) for table in _tables(catalog)}
-            views = _views(catalog)
-            unchanged = (
-                previous.get("format") == FORMAT and previous.get("views") == views
-                and previous.get("mirror") == mirror_info and not force
-                and {t: {p.name: p.fingerprint for p in ps} for t, ps in parts.items()}
-                == {t: {name: info["fingerprint"] for name, info in ps.items()} for t, ps in old_parts.items()}
-            )
-            if unchanged and _current_exists(store):
-                catalog.commit()
-                return PublishResult(previous["generation"], store.url, False, parts_kept=sum(map(len, parts.values())),
-                                     seconds=time.perf_counter() - start)
-            generation = _next_generation(store, previous)
-            result = PublishResult(generation, store.url, True)
-            tables: dict[str, dict[str, dict]] = {}
-            for table, table_parts in parts.items():
-                tables[table] = {}
-                for part in table_parts:
-                    old = old_parts.get(table, {}).get(part.name)
-                    if old is not None and old["fingerprint"] == part.fingerprint:
-                        tables[table][part.name] = old
-                        result.parts_kept += 1
-                        continue
-                    tables[table][part.name] = _write_part(catalog, store, part, generation, tmp_dir)
-                    result.parts_written += 1
-                    result.rows_written += part.rows
-                    result.tables[table] = result.tables.get(table, 0) + 1
-            catalog.commit()
-        except BaseException:
-            catalog.rollback()
-            raise
-    manifest = {"format": FORMAT, "generation": generation, "root": store.url,
+    catalog.begin()  # one snapshot: every part and view of a generation comes from one committed state
+    try:
+        parts = {table: _fingerprints(catalog, table) for table in _tables(catalog)}
+        views = _views(catalog)
+        fingerprints = {t: {p.name: p.fingerprint for p in ps} for t, ps in parts.items()}
+        unchanged = not force and previous.get("format") == FORMAT and previous.get("views") == views \
+            and previous.get("mirror") == mirror_info and fingerprints == _fingerprints_of(old_parts)
+        if unchanged and _current_exists(store):
+            return PublishResult(previous["generation"], store.url, False, parts_kept=sum(map(len, parts.values())),
+                                 seconds=time.perf_counter() - start)
+        result = PublishResult(_next_generation(store, previous), store.url, True)
+        tables = {table: _table_files(catalog, store, table_parts, old_parts.get(table, {}), result, tmp_dir)
+                  for table, table_parts in parts.items()}
+    finally:
+        catalog.rollback()  # it only read
+    manifest = {"format": FORMAT, "generation": result.generation, "root": store.url,
                 "published_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "views": views, "mirror": mirror_info, "tables": tables}
     _write_generation(store, manifest, tmp_dir)
     result.files_removed = collect_garbage(store, manifest)
     result.seconds = time.perf_counter() - start
-    log.info("published generation %d to %s: %d parts written (%d rows), %d kept, %.2f s", generation,
+    log.info("published generation %d to %s: %d parts written (%d rows), %d kept, %.2f s", result.generation,
              store.url, result.parts_written, result.rows_written, result.parts_kept, result.seconds)
     return result
+
+
+def _fingerprints_of(tables: dict) -> dict[str, dict[str, str]]:
+    return {t: {name: info["fingerprint"] for name, info in ps.items()} for t, ps in tables.items()}
+
+
+def _table_files(catalog: Catalog, store: _Store, parts: list[_Part], old: dict[str, dict],
+                 result: PublishResult, tmp_dir: str) -> dict[str, dict]:
+    """The files of a table's parts: the previous generation's where the fingerprint held, new ones elsewhere."""
+    out = {}
+    for part in parts:
+        kept = old.get(part.name)
+        if kept is not None and kept["fingerprint"] == part.fingerprint:
+            out[part.name] = kept
+            result.parts_kept += 1
+            continue
+        out[part.name] = _write_part(catalog, store, part, result.generation, tmp_dir)
+        result.parts_written += 1
+        result.rows_written += part.rows
+        result.tables[part.table] = result.tables.get(part.table, 0) + 1
+    return out
 
 
 def _write_part(catalog: Catalog, store: _Store, part: _Part, generation: int, tmp_dir: str) -> dict:
@@ -414,7 +463,7 @@ def _write_generation(store: _Store, manifest: dict, tmp_dir: str) -> None:
     generation = manifest["generation"]
     store.makedirs(store.path("gens"))
     local_db = os.path.join(tmp_dir, f".gen-{generation:06d}-{os.getpid()}.duckdb")
-    build_views_file(local_db, manifest, lambda rel: store.url_of(store.path(*rel.split("/"))))
+    build_views_file(local_db, manifest, lambda rel: store.url_of(store.path(*rel.split("/"))), store.fs)
     gen_db = store.path("gens", f"{generation:06d}.duckdb")
     text = json.dumps(manifest, indent=1, sort_keys=True)
     store.write_text(store.path("gens", f"{generation:06d}.json"), text, tmp_dir)
@@ -435,14 +484,20 @@ def _write_generation(store: _Store, manifest: dict, tmp_dir: str) -> None:
     store.write_text(store.path(MANIFEST), text, tmp_dir)
 
 
-def build_views_file(path: str, manifest: dict, locate: Callable[[str], str]) -> None:
-    """A DuckDB file holding only views: one per table over its Parquet files, then the writer's views."""
+def build_views_file(path: str, manifest: dict, locate: Callable[[str], str], filesystem: Any = None) -> None:
+    """A DuckDB file holding only views: one per table over its Parquet files, then the writer's views.
+
+    ``filesystem`` (fsspec) is what DuckDB reads the parts through when ``locate`` gives URLs:
+    creating a view binds it, which reads the files' schemas.
+    """
     import duckdb
 
     for leftover in (path, path + ".wal"):
         if os.path.exists(leftover):
             os.unlink(leftover)
     con = duckdb.connect(path)
+    if filesystem is not None:
+        con.register_filesystem(filesystem)
     try:
         for table, parts in sorted(manifest["tables"].items()):
             files = [locate(info["file"]) for _, info in sorted(parts.items())]
@@ -536,14 +591,22 @@ def collect_garbage(store: _Store, manifest: dict, *, now: float | None = None,
     keep_files = {store.path(*info["file"].split("/")) for parts in manifest["tables"].values()
                   for info in parts.values()}
     removed = 0
-    listing = store.listing(store.path("gens"))
-    for path, mtime in sorted(listing):
+    # generation -> when its record was written; a generation is superseded when the next one is
+    published = {}
+    for path, mtime in store.listing(store.path("gens")):
         match = _GEN_RE.match(os.path.basename(path))
-        if match is None or match[2] != "json" or int(match[1]) >= current:
+        if match is not None and match[2] == "json":
+            published[int(match[1])] = (path, mtime)
+    superseded_at = now
+    for generation in sorted(published, reverse=True):
+        path, mtime = published[generation]
+        if generation >= current:
+            superseded_at = min(superseded_at, mtime)
             continue
-        generation = int(match[1])
+        # a reader may have opened it until its successor was published, however old it is itself
+        age, superseded_at = now - superseded_at, min(superseded_at, mtime)
         db = store.path("gens", f"{generation:06d}.duckdb")
-        if now - mtime < keep_seconds or (store.local and in_use(db)):
+        if age < keep_seconds or (store.local and in_use(db)):
             old = json.loads(store.read_text(path) or "{}")
             keep_files |= {store.path(*info["file"].split("/")) for parts in old.get("tables", {}).values()
                            for info in parts.values()}
@@ -560,12 +623,18 @@ def collect_garbage(store: _Store, manifest: dict, *, now: float | None = None,
 
 
 @contextmanager
-def publishing(catalog: Catalog, config, *, interval: float = 5.0) -> Iterator[Publisher]:
+def publishing(catalog: Catalog, config, *, interval: float = 2.0) -> Iterator[Publisher]:
     """Publish after each committed step of the block, and once more at its end.
 
-    If the block fails, what it committed is still published (best effort: the block's own
-    error is the one raised).
+    Inside another ``publishing`` block of the same catalog (update around sync) the outer
+    publisher serves: the inner block's end is one more step of it. If the block fails, what it
+    committed is still published (best effort: the block's own error is the one raised).
     """
+    outer = getattr(catalog, "publisher", None)
+    if outer is not None:
+        yield outer
+        outer.step()
+        return
     publisher = Publisher(catalog, config, interval=interval).attach()
     try:
         yield publisher

@@ -156,6 +156,34 @@ def test_search_errors_are_one_line(mirror, monkeypatch):
     assert len(Fido.search(a.jsocmirror.Mirror(), a.jsoc.Series("hmi.M_720s"))[0]) == 16
 
 
+def test_sample_takes_each_interval_first_slot_per_channel_and_skips_per_record_keys():
+    """a.Sample on synthetic rows: a gap's interval takes its next slot; FSN (one per record) is no channel."""
+    import duckdb
+
+    from jsocmirror.series import builtin_series
+    from jsocmirror.sunpy._query import SampleSql, parse_query
+
+    registry = builtin_series()
+    con = duckdb.connect()
+    # hmi.sharp_720s: HARPs 1 and 2, slots 0..11 (12 min each), HARP 2 lacking slots 0 and 5
+    rows = [(h, i, "magnetogram") for h in (1, 2) for i in range(12) if not (h == 2 and i in (0, 5))]
+    rel = con.sql("SELECT * FROM (VALUES " + ", ".join(map(str, rows)) + ") AS t(HARPNUM, T_REC_index, segment)")
+    sharp = registry.get("hmi.sharp_720s")
+    sample = SampleSql(parse_query([a.Sample(1 * u.hour)]), sharp, sharp.keyword("T_REC"))
+    unique = list(rel.query("r", sample.unique_check()).fetchall()[0])
+    kept = sorted(rel.query("r", sample.select(unique)).fetchall())
+    assert kept == [(1, 0, "magnetogram"), (1, 5, "magnetogram"), (1, 10, "magnetogram"),
+                    (2, 1, "magnetogram"), (2, 6, "magnetogram"), (2, 10, "magnetogram")]
+    # aia.lev1: 1 s slots, FSN unique per record; @12s keeps all records of each interval's first slot
+    lev1 = registry.get("aia.lev1")
+    rows = [(1000 + n, i, "image") for n, i in enumerate([0, 0, 5, 12, 13, 25, 30])]
+    rel = con.sql("SELECT * FROM (VALUES " + ", ".join(map(str, rows)) + ") AS t(FSN, T_REC_index, segment)")
+    sample = SampleSql(parse_query([a.Sample(12 * u.s)]), lev1, lev1.keyword("T_REC"))
+    unique = list(rel.query("r", sample.unique_check()).fetchall()[0])
+    assert unique == [True]
+    assert sorted(r[1] for r in rel.query("r", sample.select(unique)).fetchall()) == [0, 0, 12, 25]
+
+
 # -- routing ---------------------------------------------------------------------------------------
 def test_routing_mirror_attr_use_and_plain_jsoc_queries(mirror):
     hmi = (a.Time("2024-06-30 21:00", "2024-06-30 22:00"), a.jsoc.Series("hmi.M_720s"))

@@ -94,7 +94,7 @@ def parse_query(query) -> MirrorQuery:
 class RecordFilesArgs:
     where: str | None
     segments: list[str]
-    sample: str | None = None  # SQL over relation ``r`` (record_files' rows) keeping one row per interval
+    sample: SampleSql | None = None
 
 
 def record_files_args(query: MirrorQuery, sd: SeriesDef, mirrored_segments: list[str]) -> RecordFilesArgs:
@@ -112,7 +112,7 @@ def record_files_args(query: MirrorQuery, sd: SeriesDef, mirrored_segments: list
             segments.append(seg.name)
     conditions = []
     time_kw = next((kw for kw in sd.primekey_keywords if kw.is_time), None)
-    sample = _sample_sql(query, sd, time_kw) if query.sample is not None else None
+    sample = SampleSql(query, sd, time_kw) if query.sample is not None else None
     if query.wavelength is not None:
         conditions.append(_wavelength_condition(query.wavelength, sd))
     for name, op, value in query.keywords:
@@ -158,24 +158,38 @@ def _time_condition(query: MirrorQuery, sd: SeriesDef, time_kw) -> str:
     return " AND ".join(parts)
 
 
-def _sample_sql(query: MirrorQuery, sd: SeriesDef, time_kw) -> str:
-    """One record per ``a.Sample`` interval and per value of the other prime keys (and segment):
-    the first slot of each interval counted from the query's start (else from the first record).
+class SampleSql:
+    """``a.Sample`` over relation ``r`` (record_files' rows): per interval of ``dt`` counted from
+    the query's start (else from the first record), the records of the interval's first slot,
+    separately for each value of the other prime keys (CAMERA, HARPNUM, AIA's WAVELNTH) and segment.
 
-    Where every slot is there this is what JSOC's ``[start/duration@step]`` selects; where the
-    mirror lacks the interval's first slot (a gap, a sparser configured cadence) the next record
-    of the interval stands in. A query over relation ``r``.
+    Where every slot is there this is what JSOC's ``[start-end@dt]`` selects; where the mirror
+    lacks the interval's first slot (a gap, a sparser configured cadence) the next slot of the
+    interval stands in. A prime key that is unique per record in the result (aia.lev1's FSN)
+    separates nothing, so it is left out (``unique_check`` finds which are).
     """
-    slot = sd.slotting(time_kw.name) if time_kw is not None else None
-    if slot is None:
-        raise UsageError(f"a.Sample needs a slotted time prime key; series {sd.name} has none")
-    index = quote_ident(f"{time_kw.name}_index")
-    anchor = (str(int(slot_of_value(sd, time_kw.name, jsoc_time(query.start)))) if query.start is not None
-              else f"min({index}) OVER ()")
-    per = ", ".join([quote_ident(k) for k in sd.primekeys if k != time_kw.name] + ["segment"])
-    bucket = f"floor(({index} - {anchor}) * {_float(slot.step)} / {_float(query.sample)} + 1e-9)"
-    return (f"SELECT * EXCLUDE (_sample_bucket) FROM (SELECT *, {bucket} AS _sample_bucket FROM r) "
-            f"QUALIFY row_number() OVER (PARTITION BY _sample_bucket, {per} ORDER BY {index}) = 1")
+
+    def __init__(self, query: MirrorQuery, sd: SeriesDef, time_kw):
+        slot = sd.slotting(time_kw.name) if time_kw is not None else None
+        if slot is None:
+            raise UsageError(f"a.Sample needs a slotted time prime key; series {sd.name} has none")
+        self.index = quote_ident(f"{time_kw.name}_index")
+        self.anchor = (str(int(slot_of_value(sd, time_kw.name, jsoc_time(query.start)))) if query.start is not None
+                       else f"min({self.index}) OVER ()")
+        self.step, self.sample = _float(slot.step), _float(query.sample)
+        self.keys = [quote_ident(k) for k in sd.primekeys if k != time_kw.name]
+
+    def unique_check(self) -> str | None:
+        """A query over ``r``: per other prime key, whether each record has its own value."""
+        if not self.keys:
+            return None
+        return "SELECT " + ", ".join(f"count(DISTINCT {k}) = count(*)" for k in self.keys) + " FROM r"
+
+    def select(self, unique: list[bool] | None = None) -> str:
+        per = [k for k, u_ in zip(self.keys, unique or [False] * len(self.keys)) if not u_] + ["segment"]
+        bucket = f"floor(({self.index} - {self.anchor}) * {self.step} / {self.sample} + 1e-9)"
+        return (f"SELECT * EXCLUDE (_sample_bucket) FROM (SELECT *, {bucket} AS _sample_bucket FROM r) "
+                f"QUALIFY rank() OVER (PARTITION BY _sample_bucket, {', '.join(per)} ORDER BY {self.index}) = 1")
 
 
 def _wavelength_condition(wavelength: tuple[float, float], sd: SeriesDef) -> str:

@@ -219,30 +219,38 @@ def test_fetch_returns_the_local_paths_without_any_socket(mirror, tmp_path):
     assert list(one) == [res[0]["path"][3]]
 
 
-def test_missing_records_are_listed_and_fetch_missing_lands_them_in_the_layout(tmp_path, emu):
+def test_missing_records_are_listed_and_fetch_missing_lands_them_in_the_layout(tmp_path):
+    with Emulator(state_dir=None, seed=3) as emu:  # its own world: this test reprocesses a record
+        emu.exports.config.timing.wait_hint = 0
+        _missing_and_fetch_missing(tmp_path, emu)
+
+
+def _missing_and_fetch_missing(tmp_path, emu):
     config = make_mirror(tmp_path / "m", emu.url)
-    # HMI only: AIA's window stays a gap (synced, never fetched)
-    summary = update_mirror(config, emu.url, options(series=["hmi.M_720s"]))
+    summary = update_mirror(config, emu.url, options(series=["hmi.M_720s"]))  # AIA's window stays a gap
     assert summary.exit_code == 0, summary.render()
-    update_mirror(config, emu.url, options(series=["aia.lev1_euv_12s"], dry_run=True))  # sync AIA's keywords only
     hmi = Fido.search(a.jsocmirror.Mirror(config.mirror_dir), a.jsoc.Series("hmi.M_720s"), HMI_WINDOW)[0]
-    gone = Path(hmi["path"][2])
+    gone, stale = Path(hmi["path"][2]), Path(hmi["path"][7])
     gone.unlink()
     Path(hmi["path"][5]).unlink()
+    emu.world.reprocess("hmi.M_720s", str(hmi["_key"][7]))
+    update_mirror(config, emu.url, options(dry_run=True))  # sync both series (and scan), download nothing
     with Catalog(config.catalog_path) as catalog:  # and one record JSOC has no image for
         catalog.execute("UPDATE kw_hmi_m_720s SET QUALITY = -2147483648, _synced_at = now() WHERE _key = $k",
                         {"k": str(hmi["_key"][5])})
     rescan(config)
     res = Fido.search(a.jsocmirror.Mirror(config.mirror_dir), a.jsoc.Series("hmi.M_720s"), HMI_WINDOW)
     states = list(res[0]["state"])
-    assert states[2] == "missing" and states[5] == "no_image" and states.count("present") == 14
-    assert res[0]["path"].mask[2] and res[0]["path"].mask[5]
+    assert (states[2], states[5], states[7]) == ("missing", "no_image", "stale") and states.count("present") == 13
+    assert res[0]["path"].mask[2] and res[0]["path"].mask[5] and res[0]["path"][7] == str(stale)
     present = [p for p, s in zip(res[0]["path"], states) if s == "present"]
     with no_network():
         files = Fido.fetch(res, progress=False)
     assert list(files) == present
-    assert len(files.errors) == 1 and isinstance(files.errors[0].exception, NotInMirror)
-    assert "missing" in str(files.errors[0].exception) and "fetch_missing=True" in str(files.errors[0].exception)
+    assert [e.url for e in files.errors] == [f"hmi.M_720s{res[0]['_key'][i]}{{magnetogram}}" for i in (2, 7)]
+    assert all(isinstance(e.exception, NotInMirror) for e in files.errors)
+    assert ": missing in the mirror" in str(files.errors[0].exception)
+    assert ": stale in the mirror" in str(files.errors[1].exception)
     # AIA: every record missing; fetch just the sampled ones through the mirror's own stage/download
     aia = Fido.search(a.jsocmirror.Mirror(config.mirror_dir), a.jsoc.Series("aia.lev1_euv_12s"), a.Sample(5 * u.min))
     assert set(aia[0]["state"]) == {"missing"} and len(aia[0]) == 3
@@ -250,11 +258,11 @@ def test_missing_records_are_listed_and_fetch_missing_lands_them_in_the_layout(t
     assert repr(Fido.fetch(aia, progress=False).errors[0].exception) == (
         f"NotInMirror('aia.lev1_euv_12s[2024-06-30T23:44:59Z][171]{{image}}: missing in the mirror "
         f"{config.mirror_dir} (Fido.fetch(..., fetch_missing=True) fetches it)')")
-    exports = len(emu.exports.store.all())
+    exports, stale_bytes = len(emu.exports.store.all()), stale.read_bytes()
     files = Fido.fetch(res, aia, fetch_missing=True, progress=False)
     assert not files.errors and len(files) == 15 + 3
     assert len(emu.exports.store.all()) == exports + 1  # AIA through one export, as the nightly job does it
-    assert gone.is_file() and str(gone) in files
+    assert gone.is_file() and str(gone) in files and stale.read_bytes() != stale_bytes  # the new version
     after = Fido.search(a.jsocmirror.Mirror(config.mirror_dir), a.jsoc.Series("aia.lev1_euv_12s"))[0]
     fetched = {k for k, s in zip(after["_key"], after["state"]) if s == "present"}
     assert fetched == set(aia[0]["_key"])  # exactly the result's records, nothing else

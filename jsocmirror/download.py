@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Mapping
 import fsspec
 
 from jsocmirror import __version__
-from jsocmirror.fitsheader import FitsSums
+from jsocmirror.fitsheader import BLOCK, FitsSums
 
 log = logging.getLogger("jsocmirror.download")
 
@@ -157,37 +157,172 @@ def _looks_fits(dest: str) -> bool:
 
 
 # -- header fill -----------------------------------------------------------------------------------
-def fill_header(path: str | os.PathLike, keywords: Mapping[str, Any]) -> None:
-    """Write catalog keywords into the image header of an as-is file (in place, checksums redone).
+def fill_header(path: str | os.PathLike, keywords: Mapping[str, Any], *, sync: bool = True) -> bool:
+    """Write catalog keywords into the image header of an as-is file (in place, CHECKSUM redone).
 
-    The data bytes are untouched, so DATASUM stays what JSOC computed; CHECKSUM is recomputed
-    because the header changed. The file then differs from JSOC's bytes (see docs/nightly.md).
+    Only the image HDU's header changes: the bytes before it and its data unit are copied as they
+    are, so JSOC's DATASUM card stays (and still verifies) and CHECKSUM is recomputed over the new
+    header. The file then differs from JSOC's bytes (see docs/nightly.md). Returns False, leaving
+    the file as it was, when there is nothing to write or the file is not a FITS file we can read.
+    ``sync=False`` leaves durability to the caller (the downloader's group ``syncfs``).
     """
+    from jsocmirror.fitsheader import check_fits
+
+    with open(path, "rb") as handle:
+        check = check_fits(handle, max_hdus=16, sums=False)
+    if check.problem or not check.hdus:
+        log.warning("%s: not filling the header: %s %s", path, check.problem or "no HDU", check.detail)
+        return False
+    last = check.hdus[-1]
+    start = sum(len(h.header_bytes) + -(-h.data_size // BLOCK) * BLOCK for h in check.hdus[:-1])
+    header = _filled_header(last.header_bytes, keywords)
+    if header is None:
+        return False
+    if "CHECKSUM" in last.cards:
+        header = _with_checksum(header, _data_sum(path, start + len(last.header_bytes), last))
+    _rewrite(path, start, len(last.header_bytes), header, sync)
+    return True
+
+
+def _filled_header(raw: bytes, keywords: Mapping[str, Any]) -> bytes | None:
+    """The header text with the catalog's keywords set (None when none applies)."""
     from astropy.io import fits
 
-    target = str(path) + ".fill"
-    with fits.open(path, memmap=False, disable_image_compression=True) as hdul:
-        hdu = hdul[-1]
-        for name, value in keywords.items():
-            key = str(name).upper().replace("DATE__OBS", "DATE-OBS")
-            if len(key) > 8 or value is None or key in _STRUCTURAL_KEYS:
-                continue
-            if isinstance(value, float) and value != value:
-                continue
-            try:
-                hdu.header[key] = value
-            except (ValueError, TypeError):
-                hdu.header[key] = str(value)
-        hdul.writeto(target, checksum=True, overwrite=True)
-    with open(target, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(target, path)
+    header = fits.Header.fromstring(raw.decode("ascii"))
+    before = "CHECKSUM" if "CHECKSUM" in header else ("DATASUM" if "DATASUM" in header else None)
+    written = 0
+    for name, value in keywords.items():
+        key, value = _fits_card(str(name), value)
+        if key is None:
+            continue
+        try:
+            fits.Card(key, value)  # a value astropy cannot write as a card (a list, bytes) is left out
+        except (ValueError, TypeError):
+            continue
+        if key in header or before is None:
+            header[key] = value
+        else:
+            header.set(key, value, before=before)
+        written += 1
+    return header.tostring(endcard=True, padding=True).encode("ascii") if written else None
+
+
+def _fits_card(name: str, value: Any) -> tuple[str | None, Any]:
+    """(FITS keyword, value) for one catalog keyword, or (None, None) when it must not be written.
+
+    MISSING values (NULL, NaN, the MISSING text JSOC prints for a string) stay out, as JSOC's own
+    FITS exports leave them undefined. CUNITn is spelled as the FITS standard (and astropy.wcs)
+    accepts it: JSOC's SHARP CEA records say ``degree``, FITS says ``deg``.
+    """
+    key = name.upper().replace("DATE__OBS", "DATE-OBS")
+    if len(key) > 8 or key in _STRUCTURAL_KEYS or value is None:
+        return None, None
+    if isinstance(value, float) and value != value:
+        return None, None
+    if isinstance(value, str):
+        if value.strip() in ("", "MISSING"):
+            return None, None
+        if key in ("CUNIT1", "CUNIT2", "CUNIT3"):
+            value = _FITS_UNITS.get(value.strip().lower(), value.strip())
+    return key, value
+
+
+_FITS_UNITS = {"degree": "deg", "degrees": "deg", "arcsecond": "arcsec", "arcseconds": "arcsec",
+               "arcsecs": "arcsec"}
+
+
+def _data_sum(path: str | os.PathLike, data_start: int, hdu) -> int:
+    """The data unit's one's-complement sum: JSOC's DATASUM card (the download verified it), or summed."""
+    from jsocmirror.fitsheader import ones_complement_sum, parse_value
+
+    text = parse_value(hdu.cards.get("DATASUM"))
+    if text and text.isdigit():
+        return int(text)
+    total = 0
+    with open(path, "rb") as handle:
+        handle.seek(data_start)
+        left = -(-hdu.data_size // BLOCK) * BLOCK
+        while left > 0:
+            piece = handle.read(min(CHUNK, left))
+            if not piece:
+                break
+            total = ones_complement_sum(piece, total)
+            left -= len(piece)
+    return total
+
+
+def _with_checksum(header: bytes, data_sum: int) -> bytes:
+    """The header with its CHECKSUM card set so that header + data sum to -0 (FITS checksum convention)."""
+    from jsocmirror.fitsheader import ones_complement_sum
+
+    at = next(i for i in range(0, len(header), 80) if header[i:i + 8] == b"CHECKSUM")
+    value_at = header.index(b"'", at) + 1
+    zeroed = header[:value_at] + b"0" * 16 + header[value_at + 16:]
+    encoded = _encode_checksum(~ones_complement_sum(zeroed, data_sum) & 0xFFFFFFFF)
+    return zeroed[:value_at] + encoded.encode("ascii") + zeroed[value_at + 16:]
+
+
+_CHECKSUM_EXCLUDE = frozenset(b":;<=>?@[\\]^_`")
+
+
+def _encode_checksum(value: int) -> str:
+    """The 16-character ASCII encoding of a 32-bit checksum (FITS checksum convention, section A.7)."""
+    out = [0] * 16
+    for i in range(4):
+        byte = (value >> (24 - 8 * i)) & 0xFF
+        quotient, remainder = byte // 4 + ord("0"), byte % 4
+        ch = [quotient + remainder, quotient, quotient, quotient]
+        changed = True
+        while changed:
+            changed = False
+            for j in (0, 2):
+                while ch[j] in _CHECKSUM_EXCLUDE or ch[j + 1] in _CHECKSUM_EXCLUDE:
+                    ch[j] += 1
+                    ch[j + 1] -= 1
+                    changed = True
+        for j in range(4):
+            out[4 * j + i] = ch[j]
+    return "".join(chr(out[(i + 15) % 16]) for i in range(16))
+
+
+def _rewrite(path: str | os.PathLike, start: int, old_length: int, header: bytes, sync: bool) -> None:
+    """Replace ``old_length`` header bytes at ``start`` by ``header``; the rest is copied as it is."""
+    target = f"{path}.fill"
+    try:
+        with open(path, "rb") as source, open(target, "wb") as out:
+            out.write(source.read(start))
+            out.write(header)
+            out.flush()
+            source.seek(start + old_length)
+            shutil.copyfileobj(source, out, CHUNK)
+            if sync:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(target, path)
+    except BaseException:
+        _unlink(target)
+        raise
+
+
+def _fill(part: str, task: FileTask, sync: bool = True) -> int | None:
+    """Fill a verified part's header; the new size, or None when it stays JSOC's file (a warning says why).
+
+    A fill that fails never costs the file: JSOC's verified bytes are still a good file.
+    """
+    try:
+        if fill_header(part, task.header or {}, sync=sync):
+            return os.stat(part).st_size
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        log.warning("%s: header fill failed (%s); keeping the file as JSOC sent it", task.dest, exc)
+    return None
 
 
 _STRUCTURAL_KEYS = frozenset({
     "SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "TFIELDS",
     "BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM", "END", "ZIMAGE", "ZBITPIX", "ZNAXIS", "ZNAXIS1",
     "ZNAXIS2", "ZTILE1", "ZTILE2", "ZCMPTYPE", "ZNAME1", "ZVAL1", "ZNAME2", "ZVAL2", "ZQUANTIZ", "THEAP",
+    "TTYPE1", "TFORM1", "ZSIMPLE", "ZTENSION", "ZPCOUNT", "ZGCOUNT", "ZDITHER0", "ZBLANK", "ZSCALE", "ZZERO",
+    "EXTNAME", "HISTORY", "COMMENT",
 })
 
 
@@ -392,8 +527,7 @@ def _download_one(task: FileTask, target: _Target, policy: RetryPolicy,
             size, sums = _fetch_into(task, part, policy, on_bytes, sync=not deferred, writeback=deferred and writeback)
             state = _verify(task, part, sums)
             if task.header:
-                fill_header(part, task.header)
-                size = os.stat(part).st_size
+                size = _fill(part, task, sync=not deferred) or size
             if deferred:
                 return _Verified(Landed(task, dest, size, state), part, *target.final_path(dest, part))
             target.commit(part, dest)
@@ -674,7 +808,7 @@ def _extract_member(archive: tarfile.TarFile, info: tarfile.TarInfo, task: FileT
             os.fsync(out.fileno())
         state = _verify(task, part)
         if task.header:
-            fill_header(part, task.header)
+            _fill(part, task)
         size = os.stat(part).st_size
         target.commit(part, dest)
         return Landed(task, dest, size, state)

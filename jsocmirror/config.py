@@ -67,6 +67,8 @@ class SeriesConfig:
     method: str | None = None
     #: Export protocol (as-is or fits); None = the [transfer] default.
     protocol: str | None = None
+    #: Write the catalog's keywords into this series' as-is FITS headers; None = the [transfer] default.
+    header_fill: bool | None = None
 
     def selection(self) -> dict[str, Any]:
         """The fields that decide which records are wanted (a change re-syncs the series)."""
@@ -102,8 +104,9 @@ class TransferConfig:
     poll_interval: float = 5.0
     #: Export requests pending at once per email (JSOC allows 1).
     max_pending_exports: int = 1
-    #: Write the catalog's keywords into the header of as-is files (the bytes then differ from JSOC's).
-    header_fill: bool = False
+    #: Write the catalog's keywords into the header of as-is FITS files, so that they open as maps
+    #: (the header's bytes then differ from JSOC's; DATASUM stays JSOC's). Per series: header_fill.
+    header_fill: bool = True
 
 
 @dataclass
@@ -170,6 +173,13 @@ class MirrorConfig:
 
     def protocol_for(self, entry: SeriesConfig) -> str:
         return entry.protocol or self.transfer.protocol
+
+    def header_fill_for(self, entry: SeriesConfig) -> bool:
+        """Whether this series' files get the catalog's keywords: only as-is files (a fits export
+        already has JSOC's full header)."""
+        if self.protocol_for(entry) != "as-is":
+            return False
+        return self.transfer.header_fill if entry.header_fill is None else entry.header_fill
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -321,6 +331,9 @@ def validate_series_entry(entry: SeriesConfig, series_def=None) -> None:
         _check_choice(entry.method, METHODS, f"{where}: method")
     if entry.protocol is not None:
         _check_choice(entry.protocol, PROTOCOLS, f"{where}: protocol")
+    if entry.header_fill is not None and not isinstance(entry.header_fill, bool):
+        raise ConfigError(f"{where}: header_fill {entry.header_fill!r} must be true or false (omit it for the "
+                          "[transfer] default)")
     if series_def is not None:
         _check_against_definition(entry, series_def, where)
 
@@ -489,6 +502,7 @@ _COMMENTS = {
     "series.layout": "File layout template (omit = default)",
     "series.method": "Export method for this series (omit = [transfer] method)",
     "series.protocol": "Export protocol for this series (omit = [transfer] protocol)",
+    "series.header_fill": "Write catalog keywords into this series' as-is headers (omit = [transfer] header_fill)",
     "series.keys": "Value lists for other prime keys (omit a key = all values)",
 }
 

@@ -52,7 +52,7 @@ class UpdateOptions:
     stage_policy: StagePolicy | None = None  # None: defaults with the config's poll_interval/max_pending_exports
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     limits: PlanLimits = field(default_factory=PlanLimits)
-    header_fill: bool | None = None  # None: the config's [transfer] header_fill
+    header_fill: bool | None = None  # None: per series, the config's header_fill (as-is files only)
     include_offline: bool = False  # also fetch records on tape (JSOC stages them through an export)
     # only these (series, record key, segment) gaps, None: all (the sunpy client's fetch_missing)
     only: frozenset[tuple[str, str, str]] | None = None
@@ -275,7 +275,7 @@ def _dry_run(gaps: list[Gap], definitions, options: UpdateOptions, summary: Upda
 def _stage_and_download(config, catalog, client, layout: Layout, definitions, gaps: list[Gap],
                         options: UpdateOptions, summary: UpdateSummary, progress) -> None:
     transfers = _transfers(config)
-    header_fill = options.header_fill if options.header_fill is not None else config.transfer.header_fill
+    header_fill = _fill_series(config, options.header_fill)
     connections = options.connections or config.transfer.max_connections
     policy = options.stage_policy or StagePolicy(poll_interval=float(config.transfer.poll_interval),
                                                  max_pending_per_email=config.transfer.max_pending_exports)
@@ -341,10 +341,10 @@ def summary_failed_tasks(summary: UpdateSummary) -> list:
 
 
 def _download_batch(batch, governor: Governor, root: str, connections: int, policy: RetryPolicy,
-                    header_fill: bool, catalog: Catalog, on_landed, on_bytes, summary: UpdateSummary,
+                    header_fill: set[str], catalog: Catalog, on_landed, on_bytes, summary: UpdateSummary,
                     config: MirrorConfig, recorder: _LandedRecorder) -> None:
     if header_fill:
-        batch.tasks = _with_headers(catalog, batch.tasks)
+        _with_headers(catalog, batch, header_fill)
     if batch.tar_url:
         results = _download_tar(batch, root, policy, on_landed, on_bytes, config)
     else:
@@ -458,13 +458,15 @@ def _transfers(config: MirrorConfig) -> dict[str, Transfer]:
 def catalog_keywords(catalog: Catalog, series: str, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The catalog's keyword values of some records (for the as-is header fill), by record key.
 
-    Dynamic SQL: the table name comes from ``keyword_table`` through ``quote_ident``.
+    Each record's values also hold ``_recnum``, the version they describe. Dynamic SQL: the table
+    name comes from ``keyword_table`` through ``quote_ident``.
     """
     keys = list(keys)
     if not keys:
         return {}
     table = quote_ident(keyword_table(series))
-    cursor = catalog.execute(f"SELECT * FROM {table} WHERE _key IN (SELECT unnest($keys))", {"keys": keys})
+    cursor = catalog.execute(f"SELECT * FROM {table} WHERE _key IN (SELECT unnest($keys)) AND _gone_at IS NULL",
+                             {"keys": keys})
     names = [d[0] for d in cursor.description]
     out = {}
     for row in cursor.fetchall():
@@ -475,6 +477,7 @@ def catalog_keywords(catalog: Catalog, series: str, keys: Iterable[str]) -> dict
         for name, value in values.items():
             if name.endswith("_str") and value is not None:
                 out[key][name[:-4]] = value  # the time prime key as JSOC prints it
+        out[key]["_recnum"] = values.get("_recnum")
     return out
 
 
@@ -484,12 +487,34 @@ def _header_value(value: Any) -> Any:
     return value
 
 
-def _with_headers(catalog: Catalog, tasks: list[FileTask]) -> list[FileTask]:
-    by_series: dict[str, list[FileTask]] = {}
-    for task in tasks:
-        by_series.setdefault(task.series, []).append(task)
-    out = []
-    for series, items in by_series.items():
-        values = catalog_keywords(catalog, series, {t.record_key for t in items})
-        out.extend(replace(t, header=values.get(t.record_key)) for t in items)
+def _fill_series(config: MirrorConfig, override: bool | None) -> set[str]:
+    """The series (lower-case) whose as-is FITS files get the catalog's keywords in their header."""
+    out = set()
+    for entry in config.series:
+        wanted = config.header_fill_for(entry) if override is None else override
+        if wanted and config.protocol_for(entry) == "as-is":
+            out.add(entry.series.lower())
     return out
+
+
+def _with_headers(catalog: Catalog, batch, fill: set[str]) -> None:
+    """Give the batch's FITS tasks of ``fill`` series the catalog's keywords of the version they fetch."""
+    wanted = [t for t in [*batch.tasks, *batch.tar_members.values()]
+              if t.series.lower() in fill and t.dest.lower().endswith((".fits", ".fts", ".fit"))]
+    by_series: dict[str, set[str]] = {}
+    for task in wanted:
+        by_series.setdefault(task.series, set()).add(task.record_key)
+    values = {(series, key): row for series, keys in by_series.items()
+              for key, row in catalog_keywords(catalog, series, keys).items()}
+
+    def filled(task: FileTask) -> FileTask:
+        row = values.get((task.series, task.record_key))
+        # a record the catalog knows at another version (reprocessed since the sync) keeps JSOC's header:
+        # its keywords would describe other pixels
+        if row is None or (task.recnum is not None and row["_recnum"] != task.recnum):
+            return task
+        return replace(task, header={k: v for k, v in row.items() if k != "_recnum"})
+
+    if wanted:
+        batch.tasks = [filled(t) for t in batch.tasks]
+        batch.tar_members = {name: filled(t) for name, t in batch.tar_members.items()}

@@ -195,11 +195,13 @@ def test_routing_mirror_attr_use_and_plain_jsoc_queries(mirror):
     jsocmirror.sunpy.use(mirror.mirror_dir)
     assert clients_for(*hmi) == [MirrorClient]
     assert clients_for(*hmi, a.jsoc.Notify("me@example.org")) == [MirrorClient]  # JSOC's e-mail: ignored
+    assert clients_for(hmi[0], a.jsoc.Series.hmi_m_720s) == [MirrorClient]  # sunpy's registered name: hmi.m_720s
     assert clients_for(a.Time("2024-06-30", "2024-07-01"), a.jsoc.Series("hmi.M_45s")) == [JSOCClient]
     assert clients_for(*hmi, a.jsoc.Protocol("fits")) == [JSOCClient]  # not something the mirror does
     with no_network():
         res = Fido.search(*hmi, a.jsoc.Segment("magnetogram"))
     assert len(res) == 1 and len(res[0]) == 6 and isinstance(res[0].client, MirrorClient)
+    assert list(Fido.search(hmi[0], a.jsoc.Series.hmi_m_720s)[0]["T_REC"]) == list(res[0]["T_REC"])
     jsocmirror.sunpy.stop_using()
     assert clients_for(*hmi) == [JSOCClient]
     with jsocmirror.sunpy.use(mirror.mirror_dir):

@@ -2,8 +2,8 @@
 
 Pure translation, no I/O: ``parse_query`` collects the attrs into a ``MirrorQuery``;
 ``record_files_args`` turns that, with the series' definition, into the arguments of
-``Mirror.record_files`` (a DuckDB condition on keyword columns, the segments, start and end).
-Identifiers come from the series definition through ``quote_ident``; values are rendered as
+``Mirror.record_files`` (a DuckDB condition on keyword columns, and the segments), plus the
+``a.Sample`` query over its rows. Identifiers come from the series definition through ``quote_ident``; values are rendered as
 literals here (numbers checked finite, strings quoted), never pasted.
 """
 
@@ -41,7 +41,6 @@ class MirrorQuery:
     """What one AND block of attrs asks of the mirror."""
 
     mirror: str | None = None  # None: the mirror use() chose, else $JSOCMIRROR_MIRROR
-    explicit: bool = False  # the query names the mirror (a.jsocmirror.Mirror)
     series: str | None = None
     segments: list[str] = field(default_factory=list)  # empty: the segments the mirror keeps
     start: Time | None = None
@@ -57,7 +56,6 @@ def parse_query(query) -> MirrorQuery:
     out = MirrorQuery()
     for attr in query:
         if isinstance(attr, Mirror):
-            out.explicit = True
             out.mirror = attr.value
         elif isinstance(attr, a.jsoc.Series):
             out.series = str(attr.value)
@@ -245,7 +243,7 @@ def _literal(kw, value: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
             raise UsageError(f"{kw.name} is a number keyword, not {value!r}")
         if isinstance(value, int) or (kw.is_int and float(value).is_integer()):
-            if kw.is_int and isinstance(value, int) and value >= 2**31 and kw.type == "int":
+            if kw.type == "int" and isinstance(value, int) and 2**31 <= value < 2**32:
                 value -= 2**32  # 0x80000000 as DRMS's signed int, as the catalog stores it
             return str(int(value))
         return _float(float(value))

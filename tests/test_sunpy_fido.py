@@ -55,9 +55,10 @@ def _no_routing():
 
 
 @contextmanager
-def no_network():
-    """No socket but the event loop's own AF_UNIX pair (parfive starts a loop even with nothing queued)."""
-    pytest_socket.disable_socket(allow_unix_socket=True)
+def no_network(allow_unix_socket: bool = True):
+    """No socket but (by default) AF_UNIX: Fido.fetch starts parfive's event loop, whose self-pipe is
+    a socketpair, even with nothing queued."""
+    pytest_socket.disable_socket(allow_unix_socket=allow_unix_socket)
     try:
         yield
     finally:
@@ -198,7 +199,7 @@ def test_routing_mirror_attr_use_and_plain_jsoc_queries(mirror):
     assert clients_for(hmi[0], a.jsoc.Series.hmi_m_720s) == [MirrorClient]  # sunpy's registered name: hmi.m_720s
     assert clients_for(a.Time("2024-06-30", "2024-07-01"), a.jsoc.Series("hmi.M_45s")) == [JSOCClient]
     assert clients_for(*hmi, a.jsoc.Protocol("fits")) == [JSOCClient]  # not something the mirror does
-    with no_network():
+    with no_network(allow_unix_socket=False):  # a search opens no socket of any kind
         res = Fido.search(*hmi, a.jsoc.Segment("magnetogram"))
     assert len(res) == 1 and len(res[0]) == 6 and isinstance(res[0].client, MirrorClient)
     assert list(Fido.search(hmi[0], a.jsoc.Series.hmi_m_720s)[0]["T_REC"]) == list(res[0]["T_REC"])
@@ -217,7 +218,9 @@ def test_fetch_returns_the_local_paths_without_any_socket(mirror, tmp_path):
         files = Fido.fetch(res, path=tmp_path / "{file}", progress=False)
     assert list(files) == list(res[0]["path"]) and len(files) == 15 and not files.errors
     assert not list(tmp_path.iterdir())  # nothing copied, nothing downloaded
-    one = MirrorClient().fetch(res[0][3])  # a row, straight from the client
+    with no_network(allow_unix_socket=False):  # the client itself creates no socket of any kind
+        one = MirrorClient().fetch(res[0][3])  # a row, straight from the client
+        assert list(MirrorClient().fetch(res[0])) == list(files)
     assert list(one) == [res[0]["path"][3]]
 
 

@@ -198,6 +198,9 @@ class GridModel(Model):
                 self.lane_values.append(np.asarray(vals, dtype=np.int64))
         self.slotting = sdef.slotting(self.axis_key) if self.axis_key else None
         self.offset = float(self.hints.get("trec_offset", 0.0))
+        # a series made from another's records (aia.lev1_euv_12s from aia.lev1 frames) has a slot
+        # only once the frames it links to exist
+        self.lag = float(self.hints.get("head_lag_seconds", 0.0))
         if self.slotting is not None:
             self.first_slot = self.slotting.index(self.first_time - self.offset)
         else:
@@ -215,6 +218,7 @@ class GridModel(Model):
         return self.slotting.epoch + slots * self.slotting.step + self.offset
 
     def head_slot(self, now: float) -> int:
+        now -= self.lag
         if self.slotting is None:
             return self.first_slot + int(math.floor((now - self.first_time) / self.cadence + 1e-9))
         return int(math.floor((now - self.offset - self.slotting.epoch) / self.slotting.step + 1e-9))

@@ -104,6 +104,7 @@ def test_search_hmi_by_time_series_segment_keyword_and_sample(mirror):
     assert table["DATE__OBS"][0].isot.startswith("2024-06-30T20:59")  # time keywords are astropy Time (UTC)
     shown = str(res)
     assert "MirrorClient" in shown and "present" in shown and "DATAMEAN" not in shown
+    assert f"Source: jsocmirror mirror {mirror.mirror_dir} (local, no network)" in shown
 
 
 def test_search_keyword_comparisons_match_the_catalog(mirror):

@@ -168,7 +168,9 @@ class MirrorClient(BaseClient):
 
     @property
     def info_url(self) -> str:
-        return "local jsocmirror mirror (no network)"
+        """What Fido prints as the results' "Source"."""
+        mirror = getattr(self, "_mirror", None)
+        return f"jsocmirror mirror {mirror} (local, no network)" if mirror else "a jsocmirror mirror (local, no network)"
 
     # -- search --------------------------------------------------------------------------------
     def search(self, *query) -> MirrorResponseTable:
@@ -176,7 +178,7 @@ class MirrorClient(BaseClient):
         import jsocmirror
 
         q = _query.parse_query(query)
-        path = _mirror_for(q)
+        path = self._mirror = _mirror_for(q)
         if q.series is None:
             with jsocmirror.open(path) as m:
                 names = ", ".join(m.series_names())

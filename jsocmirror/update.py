@@ -354,8 +354,11 @@ def _download_batch(batch, governor: Governor, root: str, connections: int, poli
         summary.failures.append({"series": failed.task.series, "record_key": failed.task.record_key,
                                  "segment": failed.task.segment, "reason": failed.error, "kind": "download"})
         summary._failed_tasks.append(failed)
+    # Each batch's files commit as the batch ends, so readers see them even if the next batch
+    # waits an hour on an export; and the inventory before the export is marked downloaded: a
+    # crash in between re-lists the export, never loses files.
+    recorder.flush()
     if batch.export_id is not None and not results.errors:
-        recorder.flush()  # the inventory first: a crash in between re-lists the export, never loses files
         governor.mark_downloaded(batch.export_id)
 
 

@@ -277,6 +277,18 @@ def _missing_and_fetch_missing(tmp_path, emu):
     again = Fido.search(a.jsocmirror.Mirror(config.mirror_dir), a.jsoc.Series("hmi.M_720s"), HMI_WINDOW)[0]
     assert list(again["state"]).count("present") == 15 and again["state"][5] == "no_image"
     assert not [p for p in Path(config.data_root).rglob("*") if p.name.startswith(".")]  # no temporaries left
+    # a record the server cannot deliver: fetch_missing says why, the file stays missing
+    lost = Path(again["path"][9])
+    lost.unlink()
+    rescan(config)
+    emu.faults.mark_missing("hmi.M_720s", int(again["_recnum"][9]))
+    res = Fido.search(a.jsocmirror.Mirror(config.mirror_dir), a.jsoc.Series("hmi.M_720s"), HMI_WINDOW)
+    files = Fido.fetch(res, fetch_missing=True, progress=False)
+    assert len(files) == 14 and [e.url for e in files.errors] == [f"hmi.M_720s{again['_key'][9]}{{magnetogram}}"]
+    message = str(files.errors[0].exception)
+    assert ": missing in the mirror" in message and "the mirror's fetch failed: " in message and "404" in message
+    assert "\n" not in message
+    assert not lost.exists()
 
 
 # -- docs/sunpy.md -----------------------------------------------------------------------------------

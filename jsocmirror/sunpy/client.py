@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -217,11 +218,13 @@ class MirrorClient(BaseClient):
         paths = table["path"].filled("") if hasattr(table["path"], "filled") else table["path"]
         rows = [(str(k), str(s), str(st), str(p) or None)
                 for k, s, st, p in zip(table["_key"], table["segment"], table["state"], paths)]
+        failed: dict[tuple[str, str], str] = {}
         if fetch_missing:
             states = FILL_STATES + (("offline",) if include_offline else ())
             wanted = [(k, s) for k, s, st, _ in rows if st in states]
             if wanted:
-                fill(mirror, series, wanted, include_offline=include_offline)
+                summary = fill(mirror, series, wanted, include_offline=include_offline)
+                failed = {(f["record_key"], f["segment"]): f["reason"] for f in summary.failures}
                 rows = _current_rows(mirror, series, rows)
         results = Results()
         for key, segment, state, file in rows:
@@ -229,7 +232,10 @@ class MirrorClient(BaseClient):
             if state == "present" and file:
                 results.append(path=file, url=_url(file))
             elif state != "no_image":
-                hint = "" if fetch_missing else " (Fido.fetch(..., fetch_missing=True) fetches it)"
+                if (key, segment) in failed:
+                    hint = f"; the mirror's fetch failed: {failed[(key, segment)]}"
+                else:
+                    hint = "" if fetch_missing else " (Fido.fetch(..., fetch_missing=True) fetches it)"
                 results.add_error(file or spec, spec, NotInMirror(f"{spec}: {state} in the mirror {mirror}{hint}"))
         log.debug("fetch: %d local files, %d without a usable file", len(results), len(results.errors))
         return results
@@ -244,13 +250,14 @@ def fill(mirror: str, series: str, records: Iterable[tuple[str, str]], *, includ
     from jsocmirror.cli import jsoc_server
     from jsocmirror.update import UpdateOptions, fetch_mirror
 
+    import jsocmirror
+
     config = cfg.load_config(mirror)
     entry = _config_entry(config, series, mirror)
-    if options is None:
-        options = UpdateOptions()
-    options.series = [entry.series]
-    options.include_offline = include_offline
-    options.only = frozenset((series, key, segment) for key, segment in records)
+    with jsocmirror.open(mirror) as m:
+        name = m.definition(entry.series).name  # as the diff names the series' gaps
+    options = replace(options or UpdateOptions(), series=[entry.series], include_offline=include_offline,
+                      only=frozenset((name, key, segment) for key, segment in records))
     with jsoc_server(config.server, config.mirror_dir) as url:
         summary = fetch_mirror(config, url, options)
     log.info("fetch-missing %s: %d files downloaded, %d failed", series, summary.files_downloaded,

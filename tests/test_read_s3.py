@@ -166,7 +166,7 @@ def test_jsocmirror_open_s3_reads_one_generation_and_the_collector_keeps_what_re
     config = mirror
     with jsocmirror.open(READ) as m:
         assert m.generation == manifest_of(s3)["generation"]
-        assert m.data_root == DATA
+        assert m.data_root == DATA and m.config.read_root == READ
         assert m.sql("SELECT count(*) FROM hmi_m_720s").fetchall() == writer_rows(config, "SELECT count(*) FROM hmi_m_720s")
         assert len(m.records("hmi.M_720s", "QUALITY = 0").fetchall()) == writer_rows(
             config, "SELECT count(*) FROM hmi_m_720s WHERE QUALITY = 0")[0][0]

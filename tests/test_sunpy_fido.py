@@ -116,6 +116,15 @@ def test_search_keyword_comparisons_match_the_catalog(mirror):
     prime = Fido.search(a.jsocmirror.Mirror(mirror.mirror_dir), a.jsoc.Series("hmi.M_720s"),
                         a.jsoc.PrimeKey("T_REC", "2024.06.30_22:00:00_TAI"))
     assert list(prime[0]["T_REC"]) == ["2024.06.30_22:00:00_TAI"]
+    two = Fido.search(a.jsocmirror.Mirror(mirror.mirror_dir), a.jsoc.Series("hmi.M_720s"),
+                      a.jsoc.PrimeKey("T_REC", ["2024.06.30_23:00:00_TAI", "2024.06.30_22:00:00_TAI"]),
+                      a.jsoc.PrimeKey("CAMERA", 3))
+    assert list(two[0]["T_REC"]) == ["2024.06.30_22:00:00_TAI", "2024.06.30_23:00:00_TAI"]
+    # HMI's WAVELNTH is a keyword (6173.0): one wavelength matches to the nearest angstrom, a range inclusive
+    mm, hmi = a.jsocmirror.Mirror(mirror.mirror_dir), a.jsoc.Series("hmi.M_720s")
+    assert len(Fido.search(mm, hmi, a.Wavelength(6173 * u.AA))[0]) == 16
+    assert len(Fido.search(mm, hmi, a.Wavelength(617.3 * u.nm, 620 * u.nm))[0]) == 16
+    assert len(Fido.search(mm, hmi, a.Wavelength(6174 * u.AA))[0]) == 0
 
 
 def test_search_aia_wavelength_time_and_sample(mirror):

@@ -51,7 +51,9 @@ DATA = LOCATIONS["data"]
 READER_TAIL = '''
 import sys as _sys
 _sql = json.load(open("queries.json"))
+_local = duckdb.connect("read/catalog.duckdb", read_only=True)  # the first block's connection
 _out = {"sql": [json.loads(json.dumps(con.execute(q).fetchall(), default=str)) for q in _sql],
+        "sql_local": [json.loads(json.dumps(_local.execute(q).fetchall(), default=str)) for q in _sql],
         "pyarrow_current": current.num_rows, "polars_good": good.height, "pandas_files": len(files),
         "paths": paths, "generation": manifest["generation"],
         "jsocmirror_modules": sorted(m for m in _sys.modules if m.split(".")[0] == "jsocmirror")}
@@ -155,8 +157,8 @@ def test_another_process_with_only_duckdb_pyarrow_polars_runs_the_docs_examples(
     assert printed[0] == printed[1] == f"[({current},)]"  # the local copy and the S3 copy
     assert result["generation"] == manifest_of(s3)["generation"]
     assert f"[({result['generation']}," in printed[2]
-    for got, want in zip(result["sql"], expected):
-        assert sorted(map(json.dumps, got)) == sorted(map(json.dumps, want))
+    for got, local, want in zip(result["sql"], result["sql_local"], expected, strict=True):
+        assert sorted(map(json.dumps, got)) == sorted(map(json.dumps, local)) == sorted(map(json.dumps, want))
     assert result["pyarrow_current"] == current
     assert result["polars_good"] == writer_rows(config, "SELECT count(*) FROM hmi_m_720s WHERE QUALITY = 0")[0][0]
     files = writer_rows(config, "SELECT path FROM hmi_m_720s_files WHERE segment = 'magnetogram' ORDER BY T_REC")

@@ -512,9 +512,12 @@ def _with_headers(catalog: Catalog, batch, fill: set[str]) -> None:
 
     def filled(task: FileTask) -> FileTask:
         row = values.get((task.series, task.record_key))
-        # a record the catalog knows at another version (reprocessed since the sync) keeps JSOC's header:
-        # its keywords would describe other pixels
-        if row is None or (task.recnum is not None and row["_recnum"] != task.recnum):
+        if row is None:
+            return task
+        if task.recnum is not None and row["_recnum"] != task.recnum:
+            # reprocessed since the sync: the catalog's keywords would describe other pixels
+            log.warning("%s%s %s: JSOC serves RECNUM %s, the catalog has %s; landing it with JSOC's header",
+                        task.series, task.record_key, task.segment, task.recnum, row["_recnum"])
             return task
         return replace(task, header={k: v for k, v in row.items() if k != "_recnum"})
 

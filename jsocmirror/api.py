@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import duckdb
 
 from jsocmirror import config as cfg
-from jsocmirror import drmstime
-from jsocmirror.catalog import Catalog, quote_ident, series_slug
+from jsocmirror import drmstime, recordset
+from jsocmirror.catalog import Catalog, keyword_table, quote_ident, series_slug
 from jsocmirror.errors import CatalogError, ConfigError, UsageError
 from jsocmirror.publish import MANIFEST, MIRROR_INFO, READ_DB
 
@@ -65,6 +65,7 @@ class Mirror:
         self.storage_options = storage_options
         self._fs, self._root = open_root(read_root, storage_options)
         self._config = config
+        self._own_config = config is not None  # given by the caller (jsocmirror.toml), else published
         self.catalog = self._connect()
 
     # -- opening ---------------------------------------------------------------------------
@@ -74,18 +75,49 @@ class Mirror:
             if not os.path.isfile(db):
                 raise CatalogError(f"no readers' catalog at {db}: the mirror has not been published yet "
                                    "(any sync, scan or update publishes it; or run 'jsocmirror publish')")
+            catalog = Catalog(db, read_only=True, migrate=False)
         else:
             db = self._download_views_file()
-        catalog = Catalog(db, read_only=True, migrate=False)
-        if self._fs is not None:
-            catalog.con.register_filesystem(self._fs)
+            try:
+                catalog = self._remote_catalog(db)
+            except BaseException:
+                Path(db).unlink(missing_ok=True)
+                raise
         if self._config is None:
-            self._config = self._published_config()
+            try:
+                self._config = self._published_config(catalog)
+            except BaseException:
+                self._close(catalog)
+                raise
+        return catalog
+
+    def _remote_catalog(self, db: str) -> Catalog:
+        """The local copy of a remote views file, reading its Parquet parts through ``self._fs``.
+
+        The filesystem is registered before the first query: the views name ``s3://...`` files,
+        and without it DuckDB would try to install httpfs (Catalog's own open-time check reads
+        ``schema_migrations``, itself a view over Parquet).
+        """
+        try:
+            con = duckdb.connect(db, read_only=True)
+        except duckdb.Error as exc:
+            raise CatalogError(f"{self.read_root}/{READ_DB} is not a usable DuckDB catalog: "
+                               f"{str(exc).strip().splitlines()[0]}") from None
+        con.register_filesystem(self._fs)
+        catalog = Catalog.from_connection(con, db, read_only=True)  # Catalog() would query before the registration
+        try:
+            catalog._check_not_newer()
+        except Exception:
+            con.close()
+            raise
         return catalog
 
     def _download_views_file(self) -> str:
         """A local copy of a remote views file (DuckDB opens local files; the data stay remote)."""
         remote = f"{self._root}/{READ_DB}"
+        # fsspec caches listings per filesystem instance (shared in a process): one made before this
+        # publish would say the new generation's files do not exist
+        self._fs.invalidate_cache()
         fd, local = tempfile.mkstemp(prefix="jsocmirror-read-", suffix=".duckdb")
         os.close(fd)
         try:
@@ -98,16 +130,24 @@ class Mirror:
             raise CatalogError(f"cannot read {self.read_root}/{READ_DB}: {exc}") from None
         return local
 
-    def _published_config(self) -> cfg.MirrorConfig:
-        """The config the writer published (``mirror.json``): data root and series entries."""
-        text = self._read_text(MIRROR_INFO)
-        if text is None:
-            raise CatalogError(f"{self.read_root} has no {MIRROR_INFO}: not a readers' copy of a mirror")
-        info = json.loads(text)
+    def _published_config(self, catalog: Catalog) -> cfg.MirrorConfig:
+        """The config the writer published with this generation: data root and series entries.
+
+        Read from the generation's own manifest, so a reader never pairs its views with the
+        config of a newer generation (``mirror.json``, the newest, is for tools that have no DuckDB).
+        """
+        manifest = self._generation_manifest(catalog)
+        info = manifest.get("mirror") if manifest else None
+        if info is None:
+            text = self._read_text(MIRROR_INFO)
+            if text is None:
+                raise CatalogError(f"{self.read_root} has no {MIRROR_INFO}: not a readers' copy of a mirror")
+            info = json.loads(text)
         series = [{k: v for k, v in entry.items() if v not in (None, {}, [])} | {"segments": entry.get("segments", [])}
                   for entry in info.get("series", [])]
         mirror_dir = self._root if self._fs is None else tempfile.gettempdir()
-        return cfg.config_from_dict({"data": info["data_root"], "series": series}, mirror_dir)
+        read = self._root if self._fs is None else self.read_root  # where it was read, not <mirror_dir>/read
+        return cfg.config_from_dict({"data": info["data_root"], "read": read, "series": series}, mirror_dir)
 
     def _read_text(self, name: str) -> str | None:
         try:
@@ -121,6 +161,8 @@ class Mirror:
     def refresh(self) -> Mirror:
         """Move to the newest published generation (the one held so far is released)."""
         old = self.catalog
+        if not self._own_config:
+            self._config = None  # the new generation's own
         self.catalog = self._connect()
         self._close(old)
         return self
@@ -168,8 +210,13 @@ class Mirror:
         return self.con.execute("SELECT published_at FROM jsocmirror_publication").fetchall()[0][0]
 
     def manifest(self) -> dict:
-        """The generation's manifest: every table's Parquet files (what pyarrow or polars read)."""
-        return json.loads(self._read_text(MANIFEST) or "{}")
+        """This generation's manifest: every table's Parquet files (what pyarrow or polars read)."""
+        return self._generation_manifest(self.catalog) or json.loads(self._read_text(MANIFEST) or "{}")
+
+    def _generation_manifest(self, catalog: Catalog) -> dict | None:
+        (generation,), = catalog.execute("SELECT generation FROM jsocmirror_publication").fetchall()
+        text = self._read_text(f"gens/{int(generation):06d}.json")
+        return json.loads(text) if text else None
 
     def series_names(self) -> list[str]:
         """The configured series."""
@@ -216,7 +263,7 @@ class Mirror:
     def record_files(self, series: str, where: str | None = None, *, segment: str | Sequence[str] | None = None,
                      start: Any = None, end: Any = None) -> duckdb.DuckDBPyRelation:
         """One row per (record, segment): the record's keywords, ``segment``, ``path`` (absolute
-        path or URL; NULL without a file) and ``state`` (one of ``FILE_STATES``)."""
+        path or URL; NULL without a file), ``file_size`` and ``state`` (one of ``FILE_STATES``)."""
         view, sd = self._series_view(series)
         segments = self._segments(sd, series, segment)
         columns = {c.lower() for c in self.catalog.table_columns(view)}
@@ -224,6 +271,7 @@ class Mirror:
         seg_list = "[" + ", ".join(_literal(s) for s in segments) + "]"
         return self.sql(
             f"SELECT k.*, s.segment, CASE WHEN f.path IS NOT NULL THEN {_literal(self._path_prefix())} || f.path END AS path, "
+            "f.size AS file_size, "
             "CASE WHEN f.path IS NULL AND " + no_image + " THEN 'no_image' "
             "WHEN f.path IS NULL AND NOT coalesce(k._online, true) THEN 'offline' "
             "WHEN f.path IS NULL THEN 'missing' "
@@ -231,11 +279,12 @@ class Mirror:
             "WHEN f.file_recnum < k._recnum THEN 'stale' "
             "WHEN f.file_recnum IS NULL AND k._prev_recnum IS NOT NULL THEN 'stale' "
             "ELSE 'present' END AS state "
-            f"FROM {quote_ident(view)} AS k CROSS JOIN (SELECT unnest({seg_list}) AS segment) AS s "
-            "LEFT JOIN (SELECT record_key, segment, path, state, verify_state, file_recnum FROM local_files "
+            # the selection applies to the records alone, so ``where`` names keyword columns only
+            f"FROM (SELECT * FROM {quote_ident(view)} AS k WHERE {self._conditions(sd, where, start, end)}) AS k "
+            f"CROSS JOIN (SELECT unnest({seg_list}) AS segment) AS s "
+            "LEFT JOIN (SELECT record_key, segment, path, size, state, verify_state, file_recnum FROM local_files "
             f"WHERE series = {_literal(sd.name)} AND state IN ('layout', 'empty')) AS f "
-            "ON f.record_key = k._key AND f.segment = s.segment "
-            "WHERE " + self._conditions(sd, where, start, end)
+            "ON f.record_key = k._key AND f.segment = s.segment"
         )
 
     def files(self, series: str, where: str | None = None, *, segment: str | Sequence[str] | None = None,
@@ -305,14 +354,31 @@ class Mirror:
             time_kw = next((kw for kw in sd.primekey_keywords if kw.is_time), None)
             if time_kw is None:
                 raise UsageError(f"series {sd.name} has no time prime key; select records with where=...")
-            col = "k." + quote_ident(time_kw.name)
-            if start is not None:
-                parts.append(f"{col} >= TIMESTAMP {_literal(_utc_text(start, 'start'))}")
-            if end is not None:
-                parts.append(f"{col} < TIMESTAMP {_literal(_utc_text(end, 'end'))}")
+            slot_col = f"{time_kw.name}_index"
+            if sd.slotting(time_kw.name) is not None and self.catalog.table_columns(keyword_table(sd.name)).get(slot_col):
+                # by slot, as JSOC selects: an AIA record stamped 23:49:59Z belongs to the 23:50:00 slot
+                col = "k." + quote_ident(slot_col)
+                for bound, op, what in ((start, ">=", "start"), (end, "<", "end")):
+                    if bound is not None:
+                        parts.append(f"{col} {op} {int(recordset.slot_of_value(sd, time_kw.name, _jsoc_text(bound, what)))}")
+            else:
+                col = "k." + quote_ident(time_kw.name)
+                if start is not None:
+                    parts.append(f"{col} >= TIMESTAMP {_literal(_utc_text(start, 'start'))}")
+                if end is not None:
+                    parts.append(f"{col} < TIMESTAMP {_literal(_utc_text(end, 'end'))}")
         if where:
             parts.append(f"({where})")
         return " AND ".join(parts)
+
+
+def _jsoc_text(value: Any, what: str) -> str:
+    """A time bound as a JSOC time string (a datetime is UTC), checked."""
+    text = value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if isinstance(value, datetime) else str(value)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        text = value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    _utc_text(text, what)  # one clear error for a bad value
+    return text
 
 
 def _utc_text(value: Any, what: str) -> str:

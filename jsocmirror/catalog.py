@@ -185,13 +185,17 @@ class Catalog:
             self.con.close()
             raise
 
+    @classmethod
+    def from_connection(cls, con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool) -> Catalog:
+        """A Catalog over a connection opened elsewhere (no migration, no checks)."""
+        catalog = object.__new__(cls)
+        catalog.path, catalog.read_only, catalog.con = str(path), read_only, con
+        catalog.after_commit, catalog.publisher = None, None
+        return catalog
+
     def cursor(self) -> Catalog:
         """Another connection to the same open database, for another thread (its own transactions)."""
-        other = object.__new__(Catalog)
-        other.path, other.read_only = self.path, self.read_only
-        other.after_commit, other.publisher = None, None
-        other.con = self.con.cursor()
-        return other
+        return Catalog.from_connection(self.con.cursor(), self.path, read_only=self.read_only)
 
     def __enter__(self) -> Catalog:
         return self

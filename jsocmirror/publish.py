@@ -92,15 +92,19 @@ class _Store:
         self.url = root
         self.fs, self.root = open_root(root, storage_options)
         self.local = self.fs is None
+        self._made: set[str] = set()
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts]) if not self.local else os.path.join(self.root, *parts)
 
     def makedirs(self, path: str) -> None:
+        if path in self._made:  # once per folder and publish (on S3 each call is a request)
+            return
         if self.local:
             os.makedirs(path, exist_ok=True)
         else:
             self.fs.makedirs(path, exist_ok=True)
+        self._made.add(path)
 
     def read_text(self, path: str) -> str | None:
         try:

@@ -1,4 +1,4 @@
-"""Every ```sql block in docs/sql.md runs against a freshly synced catalog and returns rows."""
+"""Every ```sql block in docs/sql.md runs against the readers' copy of a freshly synced catalog and returns rows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jsocmirror.catalog import Catalog
+from jsocmirror.api import Mirror
 from jsocmirror.config import SeriesConfig
 from jsocmirror.emulator import Emulator
 
@@ -18,7 +18,7 @@ BLOCKS = re.findall(r"```sql\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
 
 
 @pytest.fixture(scope="module")
-def catalog_path(tmp_path_factory):
+def mirror_config(tmp_path_factory):
     root = tmp_path_factory.mktemp("docs-mirror")
     with Emulator(state_dir=None, seed=0) as emu:
         config = make_mirror(root, emu.url, [
@@ -32,7 +32,7 @@ def catalog_path(tmp_path_factory):
         key = "[2024.06.27_00:00:00_TAI][3]"
         emu.world.reprocess("hmi.M_720s", key)  # so the "reprocessed" example has a row to show
         run_sync(config, emu.url)
-    return config.catalog_path
+    return config
 
 
 def test_docs_have_sql_examples():
@@ -40,9 +40,9 @@ def test_docs_have_sql_examples():
 
 
 @pytest.mark.parametrize("sql", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_docs_sql_block_runs(catalog_path, sql):
-    with Catalog(catalog_path, read_only=True) as catalog:
-        names, rows = catalog.run_user_sql(sql)
+def test_docs_sql_block_runs(mirror_config, sql):
+    with Mirror(mirror_config.read_root, config=mirror_config) as mirror:  # what `jsocmirror sql` reads
+        names, rows = mirror.catalog.run_user_sql(sql)
     assert names, "an example should return columns"
     if "NOT _online" not in sql and "QUALITY < 0" not in sql:
         assert rows, f"example returned no rows:\n{sql}"

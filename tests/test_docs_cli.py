@@ -64,7 +64,9 @@ def test_cli_reference_is_current():
 def test_readme_names_only_commands_that_exist():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     # commands as README shows them: in code spans and code blocks
-    code = "\n".join(re.findall(r"`([^`]+)`", readme))
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", readme, re.S)
+    spans = re.findall(r"`([^`\n]+)`", re.sub(r"```[a-z]*\n.*?```", "", readme, flags=re.S))
+    code = "\n".join(blocks + spans)
     used = set(re.findall(r"\bjsocmirror ([a-z][a-z-]+)", code))
     assert used, "README.md shows no jsocmirror command"
     assert used <= set(cli.commands), f"README.md names commands that do not exist: {sorted(used - set(cli.commands))}"

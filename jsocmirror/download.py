@@ -185,26 +185,52 @@ def fill_header(path: str | os.PathLike, keywords: Mapping[str, Any], *, sync: b
 
 
 def _filled_header(raw: bytes, keywords: Mapping[str, Any]) -> bytes | None:
-    """The header text with the catalog's keywords set (None when none applies)."""
-    from astropy.io import fits
+    """The header with the catalog's keywords set, padded to whole blocks (None when none applies).
 
-    header = fits.Header.fromstring(raw.decode("ascii"))
-    before = "CHECKSUM" if "CHECKSUM" in header else ("DATASUM" if "DATASUM" in header else None)
-    written = 0
+    Cards are edited as 80-byte images rather than through astropy's Header, which costs ~0.1 ms
+    per inserted card; JSOC's own cards keep their bytes and order, new ones go before CHECKSUM.
+    """
+    cards = [raw[i:i + 80] for i in range(0, len(raw), 80)]
+    cards = cards[:next(i for i, card in enumerate(cards) if card[:8] == b"END     ")]
+    index: dict[str, int] = {}
+    for i, card in enumerate(cards):
+        if card[8:10] == b"= ":
+            index.setdefault(card[:8].decode("ascii", "replace").rstrip(), i)
+    added: list[bytes] = []
+    changed = False
     for name, value in keywords.items():
         key, value = _fits_card(str(name), value)
-        if key is None:
+        image = _card_image(key, value) if key is not None else None
+        if image is None:
             continue
-        try:
-            fits.Card(key, value)  # a value astropy cannot write as a card (a list, bytes) is left out
-        except (ValueError, TypeError):
-            continue
-        if key in header or before is None:
-            header[key] = value
+        if key in index:
+            cards[index[key]] = image
         else:
-            header.set(key, value, before=before)
-        written += 1
-    return header.tostring(endcard=True, padding=True).encode("ascii") if written else None
+            added.append(image)
+        changed = True
+    if not changed:
+        return None
+    at = index.get("CHECKSUM", index.get("DATASUM", len(cards)))
+    header = b"".join(cards[:at] + added + cards[at:]) + b"END".ljust(80)
+    return header + b" " * (-len(header) % BLOCK)
+
+
+def _card_image(key: str, value: Any) -> bytes | None:
+    """The card(s) astropy would write for ``key = value``; None for a value no card can hold."""
+    try:
+        return _cached_card_image(key, value)
+    except TypeError:  # unhashable (a list): no FITS card holds one either
+        return None
+
+
+@functools.lru_cache(maxsize=16384, typed=True)  # a SHARP record's keywords go into each of its segment files
+def _cached_card_image(key: str, value: Any) -> bytes | None:
+    from astropy.io import fits
+
+    try:
+        return fits.Card(key, value).image.encode("ascii")
+    except (ValueError, TypeError, UnicodeEncodeError):
+        return None
 
 
 def _fits_card(name: str, value: Any) -> tuple[str | None, Any]:
@@ -294,7 +320,7 @@ def _rewrite(path: str | os.PathLike, start: int, old_length: int, header: bytes
             out.write(header)
             out.flush()
             source.seek(start + old_length)
-            shutil.copyfileobj(source, out, CHUNK)
+            shutil.copyfileobj(source, out, CHUNK)  # (copy_file_range measured no faster here)
             if sync:
                 out.flush()
                 os.fsync(out.fileno())

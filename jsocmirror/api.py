@@ -202,19 +202,19 @@ class Mirror:
     @property
     def generation(self) -> int:
         """The published generation this Mirror reads."""
-        return self.con.execute("SELECT generation FROM jsocmirror_publication").fetchall()[0][0]
+        return self.catalog.q("publication_generation").fetchall()[0][0]
 
     @property
     def published_at(self) -> datetime:
         """When the writer published it (UTC)."""
-        return self.con.execute("SELECT published_at FROM jsocmirror_publication").fetchall()[0][0]
+        return self.catalog.q("publication_generation").fetchall()[0][1]
 
     def manifest(self) -> dict:
         """This generation's manifest: every table's Parquet files (what pyarrow or polars read)."""
         return self._generation_manifest(self.catalog) or json.loads(self._read_text(MANIFEST) or "{}")
 
     def _generation_manifest(self, catalog: Catalog) -> dict | None:
-        (generation,), = catalog.execute("SELECT generation FROM jsocmirror_publication").fetchall()
+        (generation, _), = catalog.q("publication_generation").fetchall()
         text = self._read_text(f"gens/{int(generation):06d}.json")
         return json.loads(text) if text else None
 

@@ -195,9 +195,7 @@ def _stamp(info: dict) -> float:
 
 # -- partitions and fingerprints ----------------------------------------------------------------
 def _tables(catalog: Catalog) -> list[str]:
-    return [r[0] for r in catalog.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_type = 'BASE TABLE' ORDER BY table_name").fetchall()]
+    return [r[0] for r in catalog.q("publish_tables").fetchall()]
 
 
 def _time_column(columns: dict[str, str]) -> str | None:
@@ -411,10 +409,7 @@ def _write_part(catalog: Catalog, store: _Store, part: _Part, generation: int, t
 
 def _views(catalog: Catalog) -> dict[str, str]:
     """The writer's own views (``hmi_m_720s``, ``hmi_m_720s_files``): name -> CREATE VIEW text."""
-    rows = catalog.execute(
-        "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND NOT temporary "
-        "AND schema_name = 'main' AND database_name = current_database() ORDER BY view_name").fetchall()
-    return {name: sql for name, sql in rows}
+    return {name: sql for name, sql in catalog.q("publish_views").fetchall()}
 
 
 def _mirror_info(config) -> dict:

@@ -322,6 +322,16 @@ class Catalog:
             for name, value in old.items():
                 self.con.execute(f"SET {name} = '{_setting_text(value)}'")
 
+    @contextmanager
+    def setting(self, name: str, value: str):
+        """One DuckDB setting for the duration of the block (settings are the whole database's)."""
+        (old,), = self.con.execute("SELECT value FROM duckdb_settings() WHERE name = $n", {"n": name}).fetchall()
+        self.con.execute(f"SET {quote_ident(name)} = '{_setting_text(value)}'")
+        try:
+            yield
+        finally:
+            self.con.execute(f"SET {quote_ident(name)} = '{_setting_text(old)}'")
+
     def transaction(self):
         """``with catalog.transaction():`` one atomic unit; rolled back on any exception."""
         return _Transaction(self)

@@ -222,7 +222,8 @@ def test_publishing_writes_only_what_changed_and_keeps_held_generations(tmp_path
         old_count = held.execute("SELECT count(*) FROM local_files").fetchall()[0][0]
         catalog.execute("UPDATE local_files SET size = size + 1 WHERE series = 'hmi.M_720s'")
         changed = pub.publish(catalog, config)
-        assert changed.generation == generation + 1 and changed.tables == {"local_files": 1}
+        # HMI's files sit in two month folders (2024/06, 2024/07): those two parts, nothing else
+        assert changed.generation == generation + 1 and changed.tables == {"local_files": 2}
         manifest = json.loads(manifest_path.read_text())
         assert manifest["generation"] == changed.generation
         old_gen = Path(config.read_root, "gens", f"{generation:06d}.duckdb")

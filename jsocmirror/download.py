@@ -279,36 +279,13 @@ def _data_sum(path: str | os.PathLike, data_start: int, hdu) -> int:
 
 def _with_checksum(header: bytes, data_sum: int) -> bytes:
     """The header with its CHECKSUM card set so that header + data sum to -0 (FITS checksum convention)."""
-    from jsocmirror.fitsheader import ones_complement_sum
+    from jsocmirror.fitsheader import encode_checksum, ones_complement_sum
 
     at = next(i for i in range(0, len(header), 80) if header[i:i + 8] == b"CHECKSUM")
     value_at = header.index(b"'", at) + 1
     zeroed = header[:value_at] + b"0" * 16 + header[value_at + 16:]
-    encoded = _encode_checksum(~ones_complement_sum(zeroed, data_sum) & 0xFFFFFFFF)
+    encoded = encode_checksum(~ones_complement_sum(zeroed, data_sum) & 0xFFFFFFFF)
     return zeroed[:value_at] + encoded.encode("ascii") + zeroed[value_at + 16:]
-
-
-_CHECKSUM_EXCLUDE = frozenset(b":;<=>?@[\\]^_`")
-
-
-def _encode_checksum(value: int) -> str:
-    """The 16-character ASCII encoding of a 32-bit checksum (FITS checksum convention, section A.7)."""
-    out = [0] * 16
-    for i in range(4):
-        byte = (value >> (24 - 8 * i)) & 0xFF
-        quotient, remainder = byte // 4 + ord("0"), byte % 4
-        ch = [quotient + remainder, quotient, quotient, quotient]
-        changed = True
-        while changed:
-            changed = False
-            for j in (0, 2):
-                while ch[j] in _CHECKSUM_EXCLUDE or ch[j + 1] in _CHECKSUM_EXCLUDE:
-                    ch[j] += 1
-                    ch[j + 1] -= 1
-                    changed = True
-        for j in range(4):
-            out[4 * j + i] = ch[j]
-    return "".join(chr(out[(i + 15) % 16]) for i in range(16))
 
 
 def _rewrite(path: str | os.PathLike, start: int, old_length: int, header: bytes, sync: bool) -> None:

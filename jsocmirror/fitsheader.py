@@ -135,6 +135,32 @@ def ones_complement_sum(data: bytes | memoryview, start: int = 0) -> int:
     return _fold(int(np.frombuffer(data, dtype=">u4").sum(dtype=np.uint64)) + start)
 
 
+#: Characters the FITS checksum encoding never uses (punctuation between the digits and letters).
+_CHECKSUM_EXCLUDE = frozenset(b":;<=>?@[\\]^_`")
+
+
+def encode_checksum(value: int) -> str:
+    """The 16-character ASCII form of a 32-bit checksum (FITS checksum convention, A.7): what a
+    CHECKSUM card holds, the complement of the HDU's sum. Shared by the emulator, which writes
+    JSOC's files, and the downloader's header fill, which rewrites them."""
+    out = [0] * 16
+    for i in range(4):
+        byte = (value >> (24 - 8 * i)) & 0xFF
+        quotient, remainder = byte // 4 + ord("0"), byte % 4
+        ch = [quotient + remainder, quotient, quotient, quotient]
+        changed = True
+        while changed:
+            changed = False
+            for j in (0, 2):
+                while ch[j] in _CHECKSUM_EXCLUDE or ch[j + 1] in _CHECKSUM_EXCLUDE:
+                    ch[j] += 1
+                    ch[j + 1] -= 1
+                    changed = True
+        for j in range(4):
+            out[4 * j + i] = ch[j]
+    return "".join(chr(out[(i + 15) % 16]) for i in range(16))
+
+
 def _fold(total: int) -> int:
     while total >> 32:
         total = (total & 0xFFFFFFFF) + (total >> 32)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from jsocmirror import drmstime
-from jsocmirror.fitsheader import ones_complement_sum
+from jsocmirror.fitsheader import encode_checksum, ones_complement_sum
 from jsocmirror.series import Keyword, Segment, SeriesDef
 
 # Structural FITS keywords the generator writes itself; a series keyword of the same name is skipped.
@@ -287,27 +287,6 @@ def generate_pixels(series: str, recnum: int, segment: str, fmt: PixelFormat, sh
 # --------------------------------------------------------------------------------------------
 # FITS bytes
 # --------------------------------------------------------------------------------------------
-def _char_encode(value: int) -> str:
-    """FITS checksum encoding (SPR A.7.2), as astropy implements it."""
-    exclude = {0x3A, 0x3B, 0x3C, 0x3D, 0x3E, 0x3F, 0x40, 0x5B, 0x5C, 0x5D, 0x5E, 0x5F, 0x60}
-    asc = [0] * 16
-    for i in range(4):
-        byte = (value >> ((3 - i) * 8)) & 0xFF
-        quotient, remainder = byte // 4 + ord("0"), byte % 4
-        ch = [quotient + remainder, quotient, quotient, quotient]
-        changed = True
-        while changed:
-            changed = False
-            for j in (0, 2):
-                while ch[j] in exclude or ch[j + 1] in exclude:
-                    ch[j] += 1
-                    ch[j + 1] -= 1
-                    changed = True
-        for j in range(4):
-            asc[4 * j + i] = ch[j]
-    return "".join(chr(asc[(i + 15) % 16]) for i in range(16))
-
-
 def _card(key: str, value: str, comment: str) -> bytes:
     text = f"{key:<8}= {value:<20} / {comment}"
     return text[:80].ljust(80).encode("ascii")
@@ -355,7 +334,7 @@ def _add_checksums(raw: bytes, when: str) -> bytes:
     new_cards = cards + _card("CHECKSUM", "'0000000000000000'", f"HDU checksum updated {when}") + _card(
         "DATASUM", f"'{datasum}'", f"data unit checksum updated {when}") + b"END".ljust(80)
     header = new_cards + b" " * (-len(new_cards) % 2880)
-    checksum = _char_encode(~ones_complement_sum(header, datasum) & 0xFFFFFFFF)
+    checksum = encode_checksum(~ones_complement_sum(header, datasum) & 0xFFFFFFFF)
     header = header.replace(b"'0000000000000000'", f"'{checksum}'".encode(), 1)
     return raw[:last_start] + header + data
 

@@ -8,7 +8,10 @@ each measured path runs in its own subprocess so its peak RSS (``ru_maxrss``) is
   with urllib and discarded: what merely receiving JSOC's replies costs;
 * **naive**: ``drms.Client.query`` over the same record sets into pandas, then each frame into
   the same kind of DuckDB table (``INSERT INTO t SELECT * FROM df``);
-* **re-sync**: ours again on the synced mirror with nothing changed upstream.
+* **re-sync**: ours again on the synced mirror with nothing changed upstream;
+* **alone**: ours with ``publish=False``, i.e. without the readers' copy that ``sync`` publishes
+  after its commits and at its end: what publishing adds to a first fill (its own figures for
+  nightly changes are in benchmarks/publish.py).
 
 Targets (issue #4): ours >= 2x naive records/s; ours within 1.5x of the floor's time; ours peak
 RSS < 500 MB; a re-sync with nothing changed < 2 s.
@@ -22,12 +25,18 @@ final commits: 7.55 s vs 4.81 s (1.57x) and 6.27 s vs 4.26 s (1.47x), naive 31-3
 454-459 MB: the floor ratio sits on the 1.5x line. Before the row-group commits,
 leaner decoding and two requests ahead: 14.33 s (CPU 12.1 s), 2.19x the floor. The ratio to
 the floor needs a quiet machine: another process on one core made the same code take 10-11 s.
+
+Measured 2026-12-04 (1M records, --skip-naive): ours with the readers' copy 7.65 s (1.87x the
+floor of 4.09 s, cpu 8.7 s, RSS 477 MB), alone 5.41 s (1.32x, cpu 5.6 s): publishing a first
+fill adds ~2.2 s per million new records (writing them once as Parquet: one background publish
+during the sync and the last one at its end); re-sync 0.28 s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -85,8 +94,9 @@ def phase_ours(url: str, mirror: Path, records: int, chunk_records: int, request
             return super().rs_list_bytes(ds, keys, n=n)
 
     started, cpu0 = time.perf_counter(), _cpu()
+    publish = os.environ.get("JSOCMIRROR_BENCH_PUBLISH", "1") == "1"
     with Catalog(config.catalog_path) as catalog:
-        result = sync(config, catalog, RecordingClient(url))
+        result = sync(config, catalog, RecordingClient(url), publish=publish)
         total = catalog.execute("SELECT count(*) FROM kw_hmi_m_45s").fetchall()[0][0]
     seconds = time.perf_counter() - started
     if requests_file is not None:
@@ -135,8 +145,9 @@ def phase_naive(url: str, requests_file: Path, db: Path) -> dict:
 
 
 # -- orchestration -----------------------------------------------------------------------------------
-def _run_phase(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--phase", *args], capture_output=True, text=True)
+def _run_phase(*args: str, publish: bool = True) -> dict:
+    env = {**os.environ, "JSOCMIRROR_BENCH_PUBLISH": "1" if publish else "0"}
+    proc = subprocess.run([sys.executable, __file__, "--phase", *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"phase {args[0]} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -164,10 +175,13 @@ def main() -> None:
         mirror, requests_file = work / "mirror", work / "requests.json"
         print(f"sync benchmark: {args.records:,} records of {SERIES}, chunks of {args.chunk_records:,}, emulator {url}")
         ours = _run_phase("ours", url, str(mirror), str(args.records), str(args.chunk_records), str(requests_file))
+        # the same sync with the readers' copy left out: what publishing adds (the publish benchmark has its cost)
+        alone = _run_phase("ours", url, str(work / "mirror-alone"), str(args.records), str(args.chunk_records), "-",
+                           publish=False)
         floor = _run_phase("floor", url, str(requests_file))
         naive = None if args.skip_naive else _run_phase("naive", url, str(requests_file), str(work / "naive.duckdb"))
         resync = _run_phase("ours", url, str(mirror), str(args.records), str(args.chunk_records), "-")
-        _report(args.records, ours, floor, naive, resync)
+        _report(args.records, ours, floor, naive, resync, alone)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -185,12 +199,15 @@ def _dispatch(phase: str, rest: list[str]) -> dict:
     raise SystemExit(f"unknown phase {phase}")
 
 
-def _report(records: int, ours: dict, floor: dict, naive: dict | None, resync: dict) -> None:
+def _report(records: int, ours: dict, floor: dict, naive: dict | None, resync: dict, alone: dict) -> None:
     mb = 2**20
     ours_rate = ours["records"] / ours["seconds"]
     print(f"  ours    {ours['seconds']:7.2f} s  {ours_rate:10,.0f} rec/s  peak RSS {ours['maxrss'] / mb:6.0f} MB  "
           f"cpu {ours['cpu']:5.1f} s  ({ours['chunks']} chunks, {ours['requests']} requests, {ours['mbytes']:.0f} MB of JSON, {ours['rows']:,} rows)")
     print(f"          time inside ours: {ours['timings']} (wait = for JSOC's next reply)")
+    print(f"  alone   {alone['seconds']:7.2f} s  {alone['records'] / alone['seconds']:10,.0f} rec/s  peak RSS "
+          f"{alone['maxrss'] / mb:6.0f} MB  cpu {alone['cpu']:5.1f} s  (ours with publish=False: no readers' copy; "
+          f"publishing adds {ours['seconds'] - alone['seconds']:.2f} s)")
     print(f"  floor   {floor['seconds']:7.2f} s  {records / floor['seconds']:10,.0f} rec/s  peak RSS "
           f"{floor['maxrss'] / mb:6.0f} MB  cpu {floor['cpu']:5.1f} s  (same {floor['requests']} rs_list replies fetched and discarded)")
     if naive:
@@ -201,6 +218,8 @@ def _report(records: int, ours: dict, floor: dict, naive: dict | None, resync: d
     checks = [
         ("ours time / floor time", ours["seconds"] / floor["seconds"], f"<= {TARGET_VS_FLOOR}",
          ours["seconds"] / floor["seconds"] <= TARGET_VS_FLOOR),
+        ("alone time / floor time", alone["seconds"] / floor["seconds"], f"<= {TARGET_VS_FLOOR}",
+         alone["seconds"] / floor["seconds"] <= TARGET_VS_FLOOR),
         ("ours peak RSS (MB)", ours["maxrss"] / mb, f"< {TARGET_RSS // mb}", ours["maxrss"] < TARGET_RSS),
         ("re-sync seconds", resync["seconds"], f"< {TARGET_RESYNC_S}", resync["seconds"] < TARGET_RESYNC_S),
     ]

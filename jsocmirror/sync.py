@@ -980,7 +980,8 @@ def _utcnow() -> datetime:
 
 # -- public entry point -------------------------------------------------------------------------------
 def sync(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, series: list[str] | None = None,
-         *, progress: Progress | None = None, command: str = "sync", full: bool = False) -> SyncResult:
+         *, progress: Progress | None = None, command: str = "sync", full: bool = False,
+         publish: bool = True) -> SyncResult:
     """Sync the configured series (all, or those named) into the catalog; records a ``runs`` row.
 
     ``full`` ignores the probe and compares every RECNUM of the window with JSOC: the way to
@@ -988,8 +989,11 @@ def sync(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, series: list[
 
     The caller holds the mirror lock (``lock.mirror_lock``). Raises ConfigError for a series
     that is not configured, JsocError when JSOC fails; chunks committed before a failure stay.
-    Readers see each committed chunk within seconds, and the end of the run (``publish``).
+    Readers see each committed chunk within seconds, and the end of the run (``publish.publishing``);
+    ``publish=False`` leaves publishing to the caller (``publish.publish`` once after many syncs).
     """
+    if not publish:
+        return _sync_series(config, catalog, jsoc, series, progress=progress, command=command, full=full)
     with publishing(catalog, config):
         return _sync_series(config, catalog, jsoc, series, progress=progress, command=command, full=full)
 

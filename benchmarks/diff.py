@@ -8,7 +8,10 @@ process so the RSS figure is the diff's own: ``diff_mirror`` (one FULL JOIN clas
 row, counts per state and day), listing the gap rows, and, as the named peer, the bare
 ``NOT EXISTS`` anti-join count over the same tables (PERF_ANCHORS 3).
 
-Run:  python benchmarks/diff.py [--records 10000000] [--have 0.99]
+With ``--read``, the same diff also runs through the readers' copy (published first, untimed),
+as ``jsocmirror diff`` and ``Mirror.diff()`` run it: Parquet parts behind views.
+
+Run:  python benchmarks/diff.py [--records 10000000] [--have 0.99] [--read]
 """
 
 from __future__ import annotations
@@ -84,9 +87,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(catalog_path: str, mirror_dir: str) -> dict:
+def measure(catalog_path: str, mirror_dir: str, read: bool = False) -> dict:
+    """The diff on the writer's catalog, or (``read``) on the readers' copy, as `jsocmirror diff` runs it."""
     import psutil
 
+    from jsocmirror.api import Mirror
     from jsocmirror.catalog import Catalog, keyword_table
     from jsocmirror.config import config_from_dict
     from jsocmirror.diff import diff_mirror
@@ -94,7 +99,9 @@ def measure(catalog_path: str, mirror_dir: str) -> dict:
     proc = psutil.Process()
     config = config_from_dict({"series": [{"series": SERIES, "segments": ["magnetogram"]}]}, mirror_dir)
     out = {}
-    with Catalog(catalog_path) as catalog:
+    opened = Mirror(config.read_root, config=config) if read else Catalog(catalog_path)
+    with opened as handle:
+        catalog = handle.catalog if read else handle
         out["rss_open_mb"] = proc.memory_info().rss / 2**20
         start = time.perf_counter()
         result = diff_mirror(catalog, config)
@@ -120,10 +127,12 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10_000_000)
     parser.add_argument("--have", type=float, default=0.99, help="fraction of records with a local file")
     parser.add_argument("--catalog", help="keep the built catalog here and reuse it (default: a temp dir, removed)")
-    parser.add_argument("--measure", nargs=2, metavar=("CATALOG", "MIRROR_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--read", action="store_true",
+                        help="also diff through the readers' copy (published first, untimed), as `jsocmirror diff` does")
+    parser.add_argument("--measure", nargs=3, metavar=("CATALOG", "MIRROR_DIR", "WHERE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(*args.measure)))
+        print(json.dumps(measure(*args.measure[:2], read=args.measure[2] == "read")))
         return
     work = tempfile.mkdtemp(prefix="jsocmirror-bench-diff-")
     try:
@@ -132,26 +141,42 @@ def main() -> None:
             start = time.perf_counter()
             build(path, args.records, args.have)
             print(f"setup {time.perf_counter() - start:.1f} s (untimed)")
-        runs = []
-        for _ in range(3):
-            proc = subprocess.run([sys.executable, __file__, "--measure", path, work], capture_output=True, text=True)
-            if proc.returncode:
-                sys.exit(proc.stderr)
-            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        best = sorted(runs, key=lambda r: r["diff_s"])[1]  # the median run
-        counts = {k: v for k, v in best["counts"].items() if v}
-        times = ", ".join(f"{r['diff_s']:.2f}" for r in runs)
-        print(f"diff_mirror: {best['diff_s']:.2f} s (runs: {times}; target < 3 s)")
-        print(f"  counts: {counts}")
-        print(f"  listing {best['gaps']:,} gap rows: {best['gaps_s']:.2f} s")
-        print(f"  peak RSS during diff: {best['peak_rss_diff_mb']:,.0f} MB (after opening the catalog: "
-              f"{best['rss_open_mb']:,.0f} MB; target < 1.5 GB; runs: "
-              f"{', '.join(format(r['peak_rss_diff_mb'], ',.0f') for r in runs)}); "
-              f"whole process incl. peer {best['peak_rss_mb']:,.0f} MB")
-        print(f"peer: bare NOT EXISTS anti-join count: {best['peer_not_exists_s']:.2f} s "
-              f"({best['peer_missing']:,} records without a file)")
+        if args.read:
+            from jsocmirror.catalog import Catalog
+            from jsocmirror.config import config_from_dict
+            from jsocmirror.publish import publish
+
+            config = config_from_dict({"series": [{"series": SERIES, "segments": ["magnetogram"]}]}, work)
+            with Catalog(path) as catalog:
+                published = publish(catalog, config)
+            print(f"published the readers' copy: {published.parts_written} parts, {published.seconds:.1f} s (untimed)")
+        for where in (("writer", "read") if args.read else ("writer",)):
+            _measure_and_print(path, work, where)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure_and_print(path: str, work: str, where: str) -> None:
+    runs = []
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, __file__, "--measure", path, work, where],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(proc.stderr)
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    best = sorted(runs, key=lambda r: r["diff_s"])[1]  # the median run
+    print(f"-- the diff on the {'readers copy (Parquet views)' if where == 'read' else 'writer catalog'}:")
+    counts = {k: v for k, v in best["counts"].items() if v}
+    times = ", ".join(f"{r['diff_s']:.2f}" for r in runs)
+    print(f"diff_mirror: {best['diff_s']:.2f} s (runs: {times}; target < 3 s)")
+    print(f"  counts: {counts}")
+    print(f"  listing {best['gaps']:,} gap rows: {best['gaps_s']:.2f} s")
+    print(f"  peak RSS during diff: {best['peak_rss_diff_mb']:,.0f} MB (after opening the catalog: "
+          f"{best['rss_open_mb']:,.0f} MB; target < 1.5 GB; runs: "
+          f"{', '.join(format(r['peak_rss_diff_mb'], ',.0f') for r in runs)}); "
+          f"whole process incl. peer {best['peak_rss_mb']:,.0f} MB")
+    print(f"peer: bare NOT EXISTS anti-join count: {best['peer_not_exists_s']:.2f} s "
+          f"({best['peer_missing']:,} records without a file)")
 
 
 if __name__ == "__main__":

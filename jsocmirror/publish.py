@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import struct
 import tempfile
 import threading
@@ -82,8 +83,9 @@ class PublishResult:
 @dataclass(frozen=True)
 class _Part:
     table: str
-    name: str  # 2024-06, hmi_m_720s, all, none
+    name: str  # 2024-06, hmi_m_720s_2024_06, all, none
     where: str  # SQL selecting the part's rows
+    key: Any  # the part key as the partitioning SQL gives it (None for a table's one part)
     fingerprint: str
     rows: int
 
@@ -232,13 +234,19 @@ def _partitioning(table: str, columns: dict[str, str]) -> tuple[str, Callable[[A
     if table in _FOLDER_PARTS:
         # by the first three folders of the path (series/year/month in the default layouts), so a
         # night of landed files rewrites the new month's part, not the inventory
-        key = f"regexp_extract({_FOLDER_PARTS[table]}, '^[^/]*(/[^/]*){{0,2}}')"
+        key = _folder_key(table)
         return key, lambda prefix: f"{key} = {_literal(prefix)}", tuple(columns)
     return "'all'", lambda part: "TRUE", tuple(columns)
 
 
 #: Tables split by the folders of their files' paths: table -> the column holding the path.
 _FOLDER_PARTS = {"local_files": "path", "file_checks": "path"}
+
+
+def _folder_key(table: str, alias: str = "") -> str:
+    """Up to three leading folders of a row's path ('' for a file at the root): never the file name."""
+    column = f"{alias}.{_FOLDER_PARTS[table]}" if alias else _FOLDER_PARTS[table]
+    return f"regexp_extract({column}, '^([^/]*(/[^/]*){{0,2}})/', 1)"
 
 
 def _literal(text: str) -> str:
@@ -261,12 +269,12 @@ def _fingerprints(catalog: Catalog, table: str) -> list[_Part]:
     rows = catalog.execute(
         f"SELECT {key_sql} AS part, count(*), bit_xor(hash({hashed})) FROM {quote_ident(table)} GROUP BY ALL"
     ).fetchall()
-    parts = [_Part(table, _part_name(table, key), where_of(key), f"{schema}|{n}|{h}", n) for key, n, h in rows]
+    parts = [_Part(table, _part_name(table, key), where_of(key), key, f"{schema}|{n}|{h}", n) for key, n, h in rows]
     if not parts:  # an empty table still needs one (empty) file: its schema
-        parts.append(_Part(table, "all", "FALSE", f"{schema}|0|0", 0))
+        parts.append(_Part(table, "all", "FALSE", None, f"{schema}|0|0", 0))
     names = [p.name for p in parts]
     if len(set(names)) != len(names):  # two folders with one slug: fall back to one part
-        parts = [_Part(table, "all", "TRUE", f"{schema}|" + "|".join(sorted(p.fingerprint for p in parts)),
+        parts = [_Part(table, "all", "TRUE", None, f"{schema}|" + "|".join(sorted(p.fingerprint for p in parts)),
                        sum(p.rows for p in parts))]
     return sorted(parts, key=lambda p: p.name)
 
@@ -407,7 +415,8 @@ def _table_files(catalog: Catalog, store: _Store, parts: list[_Part], old: dict[
     Each part name keeps a number (``id``) for as long as it exists, so the row numbers stored in
     its file never meet another part's within a generation.
     """
-    out = {}
+    out: dict[str, dict] = {}
+    changed: list[tuple[_Part, int]] = []
     next_id = max((info.get("id", -1) for info in old.values()), default=-1) + 1
     for part in parts:
         kept = old.get(part.name)
@@ -419,10 +428,53 @@ def _table_files(catalog: Catalog, store: _Store, parts: list[_Part], old: dict[
             part_id = kept["id"]
         else:
             part_id, next_id = next_id, next_id + 1
-        out[part.name] = _write_part(catalog, store, part, result.generation, part_id, tmp_dir)
+        changed.append((part, part_id))
+    if len(changed) > 1 and changed[0][0].table in _FOLDER_PARTS and changed[0][0].key is not None:
+        # a folder key is no range a scan can skip to: one pass writes every changed part
+        out.update(_write_folder_parts(catalog, store, changed, result.generation, tmp_dir))
+    else:
+        out.update({part.name: _write_part(catalog, store, part, result.generation, part_id, tmp_dir)
+                    for part, part_id in changed})
+    for part, _ in changed:
         result.parts_written += 1
         result.rows_written += part.rows
         result.tables[part.table] = result.tables.get(part.table, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _write_folder_parts(catalog: Catalog, store: _Store, changed: list[tuple[_Part, int]], generation: int,
+                        tmp_dir: str) -> dict[str, dict]:
+    """Every changed part of a folder-split table in one scan (``COPY ... PARTITION_BY`` the part id)."""
+    import pyarrow as pa
+
+    table = changed[0][0].table
+    ids = pa.table({"_jm_key": pa.array([p.key for p, _ in changed], pa.string()),
+                    "_jm_id": pa.array([i for _, i in changed], pa.int64())})
+    staging = os.path.join(tmp_dir, f".parts-{table}-{generation:06d}-{os.getpid()}")
+    rowid = f", (k._jm_id::BIGINT << 31) + row_number() OVER (PARTITION BY k._jm_id) AS {ROWID}" \
+        if table == "local_files" else ""
+    catalog.con.register("_jm_part_ids", ids)
+    try:
+        catalog.execute(
+            f"COPY (SELECT t.*{rowid}, k._jm_id FROM {quote_ident(table)} AS t "
+            f"JOIN _jm_part_ids AS k ON {_folder_key(table, 't')} = k._jm_key) TO {_literal(staging)} (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (_jm_id), "
+            "OVERWRITE_OR_IGNORE true)")
+    finally:
+        catalog.con.unregister("_jm_part_ids")
+    store.makedirs(store.path("tables", table))
+    out = {}
+    try:
+        for part, part_id in changed:
+            written = sorted(Path(staging, f"_jm_id={part_id}").glob("*.parquet"))
+            if len(written) != 1:  # DuckDB split it, or wrote none (no rows): the one-part way
+                out[part.name] = _write_part(catalog, store, part, generation, part_id, tmp_dir)
+                continue
+            name = f"{part.name}.g{generation:06d}.parquet"
+            store.put(str(written[0]), store.path("tables", table, name))
+            out[part.name] = {"file": f"tables/{table}/{name}", "fingerprint": part.fingerprint,
+                              "rows": part.rows, "id": part_id}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

@@ -10,8 +10,9 @@ committed step the writer *publishes* instead:
     <read>/tables/<table>/<part>.g<generation>.parquet
     <read>/gens/<generation>.duckdb the views file of each generation still kept
 
-Keyword tables are split by calendar month of their first time prime key, ``local_files`` by
-series, the other tables are one part each. A part is written again only when its fingerprint
+Keyword tables are split by calendar month of their first time prime key, ``local_files`` and
+``file_checks`` by the first three folders of the path (series/year/month in the default
+layouts), the other tables are one part each. A part is written again only when its fingerprint
 (row count and a hash of the columns every change touches) moved, so publishing costs what
 changed, not what exists. New files get new names and ``catalog.duckdb`` is replaced by one
 rename, so a reader sees one whole generation or the one before, never a mix; a reader that

@@ -61,6 +61,9 @@ KEEP_SECONDS = 3600.0
 #: +650 MB with DuckDB's default of 80% of RAM, +430 MB under this limit, in the same time).
 PUBLISH_MEMORY = "400MB"
 
+#: Connections writing parts at once in a publish of its own (the machine has two cores).
+PART_WRITERS = 2
+
 #: The columns every change of a keyword-table row touches: sync rewrites ``_synced_at`` on each
 #: row it stores and marks deletions in ``_gone_at``; a new or reprocessed record has a new
 #: ``_recnum`` (JSOC never reuses one), so ``_key`` adds nothing. Hashing these alone is what
@@ -292,10 +295,10 @@ def publish(catalog: Catalog, config, *, force: bool = False, storage_options: d
     store = _Store(config.read_root, storage_options)
     hook, catalog.after_commit = catalog.after_commit, None  # publishing's own commit is no step
     try:
-        if memory_limit is None:
-            return _publish(catalog, config, store, force=force, start=start)
+        if memory_limit is None:  # beside a running writer: one snapshot, one connection
+            return _publish(catalog, config, store, force=force, start=start, writers=1)
         with catalog.setting("memory_limit", memory_limit):
-            return _publish(catalog, config, store, force=force, start=start)
+            return _publish(catalog, config, store, force=force, start=start, writers=PART_WRITERS)
     except OSError as exc:
         raise CatalogError(f"cannot publish the readers' catalog to {config.read_root}: "
                            f"{exc.strerror or exc}") from None
@@ -374,7 +377,7 @@ class Publisher:
             cursor.close()
 
 
-def _publish(catalog: Catalog, config, store: _Store, *, force: bool, start: float) -> PublishResult:
+def _publish(catalog: Catalog, config, store: _Store, *, force: bool, start: float, writers: int) -> PublishResult:
     previous = _load_manifest(store)
     old_parts = {} if force or previous.get("root") != store.url else previous.get("tables", {})
     mirror_info = _mirror_info(config)
@@ -390,7 +393,8 @@ def _publish(catalog: Catalog, config, store: _Store, *, force: bool, start: flo
             return PublishResult(previous["generation"], store.url, False, parts_kept=sum(map(len, parts.values())),
                                  seconds=time.perf_counter() - start)
         result = PublishResult(_next_generation(store, previous), store.url, True)
-        tables = {table: _table_files(catalog, store, table_parts, old_parts.get(table, {}), result, tmp_dir)
+        tables = {table: _table_files(catalog, store, table_parts, old_parts.get(table, {}), result, tmp_dir,
+                                      writers)
                   for table, table_parts in parts.items()}
     finally:
         catalog.rollback()  # it only read
@@ -410,7 +414,7 @@ def _fingerprints_of(tables: dict) -> dict[str, dict[str, str]]:
 
 
 def _table_files(catalog: Catalog, store: _Store, parts: list[_Part], old: dict[str, dict],
-                 result: PublishResult, tmp_dir: str) -> dict[str, dict]:
+                 result: PublishResult, tmp_dir: str, writers: int = 1) -> dict[str, dict]:
     """The files of a table's parts: the previous generation's where the fingerprint held, new ones elsewhere.
 
     Each part name keeps a number (``id``) for as long as it exists, so the row numbers stored in
@@ -433,6 +437,8 @@ def _table_files(catalog: Catalog, store: _Store, parts: list[_Part], old: dict[
     if len(changed) > 1 and changed[0][0].table in _FOLDER_PARTS and changed[0][0].key is not None:
         # a folder key is no range a scan can skip to: one pass writes every changed part
         out.update(_write_folder_parts(catalog, store, changed, result.generation, tmp_dir))
+    elif writers > 1 and len(changed) > 1:
+        out.update(_write_parts_in_parallel(catalog, store, changed, result.generation, tmp_dir, writers))
     else:
         out.update({part.name: _write_part(catalog, store, part, result.generation, part_id, tmp_dir)
                     for part, part_id in changed})
@@ -441,6 +447,38 @@ def _table_files(catalog: Catalog, store: _Store, parts: list[_Part], old: dict[
         result.rows_written += part.rows
         result.tables[part.table] = result.tables.get(part.table, 0) + 1
     return dict(sorted(out.items()))
+
+
+def _write_parts_in_parallel(catalog: Catalog, store: _Store, changed: list[tuple[_Part, int]], generation: int,
+                             tmp_dir: str, writers: int) -> dict[str, dict]:
+    """Parts written by ``writers`` connections at once: a part of a month is one COPY that DuckDB
+    writes on one core, so two at a time use both (measured: 12 months 0.78 s -> 0.48 s).
+
+    Only for a publish of its own: each connection has its own transaction, which sees the same
+    state as the caller's only because nothing commits meanwhile (the writer is the caller).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+    cursors: list[Catalog] = []
+    guard = threading.Lock()
+
+    def write(job: tuple[_Part, int]) -> tuple[str, dict]:
+        if not hasattr(local, "catalog"):
+            local.catalog = catalog.cursor()
+            local.catalog.begin()
+            with guard:
+                cursors.append(local.catalog)
+        part, part_id = job
+        return part.name, _write_part(local.catalog, store, part, generation, part_id, tmp_dir)
+
+    try:
+        with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="jsocmirror-publish-part") as pool:
+            return dict(pool.map(write, changed))
+    finally:
+        for cursor in cursors:
+            cursor.rollback()
+            cursor.close()
 
 
 def _write_folder_parts(catalog: Catalog, store: _Store, changed: list[tuple[_Part, int]], generation: int,

@@ -64,6 +64,8 @@ import sys
 import tempfile
 import time
 
+from diff import peak_rss_mb  # benchmarks/diff.py: VmHWM, this process's own peak
+
 SERIES = "hmi.M_45s"
 TABLE = "kw_hmi_m_45s"
 BASE_SYNCED = "2026-01-01 00:00:00"  # _synced_at of the built catalog; night k is k days later
@@ -260,18 +262,6 @@ def _month_name(month_no: int) -> str:
 
 
 # -- the measuring children ------------------------------------------------------------------------
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM: its own address space; ru_maxrss carries the parent's)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def reset_peak() -> None:
     """Make VmHWM start again from the current RSS (Linux: ``5`` to /proc/self/clear_refs)."""
     try:
@@ -427,8 +417,10 @@ def _median_run(runs: list[dict]) -> dict:
 def _phases(run: dict) -> str:
     phases = dict(run.get("phases", {}))
     other = run["s"] - sum(phases.values())
-    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(phases.items(), key=lambda kv: -kv[1]) if v >= 0.005) \
-        + f", other {other:.2f} s"
+    text = ", ".join(f"{k} {v:.2f}" for k, v in sorted(phases.items(), key=lambda kv: -kv[1]) if v >= 0.005)
+    if other < 0:  # parts written on two connections at once: their COPY seconds overlap
+        return text + f" s (COPY seconds summed over the parallel writers: {-other:.2f} s overlapped)"
+    return text + f", other {other:.2f} s"
 
 
 def _rises(run: dict) -> str:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+@contextmanager
+def quick_emulator():
+    """An in-memory Emulator (seed 3) whose exports carry no wait hint: the governor honours the
+    server's hint, and the mirror tests have no reason to sit through it."""
+    from jsocmirror.emulator import Emulator
+
+    with Emulator(state_dir=None, seed=3) as emu:
+        emu.exports.config.timing.wait_hint = 0
+        yield emu
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jsocmirror.emulator import Emulator
+from conftest import quick_emulator
 
 from test_update import make_mirror, options, update_mirror
 
@@ -18,8 +18,7 @@ BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.
 @pytest.fixture(scope="module")
 def mirror_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("docs-python") / "m"
-    with Emulator(state_dir=None, seed=3) as emu:
-        emu.exports.config.timing.wait_hint = 0
+    with quick_emulator() as emu:
         config = make_mirror(root, emu.url)
         summary = update_mirror(config, emu.url, options())
         assert summary.exit_code == 0, summary.render()

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import quick_emulator
 
 from jsocmirror import config as cfg
 from jsocmirror import publish as pub
 from jsocmirror.catalog import Catalog
-from jsocmirror.emulator import Emulator
 
 from test_update import make_mirror, options, update_mirror
 
@@ -61,8 +61,7 @@ def wait_for(condition, timeout: float = 60, what: str = "condition"):
 
 @pytest.fixture
 def emu():
-    with Emulator(state_dir=None, seed=3) as emulator:
-        emulator.exports.config.timing.wait_hint = 0
+    with quick_emulator() as emulator:
         yield emulator
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import quick_emulator
 from click.testing import CliRunner
 
 pytest.importorskip("s3fs")
@@ -33,7 +34,6 @@ from jsocmirror import config as cfg  # noqa: E402
 from jsocmirror.catalog import Catalog  # noqa: E402
 from jsocmirror.cli import cli  # noqa: E402
 from jsocmirror.diff import diff_mirror  # noqa: E402
-from jsocmirror.emulator import Emulator  # noqa: E402
 from jsocmirror.publish import KEEP_SECONDS, _Store, collect_garbage, publish  # noqa: E402
 from jsocmirror.update import update_mirror  # noqa: E402
 from test_update import make_mirror, options  # noqa: E402
@@ -93,8 +93,7 @@ def s3():
 
 @pytest.fixture(scope="module")
 def emu():
-    with Emulator(state_dir=None, seed=3) as emulator:
-        emulator.exports.config.timing.wait_hint = 0
+    with quick_emulator() as emulator:
         yield emulator
 
 

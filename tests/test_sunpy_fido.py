@@ -10,6 +10,7 @@ from pathlib import Path
 
 import astropy.units as u
 import pytest
+from conftest import quick_emulator
 import pytest_socket
 from sunpy.net import Fido
 from sunpy.net import attrs as a
@@ -34,8 +35,7 @@ HMI_WINDOW = a.Time("2024-06-30 21:00", "2024-07-01 00:00")  # the whole HMI win
 
 @pytest.fixture(scope="module")
 def emu():
-    with Emulator(state_dir=None, seed=3) as emulator:
-        emulator.exports.config.timing.wait_hint = 0
+    with quick_emulator() as emulator:
         yield emulator
 
 

@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import quick_emulator
 from click.testing import CliRunner
 
 from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog
 from jsocmirror.cli import cli
 from jsocmirror.download import RetryPolicy
-from jsocmirror.emulator import Emulator
 from jsocmirror.errors import LockedError
 from jsocmirror.stage import StagePolicy
 from jsocmirror.update import UpdateOptions, update_mirror
@@ -87,8 +87,7 @@ def landed_state(config: cfg.MirrorConfig) -> dict[tuple[str, str], int]:
 
 @pytest.fixture()
 def emu():
-    with Emulator(state_dir=None, seed=3) as emulator:
-        emulator.exports.config.timing.wait_hint = 0  # the governor honours the server's wait; keep tests quick
+    with quick_emulator() as emulator:
         yield emulator
 
 

@@ -249,6 +249,8 @@ def test_sql_write_changes_the_writer_and_republishes(tmp_path, emu):
     refused = jm("sql", "-m", config.mirror_dir, f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'")
     assert refused.returncode == 2 and "add --write" in refused.stderr and not (tmp_path / "x.csv").exists()
     assert len(refused.stderr.strip().splitlines()) == 1
+    prepared = jm("sql", "-m", config.mirror_dir, f"PREPARE p AS COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'; EXECUTE p")
+    assert prepared.returncode == 2 and "PREPARE" in prepared.stderr and not (tmp_path / "x.csv").exists()
 
 
 def test_reading_an_unpublished_mirror_says_how_to_publish(tmp_path, emu):

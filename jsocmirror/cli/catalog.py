@@ -417,8 +417,9 @@ def sql_command(mirror_dir, query, fmt, write):
 
 
 #: What ``sql`` without --write runs: statements that only read (COPY ... TO, ATTACH, CREATE
-#: and friends write somewhere, so they need --write and the run lock).
-_READING_STATEMENTS = ("SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET", "CALL", "PREPARE", "EXECUTE")
+#: and friends write somewhere, and a PREPAREd statement could be any of them, so they need
+#: --write and the run lock).
+_READING_STATEMENTS = ("SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET", "CALL")
 
 
 def _refuse_changes(mirror, query: str) -> None:
@@ -451,7 +452,6 @@ def _write_sql(config: cfg.MirrorConfig, query: str) -> tuple[list[str], list[tu
     """``sql --write``: the writer's catalog, under the run lock, then every table published again
     (a hand-made change may touch columns the change fingerprints do not look at)."""
     from jsocmirror.lock import mirror_lock
-    from jsocmirror.publish import publish
 
     if not config.catalog_path.exists():
         raise CatalogError(f"no catalog at {config.catalog_path}; run 'jsocmirror init' or 'jsocmirror sync'")

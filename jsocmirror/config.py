@@ -141,17 +141,18 @@ class MirrorConfig:
     @property
     def data_root(self) -> str:
         """The data root as an fsspec URL or an absolute local path."""
-        if _URL_RE.match(self.data):
-            return self.data
-        path = Path(self.data).expanduser()
-        return str(path if path.is_absolute() else self.mirror_dir / path)
+        return self._location(self.data)
 
     @property
     def read_root(self) -> str:
         """Where the readers' copy is published: an fsspec URL or an absolute local path."""
-        if _URL_RE.match(self.read):
-            return self.read
-        path = Path(self.read).expanduser()
+        return self._location(self.read)
+
+    def _location(self, value: str) -> str:
+        """A configured location: a URL as it is, a path relative to the mirror directory made absolute."""
+        if _URL_RE.match(value):
+            return value
+        path = Path(value).expanduser()
         return str(path if path.is_absolute() else self.mirror_dir / path)
 
     @property

@@ -192,12 +192,15 @@ class Mirror:
 
     @property
     def config(self) -> cfg.MirrorConfig:
+        """The mirror's config: its jsocmirror.toml, or the one published with this generation."""
+        if self._config is None:  # only while a refresh() is opening the next generation
+            raise CatalogError(f"{self.read_root}: the mirror's config is not loaded")
         return self._config
 
     @property
     def data_root(self) -> str:
         """The data root: an absolute local path or an fsspec URL."""
-        return self._config.data_root
+        return self.config.data_root
 
     @property
     def generation(self) -> int:
@@ -220,7 +223,7 @@ class Mirror:
 
     def series_names(self) -> list[str]:
         """The configured series."""
-        return [entry.series for entry in self._config.series]
+        return [entry.series for entry in self.config.series]
 
     def definition(self, series: str) -> SeriesDef:
         from jsocmirror.diff import series_definitions
@@ -241,6 +244,12 @@ class Mirror:
         except duckdb.Error as exc:
             raise UsageError(_sql_error(exc)) from None
 
+    def _select(self, query: str) -> duckdb.DuckDBPyRelation:
+        relation = self.sql(query)
+        if relation is None:  # a SELECT always has a result
+            raise CatalogError(f"internal error: no result for {query[:60]!r}")
+        return relation
+
     def _series_view(self, series: str) -> tuple[str, SeriesDef]:
         sd = self.definition(series)
         view = series_slug(sd.name)
@@ -258,7 +267,7 @@ class Mirror:
         """
         view, sd = self._series_view(series)
         cols = "*" if not columns else ", ".join(quote_ident(c) for c in columns)
-        return self.sql(f"SELECT {cols} FROM {quote_ident(view)} AS k WHERE " + self._conditions(sd, where, start, end))
+        return self._select(f"SELECT {cols} FROM {quote_ident(view)} AS k WHERE " + self._conditions(sd, where, start, end))
 
     def record_files(self, series: str, where: str | None = None, *, segment: str | Sequence[str] | None = None,
                      start: Any = None, end: Any = None) -> duckdb.DuckDBPyRelation:
@@ -269,7 +278,7 @@ class Mirror:
         columns = {c.lower() for c in self.catalog.table_columns(view)}
         no_image = "coalesce(k.\"QUALITY\" < 0, false)" if "quality" in columns else "false"
         seg_list = "[" + ", ".join(_literal(s) for s in segments) + "]"
-        return self.sql(
+        return self._select(
             f"SELECT k.*, s.segment, CASE WHEN f.path IS NOT NULL THEN {_literal(self._path_prefix())} || f.path END AS path, "
             "f.size AS file_size, "
             "CASE WHEN f.path IS NULL AND " + no_image + " THEN 'no_image' "
@@ -316,13 +325,13 @@ class Mirror:
         """What the mirror lacks, as ``jsocmirror diff`` shows it (``.counts``, ``.gaps()``)."""
         from jsocmirror.diff import diff_mirror
 
-        return diff_mirror(self.catalog, self._config, series)
+        return diff_mirror(self.catalog, self.config, series)
 
     def status(self, *, by: str = "month") -> list[SeriesStatus]:
         """Per-series counts, bytes on disk and coverage per ``day`` or ``month``."""
         from jsocmirror.diff import mirror_status
 
-        return mirror_status(self.catalog, self._config, by=by)[0]
+        return mirror_status(self.catalog, self.config, by=by)[0]
 
     # -- helpers ---------------------------------------------------------------------------------
     def _path_prefix(self) -> str:
@@ -331,7 +340,7 @@ class Mirror:
     def _segments(self, sd: SeriesDef, series: str, segment) -> list[str]:
         if segment is None:
             try:
-                names = list(self._config.get_series(series).segments)
+                names = list(self.config.get_series(series).segments)
             except ConfigError:
                 names = []
             if not names:
@@ -387,11 +396,13 @@ def _utc_text(value: Any, what: str) -> str:
         if value.tzinfo is not None:
             value = value.astimezone(timezone.utc).replace(tzinfo=None)
         return value.isoformat(sep=" ")
+    hint = "use a JSOC time such as 2024.06.30_00:00:00_TAI or 2024-06-30T00:00:00"
     try:
         dt = drmstime.to_datetime_utc(drmstime.parse_time(str(value)))
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"{what} {value!r} is not a time (use a JSOC time such as 2024.06.30_00:00:00_TAI "
-                         f"or 2024-06-30T00:00:00): {exc}") from None
+        raise UsageError(f"{what} {value!r} is not a time ({hint}): {exc}") from None
+    if dt is None:  # DRMS's MISSING time
+        raise UsageError(f"{what} {value!r} is no time at all ({hint})")
     return dt.replace(tzinfo=None).isoformat(sep=" ")
 
 

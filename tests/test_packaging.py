@@ -31,6 +31,7 @@ def test_wheel_contains_every_sql_file(wheel):
         assert rel in names, f"{rel} is missing from {wheel.name}"
     assert any(n.startswith("jsocmirror/sql/migrations/0002_") for n in names)
     assert "jsocmirror/sql/queries/sync.sql" in names
+    assert "jsocmirror/py.typed" in names  # type checkers read jsocmirror.open / Mirror's annotations
 
 
 def test_installed_wheel_migrates_a_catalog(wheel, tmp_path):

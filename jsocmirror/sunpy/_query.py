@@ -174,6 +174,8 @@ class SampleSql:
         self.index = quote_ident(f"{time_kw.name}_index")
         self.anchor = (str(int(slot_of_value(sd, time_kw.name, jsoc_time(query.start)))) if query.start is not None
                        else f"min({self.index}) OVER ()")
+        if query.sample is None:
+            raise UsageError("a.Sample needs a sampling interval")
         self.step, self.sample = _float(slot.step), _float(query.sample)
         self.keys = [quote_ident(k) for k in sd.primekeys if k != time_kw.name]
 
@@ -231,8 +233,10 @@ def _literal(kw, value: Any) -> str:
             t = drmstime.parse_time(text)
         except ValueError as exc:
             raise UsageError(f"{kw.name}: {exc}") from None
-        dt = drmstime.to_datetime_utc(t).replace(tzinfo=None)
-        return f"TIMESTAMP '{dt.isoformat(sep=' ')}'"
+        dt = drmstime.to_datetime_utc(t)
+        if dt is None:  # DRMS's MISSING time
+            raise UsageError(f"{kw.name}: {value!r} is no time at all")
+        return f"TIMESTAMP '{dt.replace(tzinfo=None).isoformat(sep=' ')}'"
     if kw.is_numeric:
         if isinstance(value, str):
             text = value.strip()

@@ -192,8 +192,8 @@ class MirrorClient(BaseClient):
             rel = m.record_files(entry.series, args.where, segment=args.segments)
             if args.sample is not None:
                 check = args.sample.unique_check()
-                unique = list(rel.query("r", check).fetchall()[0]) if check else None
-                rel = rel.query("r", args.sample.select(unique))
+                unique = list(_query_rel(rel, check).fetchall()[0]) if check else None
+                rel = _query_rel(rel, args.sample.select(unique))
             data = rel.to_arrow_table()
         return _build_table(data, sd, mirror=path, client=self)
 
@@ -369,3 +369,11 @@ def _zero(typ: pa.DataType):
     if pa.types.is_integer(typ):
         return 0
     return None
+
+
+def _query_rel(rel, sql: str):
+    """``rel.query`` over a relation named ``r``: a SELECT, so always a relation."""
+    out = rel.query("r", sql)
+    if out is None:
+        raise UsageError(f"internal error: no result for {sql[:60]!r}")
+    return out

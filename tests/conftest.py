@@ -12,6 +12,35 @@ SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
 
 
 @contextmanager
+def moto_s3(**extra_env: str):
+    """moto's S3 server on loopback, with test credentials (and ``extra_env``, where ``{endpoint}``
+    stands for its URL) in the environment for the duration; yields the endpoint URL."""
+    import logging
+    import os
+
+    from moto import server as moto_server
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    env.update({k: v.format(endpoint=endpoint) for k, v in extra_env.items()})
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
 def quick_emulator():
     """An in-memory Emulator (seed 3) whose exports carry no wait hint: the governor honours the
     server's hint, and the mirror tests have no reason to sit through it."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import subprocess
 import sys
@@ -22,12 +21,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import quick_emulator
+from conftest import moto_s3, quick_emulator
 from click.testing import CliRunner
 
 pytest.importorskip("s3fs")
 pytest.importorskip("polars")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 import jsocmirror  # noqa: E402
 from jsocmirror import config as cfg  # noqa: E402
@@ -64,31 +63,16 @@ json.dump(_out, open("result.json", "w"))
 @pytest.fixture(scope="module")
 def s3():
     """moto on loopback; endpoint and credentials in the environment, as docs/sql.md says."""
-    import logging
-
     import s3fs
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ALLOW_HTTP": "true"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem()
-    fs.mkdir(READ.removeprefix("s3://").split("/")[0])
-    try:
-        yield fs
-    finally:
+    with moto_s3(AWS_ENDPOINT_URL="{endpoint}", AWS_ALLOW_HTTP="true"):
         s3fs.S3FileSystem.clear_instance_cache()
-        server.stop()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        fs = s3fs.S3FileSystem()
+        fs.mkdir(READ.removeprefix("s3://").split("/")[0])
+        try:
+            yield fs
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 from jsocmirror.catalog import Catalog  # noqa: E402
 from jsocmirror.config import config_from_dict  # noqa: E402
@@ -13,6 +13,7 @@ from jsocmirror.diff import diff_mirror, export_catalog  # noqa: E402
 from jsocmirror.layout import Layout  # noqa: E402
 from jsocmirror.scan import scan_tree  # noqa: E402
 from jsocmirror.series import builtin_series  # noqa: E402
+from conftest import moto_s3  # noqa: E402
 from test_diff import fill_keyword_table  # noqa: E402
 from test_scan import fits_bytes  # noqa: E402
 
@@ -21,25 +22,13 @@ LAYOUT = Layout(builtin_series())
 
 @pytest.fixture(scope="module")
 def s3():
-    import os
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     import s3fs
 
-    options = {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}, "key": "testing", "secret": "testing"}
-    fs = s3fs.S3FileSystem(**options)
-    fs.mkdir("mirror")
-    yield fs, options
-    server.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with moto_s3() as endpoint:
+        options = {"client_kwargs": {"endpoint_url": endpoint}, "key": "testing", "secret": "testing"}
+        fs = s3fs.S3FileSystem(**options)
+        fs.mkdir("mirror")
+        yield fs, options
 
 
 def test_scan_tree_and_diff_on_s3(s3, tmp_path):

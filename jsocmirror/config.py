@@ -155,6 +155,12 @@ class MirrorConfig:
         path = Path(value).expanduser()
         return str(path if path.is_absolute() else self.mirror_dir / path)
 
+    def scratch_dir(self) -> str:
+        """``<mirror>/.tmp``, created: where files are built before a rename or an upload moves them."""
+        path = self.mirror_dir / ".tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
     @property
     def lock_path(self) -> Path:
         return self.mirror_dir / ".jsocmirror.lock"

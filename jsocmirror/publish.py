@@ -293,8 +293,7 @@ def publish(catalog: Catalog, config, *, force: bool = False, storage_options: d
     """
     start = time.perf_counter()
     store = _Store(config.read_root, storage_options)
-    hook, catalog.after_commit = catalog.after_commit, None  # publishing's own commit is no step
-    try:
+    try:  # (a publish only reads the catalog and ends with a rollback: no commit, so no step)
         if memory_limit is None:  # beside a running writer: one snapshot, one connection
             return _publish(catalog, config, store, force=force, start=start, writers=1)
         with catalog.setting("memory_limit", memory_limit):
@@ -302,8 +301,6 @@ def publish(catalog: Catalog, config, *, force: bool = False, storage_options: d
     except OSError as exc:
         raise CatalogError(f"cannot publish the readers' catalog to {config.read_root}: "
                            f"{exc.strerror or exc}") from None
-    finally:
-        catalog.after_commit = hook
 
 
 class Publisher:
@@ -317,19 +314,14 @@ class Publisher:
     writer's work is safe in its own file); a failed ``finish`` raises.
     """
 
-    def __init__(self, catalog: Catalog, config, *, interval: float = 2.0, storage_options: dict | None = None):
+    def __init__(self, catalog: Catalog, config, *, interval: float = 2.0):
         self.catalog, self.config, self.interval = catalog, config, interval
-        self.storage_options = storage_options
-        self.last: PublishResult | None = None
-        self.published = 0
-        self._cost = 0.0
+        self._cost = 0.0  # seconds the last background publish took
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
-        self._outer: Callable[[], None] | None = None
 
     def attach(self) -> Publisher:
-        self._outer = self.catalog.after_commit
         self.catalog.after_commit = self.step
         self.catalog.publisher = self
         self._thread = threading.Thread(target=self._run, name="jsocmirror-publish", daemon=True)
@@ -341,17 +333,12 @@ class Publisher:
 
     def finish(self) -> PublishResult:
         """Stop stepping, then publish everything committed so far (in the caller's thread)."""
-        if self.catalog.after_commit == self.step:
-            self.catalog.after_commit = self._outer
-        if getattr(self.catalog, "publisher", None) is self:
-            self.catalog.publisher = None
+        self.catalog.after_commit = self.catalog.publisher = None
         self._stop = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
-        self.last = publish(self.catalog, self.config, storage_options=self.storage_options)
-        self.published += self.last.changed
-        return self.last
+        return publish(self.catalog, self.config)
 
     def _run(self) -> None:
         cursor = self.catalog.cursor()
@@ -362,13 +349,9 @@ class Publisher:
                     return
                 self._wake.clear()
                 try:  # beside the writer: its DuckDB settings (sync's bulk_load limit) hold
-                    result = publish(cursor, self.config, storage_options=self.storage_options, memory_limit=None)
+                    self._cost = publish(cursor, self.config, memory_limit=None).seconds
                 except Exception as exc:  # the writer goes on; the next step tries again
                     log.warning("%s (readers keep the previous generation; retrying at the next step)", exc)
-                    result = None
-                if result is not None:
-                    self.last, self._cost = result, result.seconds
-                    self.published += result.changed
                 pause = max(self.interval, 9 * self._cost)
                 deadline = time.monotonic() + pause
                 while not self._stop and time.monotonic() < deadline:
@@ -381,7 +364,7 @@ def _publish(catalog: Catalog, config, store: _Store, *, force: bool, start: flo
     previous = _load_manifest(store)
     old_parts = {} if force or previous.get("root") != store.url else previous.get("tables", {})
     mirror_info = _mirror_info(config)
-    tmp_dir = _tmp_dir(config)
+    tmp_dir = config.scratch_dir()
     catalog.begin()  # one snapshot: every part and view of a generation comes from one committed state
     try:
         parts = {table: _fingerprints(catalog, table) for table in _tables(catalog)}
@@ -547,12 +530,6 @@ def _mirror_info(config) -> dict:
                         "filter": e.filter, "keywords": e.keywords, "layout": e.layout} for e in config.series]}
 
 
-def _tmp_dir(config) -> str:
-    path = Path(config.mirror_dir) / ".tmp"
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
-
-
 def _load_manifest(store: _Store) -> dict:
     text = store.read_text(store.path(MANIFEST))
     if not text:
@@ -602,6 +579,8 @@ def _write_generation(store: _Store, manifest: dict, tmp_dir: str) -> None:
             os.unlink(link)
         os.link(gen_db, link)
         os.replace(link, store.path(READ_DB))
+        from jsocmirror.download import _fsync_dir  # the downloader's: the renames survive a crash
+
         _fsync_dir(store.root)
     else:
         store.fs.put_file(local_db, gen_db)
@@ -660,17 +639,6 @@ def _create_views(con, views: dict[str, str]) -> None:
             log.warning("views not published (they refer to something the readers' copy lacks): %s",
                         ", ".join(sorted(pending)))
             return
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- garbage collection ------------------------------------------------------------------------
@@ -752,7 +720,7 @@ def publishing(catalog: Catalog, config, *, interval: float = 2.0) -> Iterator[P
     publisher serves: the inner block's end is one more step of it. If the block fails, what it
     committed is still published (best effort: the block's own error is the one raised).
     """
-    outer = getattr(catalog, "publisher", None)
+    outer = catalog.publisher
     if outer is not None:
         yield outer
         outer.step()

@@ -363,7 +363,7 @@ def _download_batch(batch, governor: Governor, root: str, connections: int, poli
 
 
 def _download_tar(batch, root: str, policy: RetryPolicy, on_landed, on_bytes, config: MirrorConfig) -> Results:
-    workdir = Path(tempfile.mkdtemp(prefix="tar-", dir=_tmp_dir(config)))
+    workdir = Path(tempfile.mkdtemp(prefix="tar-", dir=config.scratch_dir()))
     try:
         tar_task = FileTask(url=batch.tar_url, dest="export.tar", series="", record_key=batch.source, segment="tar")
         fetched = dl.download_files([tar_task], workdir, policy=policy, on_bytes=on_bytes)
@@ -375,12 +375,6 @@ def _download_tar(batch, root: str, policy: RetryPolicy, on_landed, on_bytes, co
         return dl.extract_tar(workdir / "export.tar", batch.tar_members, root, on_landed=on_landed)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _tmp_dir(config: MirrorConfig) -> str:
-    path = Path(config.mirror_dir) / ".tmp"
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -425,8 +425,6 @@ _READING_STATEMENTS = ("SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET", "CA
 def _refuse_changes(mirror, query: str) -> None:
     import duckdb
 
-    if not query.strip():
-        raise UsageError("the SQL query is empty (give a statement such as \"SELECT count(*) FROM runs\")")
     try:
         kinds = [statement.type.name for statement in mirror.con.extract_statements(query)]
     except duckdb.Error as exc:

@@ -23,7 +23,7 @@ from urllib.parse import quote_plus, urlencode
 import numpy as np
 import orjson
 
-from jsocmirror.errors import ConfigError, JsocError
+from jsocmirror.errors import ConfigError, JsocError, SourceUnavailable
 
 log = logging.getLogger("jsocmirror.jsoc")
 
@@ -74,12 +74,15 @@ class JsocClient:
                 self.bytes_received += len(body)
                 return body
             except urllib.error.HTTPError as exc:
-                if exc.code < 500 or attempt == self.retries:
+                if exc.code < 500:
                     raise JsocError(f"JSOC at {self.url} answered HTTP {exc.code} to {program}") from None
+                if attempt == self.retries:
+                    raise SourceUnavailable(f"JSOC at {self.url} answered HTTP {exc.code} to {program} "
+                                            f"{self.retries + 1} times; try again later") from None
             except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError) as exc:
                 if attempt == self.retries:
                     reason = getattr(exc, "reason", exc)
-                    raise JsocError(f"cannot reach JSOC at {self.url}: {reason}") from None
+                    raise SourceUnavailable(f"cannot reach JSOC at {self.url}: {reason}") from None
             log.info("retrying %s in %.0f s (%d more tries)", program, delay, self.retries - attempt)
             time.sleep(delay)
             delay *= 4
@@ -379,9 +382,11 @@ class ExportClient:
         try:
             return fn(*args, **kwargs)
         except urllib.error.HTTPError as exc:
-            raise JsocError(f"JSOC at {self.base_url} answered HTTP {exc.code} to {what}") from None
+            kind = SourceUnavailable if exc.code >= 500 else JsocError
+            raise kind(f"JSOC at {self.base_url} answered HTTP {exc.code} to {what}") from None
         except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError, OSError) as exc:
-            raise JsocError(f"cannot reach JSOC at {self.base_url} for {what}: {getattr(exc, 'reason', exc)}") from None
+            raise SourceUnavailable(f"cannot reach JSOC at {self.base_url} for {what}: "
+                                    f"{getattr(exc, 'reason', exc)}") from None
         except (ValueError, drms.DrmsError) as exc:
             raise JsocError(f"{what}: {exc}") from None
 

@@ -2,9 +2,14 @@
 
 ``with mirror_lock(mirror_dir, "sync"):`` takes an exclusive ``flock`` on
 ``<mirror_dir>/.jsocmirror.lock``; a second process gets a one-line ``LockedError`` naming the
-command and pid that hold it. The kernel drops the lock when its holder exits, however it dies
-(Ctrl-C, SIGKILL, power loss), so a stale lock never blocks the next run and the file is never
-deleted (deleting a lock file races with a process opening it).
+command and pid that hold it (``wait`` seconds polls for it first). The kernel drops the lock when
+its holder exits, however it dies (Ctrl-C, SIGKILL, power loss), so a stale lock never blocks the
+next run and the file is never deleted (deleting a lock file races with a process opening it).
+
+Where the kernel cannot know the holder died (a lock on NFS left by a host that rebooted, or a
+descriptor inherited by a stray child), the record in the file decides: a holder whose pid is
+gone on this host, or whose host has booted since, is dead, and its lock file is replaced by a
+new one (rename, then the inode is checked after locking, so two runs never both win).
 
 The lock is re-entrant within a process: ``update`` can hold it and call ``sync``, which takes
 it again without blocking itself.
@@ -12,9 +17,12 @@ it again without blocking itself.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import os
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -22,6 +30,8 @@ from pathlib import Path
 from typing import Iterator
 
 from jsocmirror.errors import JsocMirrorError, LockedError
+
+log = logging.getLogger("jsocmirror.lock")
 
 LOCK_NAME = ".jsocmirror.lock"
 
@@ -58,9 +68,42 @@ def holder(mirror_dir: str | Path) -> dict | None:
         return None
 
 
+def boot_id() -> str:
+    """This boot of this host (Linux); empty where the kernel does not say."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def holder_is_dead(info: dict | None) -> bool:
+    """True when the recorded holder provably no longer runs (same host: pid gone or host rebooted)."""
+    if not info or info.get("host") != socket.gethostname():
+        return False  # another host's pid means nothing here; its kernel (or NFS lease) decides
+    recorded_boot = info.get("boot_id")
+    if recorded_boot and boot_id() and recorded_boot != boot_id():
+        return True
+    try:
+        os.kill(int(info.get("pid")), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, TypeError, ValueError):
+        return False
+    return False
+
+
+def _replace_dead_lock(path: Path) -> None:
+    fresh = path.with_name(f"{path.name}.{os.getpid()}.new")
+    fresh.write_text("", encoding="utf-8")
+    os.replace(fresh, path)
+
+
 @contextmanager
-def mirror_lock(mirror_dir: str | Path, command: str) -> Iterator[Path]:
-    """Hold the mirror's lock for the duration of the block, or raise LockedError at once."""
+def mirror_lock(mirror_dir: str | Path, command: str, *, wait: float = 0.0) -> Iterator[Path]:
+    """Hold the mirror's lock for the duration of the block.
+
+    Another live holder: poll for up to ``wait`` seconds, then raise LockedError (exit code 3).
+    """
     path = lock_path(mirror_dir).resolve()
     key = str(path)
     with _guard:
@@ -78,22 +121,10 @@ def mirror_lock(mirror_dir: str | Path, command: str) -> Iterator[Path]:
                 fd, depth = _held[key]
                 _held[key] = (fd, depth - 1)
         return
+    record = json.dumps({"pid": os.getpid(), "command": command, "host": socket.gethostname(),
+                         "boot_id": boot_id(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    fd = _acquire(path, wait, record.encode())
     try:
-        fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise JsocMirrorError(f"cannot create the lock file {path}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        info = holder(path.parent) or {}
-        who = f"'{info.get('command', '?')}' (pid {info.get('pid', '?')}, since {info.get('since', '?')})"
-        raise LockedError(f"another jsocmirror run {who} is using the mirror {path.parent}; wait for it to finish") from None
-    try:
-        record = json.dumps({"pid": os.getpid(), "command": command,
-                             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record.encode(), 0)
         with _guard:
             _held[key] = (fd, 1)
         yield path
@@ -105,3 +136,59 @@ def mirror_lock(mirror_dir: str | Path, command: str) -> Iterator[Path]:
         except OSError:
             pass
         os.close(fd)  # closing releases the flock
+
+
+def _acquire(path: Path, wait: float, record: bytes) -> int:
+    """An fd holding the flock on the current inode of ``path``, with ``record`` written in it.
+
+    LockedError when ``wait`` runs out. A dead holder's lock is replaced only when its record is
+    the same on a second look half a second later: a live run that just took the lock writes its
+    own record at once, and checks after writing that its inode is still the lock file.
+    """
+    deadline = time.monotonic() + max(wait, 0.0)
+    announced = False
+    dead_seen: dict | None = None
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise JsocMirrorError(f"cannot create the lock file {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise JsocMirrorError(f"cannot lock {path}: {exc.strerror}") from None
+            info = holder(path.parent)
+            if holder_is_dead(info) and info != dead_seen:
+                dead_seen = info
+                time.sleep(0.5)
+                continue
+            if holder_is_dead(info):
+                log.warning("the run that holds %s (pid %s on %s) is dead; replacing its lock", path,
+                            info.get("pid"), info.get("host"))
+                _replace_dead_lock(path)
+                continue
+            if time.monotonic() >= deadline:
+                raise LockedError(_locked_message(path, info or {}, wait)) from None
+            if not announced:
+                log.warning("%s; waiting up to %.0f s", _locked_message(path, info or {}, 0), wait)
+                announced = True
+            time.sleep(min(1.0, max(deadline - time.monotonic(), 0.05)))
+            continue
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the file was replaced while we locked the old one: lock the new one
+
+
+def _locked_message(path: Path, info: dict, wait: float) -> str:
+    where = f" on {info['host']}" if info.get("host") and info.get("host") != socket.gethostname() else ""
+    who = f"'{info.get('command', '?')}' (pid {info.get('pid', '?')}{where}, since {info.get('since', '?')})"
+    waited = f" (waited {wait:.0f} s)" if wait > 0 else ""
+    return f"another jsocmirror run {who} is using the mirror {path.parent}{waited}; try again later or use --wait SECONDS"

@@ -27,6 +27,7 @@ from jsocmirror import download as dl
 from jsocmirror.catalog import Catalog, keyword_table, quote_ident
 from jsocmirror.config import MirrorConfig
 from jsocmirror.download import FileTask, Landed, Results, RetryPolicy
+from jsocmirror.errors import JsocMirrorError
 from jsocmirror.jsoc import ExportClient, JsocClient
 from jsocmirror.layout import Layout, relative_path
 from jsocmirror.lock import mirror_lock
@@ -35,6 +36,7 @@ from jsocmirror.publish import publishing
 from jsocmirror.recordset import split_record_key
 from jsocmirror.series import SeriesDef
 from jsocmirror.stage import Governor, StagePolicy, StageResult, Transfer
+from jsocmirror.sync import mark_dead_runs
 
 log = logging.getLogger("jsocmirror.update")
 
@@ -136,11 +138,20 @@ def _human(n: int | None) -> str:
 
 # -- entry points ---------------------------------------------------------------------------------
 def update_mirror(config: MirrorConfig, url: str, options: UpdateOptions | None = None, *,
-                  progress: Any = None, command: str = "update") -> UpdateSummary:
-    """The nightly job. Takes the mirror lock (LockedError if another run holds it)."""
+                  progress: Any = None, command: str = "update", wait: float = 0.0) -> UpdateSummary:
+    """The nightly job. Takes the mirror lock (LockedError if another run holds it after ``wait`` s).
+
+    A JsocMirrorError raised part way carries the summary so far as ``exc.summary`` (a dict).
+    """
     options = options or UpdateOptions()
-    with mirror_lock(config.mirror_dir, command):
-        return _run(config, url, options, progress, command)
+    summary = UpdateSummary(run_id=uuid.uuid4().hex[:12], command=command, dry_run=options.dry_run,
+                            started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    with mirror_lock(config.mirror_dir, command, wait=wait):
+        try:
+            return _run(config, url, options, progress, summary)
+        except JsocMirrorError as exc:
+            exc.summary = summary.as_dict()
+            raise
 
 
 def fetch_mirror(config: MirrorConfig, url: str, options: UpdateOptions | None = None, *,
@@ -151,10 +162,9 @@ def fetch_mirror(config: MirrorConfig, url: str, options: UpdateOptions | None =
     return update_mirror(config, url, options, progress=progress, command="fetch")
 
 
-def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, command: str) -> UpdateSummary:
+def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, summary: UpdateSummary) -> UpdateSummary:
     started = time.monotonic()
-    summary = UpdateSummary(run_id=uuid.uuid4().hex[:12], command=command, dry_run=options.dry_run,
-                            started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    command = summary.command
     client = JsocClient(url, email=config.email)
     # readers see each committed step (sync transactions, scan, batches of landed files, the end)
     with Catalog(config.catalog_path) as catalog, publishing(catalog, config) as publisher:
@@ -177,6 +187,7 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
             _dry_run(gaps, definitions, options, summary)
             summary.seconds = time.monotonic() - started
             return summary
+        mark_dead_runs(catalog)
         catalog.q("run_start", run_id=summary.run_id, command=command).fetchall()
         status = "failed"
         try:
@@ -200,6 +211,10 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
 def _lap(summary: UpdateSummary, name: str, since: float) -> float:
     now = time.monotonic()
     summary.timings[name] = round(now - since, 3)
+    figures = {"sync": summary.sync, "scan": summary.scan, "diff": summary.gaps or "no gaps",
+               "stage_download": {"files": summary.files_downloaded, "bytes": summary.bytes_downloaded,
+                                  "exports_submitted": summary.exports_submitted, "failed": len(summary.failures)}}
+    log.info("%s done in %.1f s: %s", name, now - since, figures.get(name, ""))
     return now
 
 
@@ -283,6 +298,7 @@ def _stage_and_download(config, catalog, client, layout: Layout, definitions, ga
                         run_id=summary.run_id, policy=policy, limits=options.limits)
     plan = plan_gaps(gaps, definitions, options.limits)
     summary.planned_queries, summary.planned_records = len(plan.queries), plan.n_records
+    _log_plan(plan)
     pending = {(g.series, g.record_key, g.segment): g for g in gaps}
     stage = StageResult()
     landed_records: set[tuple[str, str]] = set()
@@ -329,11 +345,20 @@ def _stage_and_download(config, catalog, client, layout: Layout, definitions, ga
         entry = {"series": problem.series, "record_key": problem.record_key, "segment": problem.segment,
                  "reason": problem.reason, "kind": problem.kind}
         (summary.notes if problem.kind == "vanished" else summary.failures).append(entry)
+        log.log(logging.INFO if problem.kind == "vanished" else logging.WARNING, "%s%s %s: %s",
+                problem.series, problem.record_key, problem.segment, problem.reason)
     if "://" not in root:
         # Leftover parts (records no longer wanted, a killed run's strays) go; the parts of files
         # that failed for a transient reason stay, so the next run resumes them with Range.
         keep = [dl.part_name(f.task.dest, f.task) for f in summary_failed_tasks(summary) if f.retryable]
         dl.sweep_parts(root, keep=keep)
+
+
+def _log_plan(plan) -> None:
+    log.info("plan: %d queries for %d records, ~%s", len(plan.queries), plan.n_records,
+             _human(sum(q.est_bytes or 0 for q in plan.queries)))
+    for query in plan.queries:
+        log.info("plan: %s (%d records, ~%s)", query.recordset, query.n_records, _human(query.est_bytes))
 
 
 def summary_failed_tasks(summary: UpdateSummary) -> list:

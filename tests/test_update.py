@@ -131,12 +131,14 @@ def test_update_mirror_follows_a_night_of_new_reprocessed_and_deleted_records(tm
 
 def test_update_dry_run_prints_the_plan_and_changes_nothing(tmp_path, emu):
     config = make_mirror(tmp_path / "m", emu.url)
+    assert CliRunner().invoke(cli, ["sync", "-m", str(config.mirror_dir)]).exit_code == 0
+    logs = sorted((config.mirror_dir / "logs").glob("*"))
     result = CliRunner().invoke(cli, ["update", "-m", str(config.mirror_dir), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "(dry run)" in result.output and "hmi.M_720s[2024.06.30_21:00:00_TAI-" in result.output
     assert "{magnetogram}" in result.output and "[171]{image}" in result.output
     assert mirror_files(config) == {} and len(emu.exports.store.all()) == 0
-    assert list((config.mirror_dir / "logs").glob("update-*.log"))
+    assert sorted((config.mirror_dir / "logs").glob("*")) == logs  # a dry run leaves no log file either
 
 
 def test_update_json_summary_and_exit_code_on_missing_server_files(tmp_path, emu):
@@ -164,7 +166,11 @@ def test_update_lock_refuses_a_second_run_or_waits(tmp_path, emu):
         with pytest.raises(LockedError, match="another jsocmirror run"):
             update_mirror(config, emu.url, options())
         result = runner.invoke(cli, ["update", "-m", str(config.mirror_dir)])
-        assert result.exit_code == 1 and "another jsocmirror run" in result.output
+        assert result.exit_code == 3 and "another jsocmirror run" in result.output
+        result = runner.invoke(cli, ["update", "-m", str(config.mirror_dir), "--json", "--wait", "1"])
+        assert result.exit_code == 3, result.output
+        error = json.loads(result.output)
+        assert error["code"] == 3 and error["error"] == "locked" and "waited 1 s" in error["message"]
     finally:
         holder.kill()
         holder.wait()
@@ -173,7 +179,9 @@ def test_update_lock_refuses_a_second_run_or_waits(tmp_path, emu):
     result = runner.invoke(cli, ["fetch", "-m", str(config.mirror_dir), "--wait"])
     holder.wait()
     assert result.exit_code == 0, result.output
-    assert time.monotonic() - started >= 0.5 and "waiting" in result.output
+    assert time.monotonic() - started >= 0.5
+    log = max((config.mirror_dir / "logs").glob("fetch-*.log")).read_text()
+    assert "waiting up to 3600 s" in log and "test-holder" in log
 
 
 def _hold_lock(mirror_dir: Path, seconds: float):

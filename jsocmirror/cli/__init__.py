@@ -1,13 +1,15 @@
 """The ``jsocmirror`` command: a thin layer over the library.
 
 Each command parses its options, calls one library function and renders what it returns.
-Library errors (``JsocMirrorError``) become a one-line message and the error's exit code
-(2 for usage/config errors, 1 for runtime failures). Command groups live in sibling modules
+Library errors (``JsocMirrorError``) become a one-line message (or, with ``--json``, one JSON
+object on stdout) and the error's exit code (``jsocmirror.errors``: 0 done, 1 some failed,
+2 usage/config, 3 locked, 4 source unavailable). Command groups live in sibling modules
 and register themselves on ``cli`` when imported below.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from contextlib import contextmanager
@@ -21,39 +23,159 @@ from jsocmirror.errors import JsocMirrorError
 
 
 class _Group(click.Group):
-    """Turns library errors into one clean line and the right exit code."""
+    """Turns library errors into one clean line (or one JSON object) and the documented exit code."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except JsocMirrorError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            _report_error(ctx, exc.exit_code, exc.kind, str(exc), getattr(exc, "summary", None))
+        except click.ClickException as exc:
+            if not wants_json(ctx):
+                raise
+            _report_error(ctx, exc.exit_code, "usage", exc.format_message(), None)
+
+
+def _report_error(ctx: click.Context, code: int, kind: str, message: str, summary) -> None:
+    logging.getLogger("jsocmirror").debug("exit %d (%s): %s", code, kind, message)
+    if wants_json(ctx):
+        out = {"code": code, "error": kind, "message": message}
+        if summary is not None:
+            out["summary"] = summary
+        click.echo(json.dumps(out, indent=2, default=str))
+    else:
+        click.echo(f"Error: {message}", err=True)
+    ctx.exit(code)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="jsocmirror")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing when a run is all done; only failures, the summary and errors otherwise. No progress bars.")
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None,
+              help="Also append the log to this file (runs of update/fetch/sync/scan log to <mirror>/logs/ as well).")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info", show_default=True,
+              help="Level of the log files (--log-file and the run logs under <mirror>/logs/).")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool, log_file: str | None, log_level: str) -> None:
     """Mirror SDO data from JSOC: catalog, diff, stage and download; and a JSOC emulator."""
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ctx.obj["log_level"] = getattr(logging, log_level.upper())
+    terminal = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logger = logging.getLogger("jsocmirror")
-    if not logger.handlers:
+    if not any(getattr(h, "_jsocmirror_terminal", False) for h in logger.handlers):
+        handler = _TerminalHandler()
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
         logger.addHandler(handler)
-    logger.setLevel(level)
+    for handler in logger.handlers:
+        if getattr(handler, "_jsocmirror_terminal", False):
+            handler.setLevel(terminal)
+    logger.setLevel(min(terminal, ctx.obj["log_level"]))
+    if log_file:
+        try:
+            handler = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot open {log_file!r} for appending: {exc.strerror}",
+                                     param_hint="'--log-file'") from None
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        handler.setLevel(ctx.obj["log_level"])
+        logger.addHandler(handler)
+        ctx.call_on_close(lambda: (logger.removeHandler(handler), handler.close()))
+
+
+class _TerminalHandler(logging.StreamHandler):
+    """stderr, through tqdm's ``write`` while bars are on screen so a log line never tears a bar."""
+
+    _jsocmirror_terminal = True
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _bars_on_screen:
+            try:
+                from tqdm import tqdm
+
+                tqdm.write(self.format(record), file=sys.stderr)
+                return
+            except Exception:  # never lose a log line to the progress machinery
+                pass
+        super().emit(record)
+
+
+_bars_on_screen = 0
+
+
+@contextmanager
+def bars_on_screen() -> Iterator[None]:
+    """While progress bars are drawn, log lines go above them (tqdm.write) instead of across them."""
+    global _bars_on_screen
+    _bars_on_screen += 1
+    try:
+        yield
+    finally:
+        _bars_on_screen -= 1
+
+
+def quiet(ctx: click.Context | None = None) -> bool:
+    ctx = ctx or click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
 
 
 def show_progress(ctx: click.Context | None = None) -> bool:
-    """Progress bars only for a human at a terminal, and never with --quiet."""
+    """Progress bars only for a human at a terminal (stdout and stderr), never with --quiet or --json."""
     ctx = ctx or click.get_current_context(silent=True)
-    quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
-    return not quiet and sys.stderr.isatty()
+    return not quiet(ctx) and not wants_json(ctx) and sys.stderr.isatty() and sys.stdout.isatty()
+
+
+def wants_json(ctx: click.Context | None = None) -> bool:
+    ctx = ctx or click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("json"))
+
+
+def _set_json(ctx: click.Context, _param, value):
+    if value:
+        ctx.find_root().ensure_object(dict)["json"] = True
+    return value
+
+
+def json_option(func):
+    """``--json``: the command's report (or its error) as one JSON object on stdout.
+
+    Eager, so that even an error in a later option is answered in JSON.
+    """
+    return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=_set_json,
+                        help="Print the result (or the error) as one JSON object on stdout.")(func)
+
+
+def format_option(choices: tuple[str, ...], default: str = "table"):
+    """``--format`` with ``--json`` as its shorthand (``--json`` = ``--format json``)."""
+    def decorate(func):
+        func = click.option("--format", "fmt", type=click.Choice(choices), default=default, show_default=True,
+                            help="Output format (--json is short for --format json).")(func)
+        return json_option(func)
+    return decorate
+
+
+def output_format(fmt: str, as_json: bool) -> str:
+    return "json" if as_json else fmt
+
+
+def echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def echo_report(text: str, ok: bool = True) -> None:
+    """A command's human report: kept back by --quiet when all went well."""
+    if ok and quiet():
+        return
+    click.echo(text)
 
 
 REAL_JSOC_URL = "http://jsoc.stanford.edu/"

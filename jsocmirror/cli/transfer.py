@@ -3,19 +3,19 @@ and ``demo`` (the README's first command: an emulated JSOC and a small mirror, e
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from contextlib import contextmanager
+import sys
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 import click
 
+from jsocmirror import __version__
 from jsocmirror import config as cfg
-from jsocmirror.cli import cli, jsoc_server, show_progress
-from jsocmirror.errors import LockedError
+from jsocmirror.cli import bars_on_screen, cli, echo_json, echo_report, jsoc_server, json_option, show_progress
+from jsocmirror.errors import JsocMirrorError
 
 mirror_option = click.option(
     "-m", "--mirror", "mirror_dir", default=".", show_default=True, envvar="JSOCMIRROR_MIRROR",
@@ -23,11 +23,25 @@ mirror_option = click.option(
 )
 
 
+#: ``--wait`` with no value: long enough for a slow night to finish, short enough that a hung run
+#: never makes every later night queue behind it.
+DEFAULT_WAIT = 3600.0
+
+
+def wait_option(func):
+    return click.option(
+        "--wait", type=click.FloatRange(min=0), is_flag=False, flag_value=DEFAULT_WAIT, default=0.0,
+        metavar="[SECONDS]",
+        help=f"If another run holds the mirror, wait up to SECONDS for it (--wait alone: {DEFAULT_WAIT:.0f}) "
+             "instead of exiting with code 3 at once.")(func)
+
+
 def _run_options(func):
     for option in reversed([
-        click.option("--dry-run", is_flag=True, help="Print the plan (record-set queries) and change nothing."),
-        click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON."),
-        click.option("--wait", is_flag=True, help="If another run holds the mirror, wait for it instead of exiting."),
+        click.option("--dry-run", is_flag=True,
+                     help="Print the plan (record-set queries, records, estimated bytes) and change nothing."),
+        json_option,
+        wait_option,
         click.option("--connections", type=click.IntRange(1, 64), default=None,
                      help="Parallel downloads (default: [transfer] max_connections)."),
         click.option("--include-offline", is_flag=True,
@@ -39,48 +53,87 @@ def _run_options(func):
 
 
 class _Bars:
-    """tqdm bars for the library's progress hooks: sync chunks, files and bytes."""
+    """tqdm bars for the library's progress hooks: sync (one series at a time), then files and bytes.
+
+    The files and bytes bars appear when the first is asked for (the transfer stage), so they
+    never share the screen with a sync bar; log lines go above the bars (``bars_on_screen``).
+    """
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self.files = self.bytes = None
+        self._files = self._bytes = None
         self.sync = None
+        self._screen = bars_on_screen() if enabled else None
         if enabled:
-            from tqdm import tqdm
-
             from jsocmirror.cli.catalog import _TqdmProgress
 
+            self._screen.__enter__()
             self.sync = _TqdmProgress(True)
-            self.files = tqdm(total=0, unit="file", desc="files", position=0, leave=False)
-            self.bytes = tqdm(total=None, unit="B", unit_scale=True, desc="bytes", position=1, leave=False)
+
+    def _transfer_bars(self) -> None:
+        if self.enabled and self._files is None:
+            from tqdm import tqdm
+
+            if self.sync is not None:
+                self.sync.close()
+            self._files = tqdm(total=0, unit=" files", desc="files", position=0, leave=False, file=sys.stderr)
+            self._bytes = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc="bytes", position=1,
+                               leave=False, file=sys.stderr)
+
+    @property
+    def files(self):
+        self._transfer_bars()
+        return self._files
+
+    @property
+    def bytes(self):
+        self._transfer_bars()
+        return self._bytes
 
     def close(self) -> None:
-        for bar in (self.files, self.bytes):
+        for bar in (self._bytes, self._files):
             if bar is not None:
                 bar.close()
         if self.sync is not None:
             self.sync.close()
+        if self._screen is not None:
+            self._screen.__exit__(None, None, None)
+            self._screen = None
 
 
 @contextmanager
-def run_log(mirror_dir: Path, command: str) -> Iterator[Path]:
-    """Log this run at INFO level to ``<mirror>/logs/<command>-<UTC timestamp>.log``."""
+def run_log(ctx: click.Context, mirror_dir: Path, command: str) -> Iterator[Path]:
+    """Log this run to ``<mirror>/logs/<command>-<UTC timestamp>.log`` (level: --log-level, default info).
+
+    The log ends with the run's outcome: the summary (the caller logs it) or the error that ended it.
+    """
     logs = Path(mirror_dir) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JsocMirrorError(f"cannot create the log directory {logs}: {exc.strerror}") from None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = logs / f"{command}-{stamp}.log"
     logger = logging.getLogger("jsocmirror")
-    previous = logger.level
-    for handler in logger.handlers:  # the terminal keeps the verbosity the user asked for
-        if handler.level == logging.NOTSET:
-            handler.setLevel(previous or logging.WARNING)
+    level = (ctx.find_root().obj or {}).get("log_level", logging.INFO)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.DEBUG if previous and previous <= logging.DEBUG else logging.INFO)
+    handler.setLevel(level)
     logger.addHandler(handler)
-    logger.setLevel(min(previous or logging.WARNING, logging.INFO))
+    previous = logger.level
+    logger.setLevel(min(previous or logging.WARNING, level))
+    logger.info("jsocmirror %s %s in %s", __version__, command, mirror_dir)
     try:
         yield path
+    except JsocMirrorError as exc:
+        logger.error("%s failed (exit %d): %s", command, exc.exit_code, exc)
+        raise
+    except KeyboardInterrupt:
+        logger.error("%s interrupted", command)
+        raise
+    except Exception:
+        logger.exception("%s failed with an unexpected error", command)
+        raise
     finally:
         logger.removeHandler(handler)
         handler.close()
@@ -88,44 +141,33 @@ def run_log(mirror_dir: Path, command: str) -> Iterator[Path]:
 
 
 def _run(ctx: click.Context, command: str, mirror_dir: str, series_names, dry_run: bool, as_json: bool,
-         wait: bool, connections: int | None, sync: bool, include_offline: bool = False) -> None:
+         wait: float, connections: int | None, sync: bool, include_offline: bool = False) -> None:
     from jsocmirror.update import UpdateOptions, update_mirror
 
     config = cfg.load_config(mirror_dir)
     for name in series_names:
         config.get_series(name)
-    options = UpdateOptions(series=list(series_names) or None, sync=sync, dry_run=dry_run, connections=connections,
-                            include_offline=include_offline)
-    bars = _Bars(show_progress(ctx) and not as_json)
-    with run_log(config.mirror_dir, command) as log_path:
+    options = UpdateOptions(series=list(series_names) or None, sync=sync and not dry_run, dry_run=dry_run,
+                            connections=connections, include_offline=include_offline)
+    bars = _Bars(show_progress(ctx))
+    # A dry run changes nothing, its log file included: its plan goes to stdout only.
+    logging_to = nullcontext(None) if dry_run else run_log(ctx, config.mirror_dir, command)
+    with logging_to as log_path:
         with jsoc_server(config.server, config.mirror_dir) as url:
             try:
-                summary = _with_lock_wait(lambda: update_mirror(config, url, options, progress=bars, command=command),
-                                          wait)
+                summary = update_mirror(config, url, options, progress=bars, command=command, wait=wait)
             finally:
                 bars.close()
+        logging.getLogger("jsocmirror.update").info("summary:\n%s", summary.render())
     if as_json:
         out = summary.as_dict()
-        out["log"] = str(log_path)
-        click.echo(json.dumps(out, indent=2, default=str))
+        out["code"] = summary.exit_code
+        out["log"] = str(log_path) if log_path else None
+        echo_json(out)
     else:
-        click.echo(summary.render())
-        click.echo(f"  log: {log_path}")
+        ok = summary.exit_code == 0
+        echo_report(summary.render() + (f"\n  log: {log_path}" if log_path else ""), ok=ok)
     ctx.exit(summary.exit_code)
-
-
-def _with_lock_wait(run, wait: bool):
-    announced = False
-    while True:
-        try:
-            return run()
-        except LockedError as exc:
-            if not wait:
-                raise
-            if not announced:
-                click.echo(f"{exc}; waiting (--wait)...", err=True)
-                announced = True
-            time.sleep(2.0)
 
 
 @cli.command()
@@ -146,7 +188,8 @@ def update(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections, i
     """The nightly job: sync, scan, diff, stage and download, under the mirror's lock.
 
     Exit code 0 when every gap was filled, 1 when some records failed (listed in the summary),
-    2 for a usage or configuration error. Each run logs to <mirror>/logs/update-<time>.log.
+    2 for a usage or configuration error, 3 when another run holds the mirror, 4 when JSOC was
+    unreachable or refused us. Each run logs to <mirror>/logs/update-<time>.log.
     """
     _run(ctx, "update", mirror_dir, series_names, dry_run, as_json, wait, connections, sync=True,
          include_offline=include_offline)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from jsocmirror.catalog import Catalog
 from jsocmirror.download import FileTask
-from jsocmirror.errors import JsocError
+from jsocmirror.errors import JsocError, SourceUnavailable
 from jsocmirror.plan import Gap, PlanLimits, PlannedQuery, plan_gaps
 from jsocmirror.series import SeriesDef
 
@@ -289,6 +289,11 @@ class Governor:
                 result.problems.extend(self._row_problems(row, str(exc), kind="pending"))
                 return None
             code = _status(reply)
+            if code == 4 and _refuses_email(reply):
+                # Every later request would be refused the same way: stop the run (exit code 4).
+                self._set(row["id"], "planned", 4, None, reply.get("error"))
+                raise SourceUnavailable(f"JSOC refused exports for {self.email!r}: {reply.get('error')} "
+                                        "(register it at http://jsoc.stanford.edu/ajax/register_email.html)")
             if code == 7 and attempt < self.policy.busy_retries:
                 self._set(row["id"], "planned", 7, None, reply.get("error"))
                 log.info("export %d: JSOC says busy (status 7); waiting %.0f s", row["id"], wait)
@@ -504,6 +509,13 @@ class Governor:
 def _rows(cursor) -> list[dict]:
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def _refuses_email(reply: dict) -> bool:
+    """JSOC's status-4 answer to an address it does not know (jsoc_fetch: "email address has been
+    neither validated nor registered")."""
+    error = str(reply.get("error") or "").lower()
+    return "email" in error and ("regist" in error or "validat" in error)
 
 
 def _status(reply: Mapping[str, Any]) -> int:

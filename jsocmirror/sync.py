@@ -1014,6 +1014,7 @@ def _sync_series(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, serie
     started, req0, bytes0 = time.monotonic(), jsoc.requests, jsoc.bytes_received
     mark_dead_runs(catalog)
     catalog.q("run_start", run_id=run_id, command=command).fetchall()
+    log.info("%s run %s: %s", command, run_id, ", ".join(e.series for e in entries))
     status = "failed"
     try:
         with catalog.bulk_load():

@@ -19,8 +19,31 @@ REFERENCE = ROOT / "docs" / "cli.md"
 HEADER = """# Command reference
 
 Generated from each command's `--help` by `python tests/test_docs_cli.py`; a test fails when
-this file and the code disagree. Exit codes everywhere: 0 success, 1 runtime failure
-(some records or files failed, JSOC unreachable), 2 usage or configuration error.
+this file and the code disagree.
+
+## Conventions every command follows
+
+Exit codes, the same for every command:
+
+| code | meaning |
+|------|---------|
+| 0 | all done |
+| 1 | finished, but some records or files failed (the summary lists them), or another runtime failure |
+| 2 | usage or configuration error: a bad option, value or config entry (the message names it and what is accepted) |
+| 3 | another run holds the mirror's lock (after `--wait SECONDS` ran out, if given) |
+| 4 | the source was unreachable or refused us: connection refused or timed out, HTTP 5xx after the retries |
+
+`--json` (on every command that reports something) prints one JSON object on stdout: the
+result with `"code": 0` (or 1 for a run that finished with failures), or, on an error,
+`{"code": N, "error": KIND, "message": "...", "summary": {...}}` where `summary` is how far a run
+got. Commands with a table/csv/json choice keep `--format`; `--json` is its shorthand.
+
+`-q` prints nothing when a run is all done, and only the failures, the summary and errors
+otherwise; there are no progress bars with `-q`, with `--json`, or when stdout or stderr is not a
+terminal. The commands that change the mirror (`update`, `fetch`, `sync`, `scan`) log each run to
+`<mirror>/logs/<command>-<UTC time>.log` at `--log-level` (default info): the plan, a line per
+stage with its figures, every failed file with its reason, and the final summary or error.
+`--log-file FILE` appends the same log to FILE for any command.
 """
 
 

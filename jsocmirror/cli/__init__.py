@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -25,11 +27,24 @@ from jsocmirror.errors import JsocMirrorError
 class _Group(click.Group):
     """Turns library errors into one clean line (or one JSON object) and the documented exit code."""
 
+    def parse_args(self, ctx, args):
+        # An error while parsing a subcommand's options comes before --json's own callback runs;
+        # the raw arguments still say whether the answer should be JSON.
+        ctx.ensure_object(dict)["json_asked"] = "--json" in args
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except JsocMirrorError as exc:
             _report_error(ctx, exc.exit_code, exc.kind, str(exc), getattr(exc, "summary", None))
+        except click.NoSuchOption as exc:
+            if re.fullmatch(r"-\d+(\.\d+)?", exc.option_name or ""):  # '--wait -1': click takes -1 for an option
+                exc = click.UsageError(f"{exc.option_name} is not accepted: give a number of 0 or more "
+                                       "(e.g. --wait 3600)", ctx=exc.ctx)
+            if not wants_json(ctx):
+                raise exc from None
+            _report_error(ctx, exc.exit_code, "usage", exc.format_message(), None)
         except click.ClickException as exc:
             if not wants_json(ctx):
                 raise
@@ -49,6 +64,7 @@ def _report_error(ctx: click.Context, code: int, kind: str, message: str, summar
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_FILE_ONLY = {"file_only": True}
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -69,6 +85,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_file: str | None, log
     ctx.obj["log_level"] = getattr(logging, log_level.upper())
     terminal = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logger = logging.getLogger("jsocmirror")
+    # The CLI owns what reaches the terminal: a root handler that some imported package set up
+    # (basicConfig) would print every INFO line the run log is meant to keep.
+    logger.propagate = False
     if not any(getattr(h, "_jsocmirror_terminal", False) for h in logger.handlers):
         handler = _TerminalHandler()
         handler.setFormatter(logging.Formatter(_LOG_FORMAT))
@@ -98,6 +117,8 @@ class _TerminalHandler(logging.StreamHandler):
         super().__init__(sys.stderr)
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "file_only", False):  # the terminal gets the error as its own 'Error:' line
+            return
         if _bars_on_screen:
             try:
                 from tqdm import tqdm
@@ -136,7 +157,8 @@ def show_progress(ctx: click.Context | None = None) -> bool:
 
 def wants_json(ctx: click.Context | None = None) -> bool:
     ctx = ctx or click.get_current_context(silent=True)
-    return bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("json"))
+    obj = (ctx.find_root().obj if ctx else None) or {}
+    return bool(obj.get("json") or obj.get("json_asked"))
 
 
 def _set_json(ctx: click.Context, _param, value):
@@ -176,6 +198,58 @@ def echo_report(text: str, ok: bool = True) -> None:
     if ok and quiet():
         return
     click.echo(text)
+
+
+#: ``--wait`` with no value: long enough for a slow night to finish, short enough that a hung run
+#: never makes every later night queue behind it.
+DEFAULT_WAIT = 3600.0
+
+
+def wait_option(func):
+    return click.option(
+        "--wait", type=click.FloatRange(min=0), is_flag=False, flag_value=DEFAULT_WAIT, default=0.0,
+        metavar="[SECONDS]",
+        help=f"If another run holds the mirror, wait up to SECONDS for it (--wait alone: {DEFAULT_WAIT:.0f}) "
+             "instead of exiting with code 3 at once.")(func)
+
+
+@contextmanager
+def run_log(ctx: click.Context, mirror_dir: Path, command: str) -> Iterator[Path]:
+    """Log this run to ``<mirror>/logs/<command>-<UTC timestamp>.log`` (level: --log-level, default info).
+
+    The log ends with the run's outcome: the summary (the caller logs it) or the error that ended it.
+    """
+    logs = Path(mirror_dir) / "logs"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JsocMirrorError(f"cannot create the log directory {logs}: {exc.strerror}") from None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = logs / f"{command}-{stamp}.log"
+    logger = logging.getLogger("jsocmirror")
+    level = (ctx.find_root().obj or {}).get("log_level", logging.INFO)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(min(previous or logging.WARNING, level))
+    logger.info("jsocmirror %s %s in %s", __version__, command, mirror_dir)
+    try:
+        yield path
+    except JsocMirrorError as exc:
+        logger.error("%s failed (exit %d): %s", command, exc.exit_code, exc, extra=_FILE_ONLY)
+        raise
+    except KeyboardInterrupt:
+        logger.error("%s interrupted", command, extra=_FILE_ONLY)
+        raise
+    except Exception:
+        logger.exception("%s failed with an unexpected error", command, extra=_FILE_ONLY)
+        raise
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(previous)
 
 
 REAL_JSOC_URL = "http://jsoc.stanford.edu/"

@@ -16,7 +16,10 @@ import click
 
 from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog, keyword_table, series_slug
-from jsocmirror.cli import cli, jsoc_server, show_progress
+from jsocmirror.cli import (
+    cli, echo_json, echo_report, format_option, jsoc_server, json_option, output_format, quiet, run_log,
+    show_progress, wait_option,
+)
 from jsocmirror.errors import CatalogError, ConfigError, JsocMirrorError, UsageError
 from jsocmirror.jsoc import JsocClient, SeriesNotFound
 from jsocmirror.publish import publish
@@ -36,15 +39,21 @@ mirror_option = click.option(
 @click.option("--data-root", default=cfg.DEFAULT_DATA_ROOT, show_default=True,
               help="Where files go: a path (relative to ROOT) or any fsspec URL (s3://bucket/sdo).")
 @click.option("--offline", is_flag=True, help="Do not contact JSOC (skips the email check).")
-def init(root: str, server: str, email: str | None, data_root: str, offline: bool) -> None:
-    """Create a mirror in ROOT: jsocmirror.toml, the DuckDB catalog and the data root."""
+@json_option
+def init(root: str, server: str, email: str | None, data_root: str, offline: bool, as_json: bool) -> None:
+    """Create a mirror in ROOT: jsocmirror.toml, the DuckDB catalog, the data root and logs/."""
     path = Path(root).expanduser().resolve()
     config = init_mirror(path, server=server, email=email, data_root=data_root, check_email=not offline)
-    click.echo(f"created mirror {path}")
-    click.echo(f"  config   {config.config_path}")
-    click.echo(f"  catalog  {config.catalog_path}")
-    click.echo(f"  data     {config.data_root}")
-    click.echo(f"next: jsocmirror series add -m {root} SERIES --start ...; then jsocmirror sync -m {root}")
+    if as_json:
+        echo_json({"code": 0, "mirror": str(path), "config": str(config.config_path),
+                   "catalog": str(config.catalog_path), "data": config.data_root, "logs": str(path / "logs")})
+        return
+    echo_report(f"created mirror {path}\n"
+                f"  config   {config.config_path}\n"
+                f"  catalog  {config.catalog_path}\n"
+                f"  data     {config.data_root}\n"
+                f"  logs     {path / 'logs'}\n"
+                f"next: jsocmirror series add -m {root} SERIES --start ...; then jsocmirror sync -m {root}")
 
 
 def init_mirror(path: Path, *, server: str, email: str | None, data_root: str, check_email: bool) -> cfg.MirrorConfig:
@@ -65,6 +74,10 @@ def init_mirror(path: Path, *, server: str, email: str | None, data_root: str, c
                 raise JsocMirrorError(f"cannot create mirror directory {path}: {exc.strerror}") from None
             created.append(path)
         _check_writable(path)
+        logs = path / "logs"  # the cron line in docs/nightly.md appends to logs/cron.out
+        if not logs.exists():
+            logs.mkdir()
+            created.append(logs)
         read_root = Path(config.read_root)
         if "://" not in config.read and not read_root.exists():
             created.append(read_root)
@@ -168,7 +181,9 @@ def fetch_definition(client: JsocClient, name: str):
 @click.option("--layout", help="File layout template (default: the layout's default).")
 @click.option("--method", type=click.Choice(cfg.METHODS), help="Export method (default: [transfer] method).")
 @click.option("--protocol", type=click.Choice(cfg.PROTOCOLS), help="Export protocol (default: [transfer] protocol).")
-def series_add(mirror_dir, name, segments, start, end, cadence, keys, filter_, keywords, layout, method, protocol):
+@json_option
+def series_add(mirror_dir, name, segments, start, end, cadence, keys, filter_, keywords, layout, method, protocol,
+               as_json):
     """Add NAME to the mirror (or replace its entry), checked against JSOC's definition."""
     config = cfg.load_config(mirror_dir)
     entry = cfg.SeriesConfig(
@@ -185,25 +200,44 @@ def series_add(mirror_dir, name, segments, start, end, cadence, keys, filter_, k
     cfg.validate_series_entry(entry, sdef)
     replaced = any(s.series.lower() == canonical.lower() for s in config.series)
     cfg.save_config(cfg.with_series(config, entry))
-    click.echo(f"{'updated' if replaced else 'added'} {canonical} in {config.config_path}")
+    if as_json:
+        echo_json({"code": 0, "action": "updated" if replaced else "added", "series": canonical,
+                   "config": str(config.config_path), "entry": _entry_dict(entry)})
+        return
+    echo_report(f"{'updated' if replaced else 'added'} {canonical} in {config.config_path}")
 
 
 @series.command("remove")
 @mirror_option
 @click.argument("name")
-def series_remove(mirror_dir, name):
+@json_option
+def series_remove(mirror_dir, name, as_json):
     """Remove NAME from the config (its catalog table stays; drop it with `sql --write`)."""
     config = cfg.load_config(mirror_dir)
     entry = config.get_series(name)
     cfg.save_config(cfg.without_series(config, name))
-    click.echo(f"removed {entry.series} from {config.config_path} (table {keyword_table(entry.series)} kept)")
+    if as_json:
+        echo_json({"code": 0, "action": "removed", "series": entry.series, "config": str(config.config_path),
+                   "table_kept": keyword_table(entry.series)})
+        return
+    echo_report(f"removed {entry.series} from {config.config_path} (table {keyword_table(entry.series)} kept)")
+
+
+def _entry_dict(entry: cfg.SeriesConfig) -> dict:
+    return {k: v for k, v in entry.__dict__.items() if v not in (None, [], {})}
 
 
 @series.command("list")
 @mirror_option
-def series_list(mirror_dir):
+@json_option
+def series_list(mirror_dir, as_json):
     """The configured series, their windows, and what the catalog holds."""
     config = cfg.load_config(mirror_dir)
+    if as_json:
+        states = _sync_states(config)
+        echo_json({"code": 0, "series": [{**_entry_dict(e), "state": states.get(e.series.lower())}
+                                         for e in config.series]})
+        return
     if not config.series:
         click.echo("no series configured; add one with 'jsocmirror series add'")
         return
@@ -222,10 +256,17 @@ def series_list(mirror_dir):
 @series.command("show")
 @mirror_option
 @click.argument("name")
-def series_show(mirror_dir, name):
+@json_option
+def series_show(mirror_dir, name, as_json):
     """One series: its config entry, JSOC definition (as last synced) and sync state."""
     config = cfg.load_config(mirror_dir)
     entry = config.get_series(name)
+    if as_json:
+        echo_json({"code": 0, "series": entry.series, "table": keyword_table(entry.series),
+                   "view": series_slug(entry.series), "entry": _entry_dict(entry),
+                   "method": config.method_for(entry), "protocol": config.protocol_for(entry),
+                   "state": _sync_states(config).get(entry.series.lower())})
+        return
     click.echo(f"series     {entry.series}")
     click.echo(f"table      {keyword_table(entry.series)}   (view {series_slug(entry.series)})")
     for field in ("segments", "start", "end", "cadence", "keys", "filter", "keywords", "layout"):
@@ -319,8 +360,10 @@ class _TqdmProgress:
 @click.option("--full", is_flag=True,
               help="Compare every RECNUM of the window with JSOC, even if the probe shows no change "
                    "(catches deletions deep in the past).")
+@json_option
+@wait_option
 @click.pass_context
-def sync_command(ctx, mirror_dir, series_names, full):
+def sync_command(ctx, mirror_dir, series_names, full, as_json, wait):
     """Pull keyword metadata of the configured series (all, or those named) into the catalog.
 
     Only what can have changed is asked for: records past the watermark plus the trailing
@@ -333,17 +376,24 @@ def sync_command(ctx, mirror_dir, series_names, full):
     for name in series_names:
         config.get_series(name)
     progress = _TqdmProgress(show_progress(ctx))
-    with mirror_lock(config.mirror_dir, "sync"):
+    with run_log(ctx, config.mirror_dir, "sync"), mirror_lock(config.mirror_dir, "sync", wait=wait):
         with Catalog(config.catalog_path) as catalog, jsoc_server(config.server, config.mirror_dir) as url:
             client = JsocClient(url, email=config.email)
             try:
                 result = sync(config, catalog, client, list(series_names) or None, progress=progress, full=full)
             finally:
                 progress.close()
+    if as_json:
+        echo_json({"code": 0, "run_id": result.run_id, "series": [s.as_dict() for s in result.series],
+                   "requests": result.requests, "bytes_received": result.bytes_received,
+                   "seconds": round(result.seconds, 3)})
+        return
     _echo_sync_summary(result)
 
 
 def _echo_sync_summary(result) -> None:
+    if quiet():
+        return
     rows = [("series", "new", "reprocessed", "gone", "unchanged", "records", "requests", "seconds", "")]
     for s in result.series:
         note = "unchanged upstream (probe)" if s.skipped else ("deep re-check" if s.deep_scanned else "")
@@ -358,7 +408,9 @@ def _echo_sync_summary(result) -> None:
 @cli.command("publish")
 @mirror_option
 @click.option("--full", is_flag=True, help="Write every table again, not only the parts that changed.")
-def publish_command(mirror_dir, full):
+@json_option
+@wait_option
+def publish_command(mirror_dir, full, as_json, wait):
     """Publish the readers' copy of the catalog now.
 
     Every command that writes (sync, scan, update, fetch, sql --write) publishes by itself;
@@ -369,12 +421,15 @@ def publish_command(mirror_dir, full):
     config = cfg.load_config(mirror_dir)
     if not config.catalog_path.exists():
         raise CatalogError(f"no catalog at {config.catalog_path}; run 'jsocmirror init' or 'jsocmirror sync'")
-    with mirror_lock(config.mirror_dir, "publish"), Catalog(config.catalog_path) as catalog:
+    with mirror_lock(config.mirror_dir, "publish", wait=wait), Catalog(config.catalog_path) as catalog:
         result = publish(catalog, config, force=full)
-    if not result.changed:
-        click.echo(f"generation {result.generation} at {result.root} is current (nothing changed)")
+    if as_json:
+        echo_json({"code": 0, **result.__dict__})
         return
-    click.echo(f"published generation {result.generation} to {result.root}: {result.parts_written} parts written "
+    if not result.changed:
+        echo_report(f"generation {result.generation} at {result.root} is current (nothing changed)")
+        return
+    echo_report(f"published generation {result.generation} to {result.root}: {result.parts_written} parts written "
                f"({result.rows_written} rows), {result.parts_kept} kept, {result.files_removed} old files removed, "
                f"{result.seconds:.2f} s")
 
@@ -383,17 +438,19 @@ def publish_command(mirror_dir, full):
 @cli.command("sql")
 @mirror_option
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@format_option(("table", "csv", "json"))
 @click.option("--write", is_flag=True,
               help="Run QUERY on the writer's catalog (takes the run lock; publishes afterwards).")
-def sql_command(mirror_dir, query, fmt, write):
+@wait_option
+def sql_command(mirror_dir, query, fmt, as_json, write, wait):
     """Run QUERY against the readers' copy of the catalog (the writer's with --write).
 
     Without --write it never waits for a running update and needs only read access.
     """
+    fmt = output_format(fmt, as_json)
     config = cfg.load_config(mirror_dir)
     if write:
-        names, rows = _write_sql(config, query)
+        names, rows = _write_sql(config, query, wait)
     else:
         from jsocmirror.api import Mirror
 
@@ -446,14 +503,14 @@ def _fetch_rows(relation) -> list[tuple]:
         raise UsageError(f"SQL error: {str(exc).strip().splitlines()[0]}") from None
 
 
-def _write_sql(config: cfg.MirrorConfig, query: str) -> tuple[list[str], list[tuple]]:
+def _write_sql(config: cfg.MirrorConfig, query: str, wait: float = 0.0) -> tuple[list[str], list[tuple]]:
     """``sql --write``: the writer's catalog, under the run lock, then every table published again
     (a hand-made change may touch columns the change fingerprints do not look at)."""
     from jsocmirror.lock import mirror_lock
 
     if not config.catalog_path.exists():
         raise CatalogError(f"no catalog at {config.catalog_path}; run 'jsocmirror init' or 'jsocmirror sync'")
-    with mirror_lock(config.mirror_dir, "sql --write"), Catalog(config.catalog_path) as catalog:
+    with mirror_lock(config.mirror_dir, "sql --write", wait=wait), Catalog(config.catalog_path) as catalog:
         names, rows = catalog.run_user_sql(query)
         publish(catalog, config, force=True)
     return names, rows

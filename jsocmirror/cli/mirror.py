@@ -11,7 +11,9 @@ import click
 
 from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog
-from jsocmirror.cli import cli, show_progress
+from jsocmirror.cli import (
+    cli, echo_json, echo_report, format_option, json_option, output_format, run_log, show_progress, wait_option,
+)
 from jsocmirror.diff import (
     GAP_STATES, STATES, _check_states, export_catalog, layout_for_config, mirror_status,
     refresh_file_views, series_definitions,
@@ -24,6 +26,10 @@ mirror_option = click.option(
     "-m", "--mirror", "mirror_dir", default=".", show_default=True, envvar="JSOCMIRROR_MIRROR",
     type=click.Path(file_okay=False), help="Mirror directory (holds jsocmirror.toml); env JSOCMIRROR_MIRROR.",
 )
+
+
+#: Lines ``diff`` prints by default: a person reads the first screens; a program asks for csv/json.
+DIFF_TABLE_LIMIT = 100
 
 
 def _read(mirror_dir: str):
@@ -52,10 +58,14 @@ def _skip_paths(config) -> list[str]:
 @click.option("--names-only", is_flag=True, help="Record names only (no size/mtime): fastest, but empty files go unnoticed.")
 @click.option("--full", is_flag=True, help="List every directory, even those whose mtime says they are unchanged.")
 @click.option("--problems", default=20, show_default=True, help="How many problem files to list.")
-def scan(mirror_dir: str, verify: bool, names_only: bool, full: bool, problems: int) -> None:
+@json_option
+@wait_option
+@click.pass_context
+def scan(ctx, mirror_dir: str, verify: bool, names_only: bool, full: bool, problems: int, as_json: bool,
+         wait: float) -> None:
     """Inventory the files under the data root (never changes anything there)."""
     config = cfg.load_config(mirror_dir)
-    with mirror_lock(config.mirror_dir, "scan"), Catalog(config.catalog_path) as catalog, publishing(catalog, config):
+    with run_log(ctx, config.mirror_dir, "scan"), mirror_lock(config.mirror_dir, "scan", wait=wait), Catalog(config.catalog_path) as catalog, publishing(catalog, config):
         registry = series_definitions(catalog)
         layout = layout_for_config(config, registry)
         bar = None
@@ -76,27 +86,38 @@ def scan(mirror_dir: str, verify: bool, names_only: bool, full: bool, problems: 
             if bar is not None:
                 bar.close()
         refresh_file_views(catalog, [e.series for e in config.series])
-    click.echo(f"{result.files} files, {_human(result.bytes)} under {result.root} "
-               f"({result.dirs_listed} directories listed, {result.dirs_unchanged} unchanged, {result.elapsed:.2f} s)")
-    for state, n in sorted(result.by_state.items()):
-        click.echo(f"  {state:<12} {n}")
+    if as_json:
+        out = {"code": 0, **result.as_dict()}
+        out["problems"] = [{"path": p, "state": st, "reason": why} for p, st, why in result.problems[:problems]]
+        echo_json(out)
+        return
+    lines = [f"{result.files} files, {_human(result.bytes)} under {result.root} "
+             f"({result.dirs_listed} directories listed, {result.dirs_unchanged} unchanged, {result.elapsed:.2f} s)"]
+    lines += [f"  {state:<12} {n}" for state, n in sorted(result.by_state.items())]
     if verify:
-        click.echo(f"verified {result.verified} files: " + ", ".join(f"{k} {v}" for k, v in sorted(result.by_verify_state.items())))
+        lines.append(f"verified {result.verified} files: "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(result.by_verify_state.items())))
     shown = [p for p in result.problems][:problems]
-    for path, state, why in shown:
-        click.echo(f"  {state}: {path} ({why})")
+    lines += [f"  {state}: {path} ({why})" for path, state, why in shown]
     if len(result.problems) > len(shown):
-        click.echo("  ... and more: see 'jsocmirror diff --state unknown'")
+        lines.append("  ... and more: see 'jsocmirror diff --state unknown'")
+    echo_report("\n".join(lines))
 
 
 @cli.command()
 @mirror_option
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@format_option(("table", "csv", "json"))
 @click.option("--state", "states", multiple=True,
               help=f"Only these states (repeatable): {', '.join(GAP_STATES)}, present counts only, unknown = files outside the layout.")
 @click.option("--series", "series", multiple=True, help="Only these configured series (repeatable).")
-def diff(mirror_dir: str, fmt: str, states: tuple[str, ...], series: tuple[str, ...]) -> None:
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help=f"List at most N gaps (0: all). Default: {DIFF_TABLE_LIMIT} for the table, all for csv and json.")
+def diff(mirror_dir: str, fmt: str, as_json: bool, states: tuple[str, ...], series: tuple[str, ...],
+         limit: int | None) -> None:
     """List what the mirror lacks: missing, stale, corrupt, no-image, offline and orphaned files."""
+    fmt = output_format(fmt, as_json)
+    if limit is None:
+        limit = DIFF_TABLE_LIMIT if fmt == "table" else 0
     chosen = _check_states(states) if states else None
     config, mirror = _read(mirror_dir)
     with mirror:
@@ -111,8 +132,12 @@ def diff(mirror_dir: str, fmt: str, states: tuple[str, ...], series: tuple[str, 
             rows += [{"series": None, "record_key": None, "segment": None, "state": "unknown", "recnum": None,
                       "file_recnum": None, "path": path, "reason": f"{state}: {problem}"}
                      for path, state, problem, _ in result.unknown()]
+    listed = len(rows)
+    if limit:
+        rows = rows[:limit]
     if fmt == "json":
-        click.echo(json.dumps({"counts": result.counts, "unknown_files": result.unknown_files, "gaps": rows}, indent=1))
+        click.echo(json.dumps({"code": 0, "counts": result.counts, "unknown_files": result.unknown_files,
+                               "listed": len(rows), "not_listed": listed - len(rows), "gaps": rows}, indent=1))
         return
     if fmt == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=["series", "record_key", "segment", "state", "recnum",
@@ -123,6 +148,8 @@ def diff(mirror_dir: str, fmt: str, states: tuple[str, ...], series: tuple[str, 
     for row in rows:
         where = f"{row['series']}{row['record_key']}{{{row['segment']}}}" if row["series"] else row["path"]
         click.echo(f"{row['state']:<9} {where}" + (f"  ({row['reason']})" if row["reason"] else ""))
+    if listed > len(rows):
+        click.echo(f"... and {listed - len(rows)} more (--limit 0 lists all; --format csv for a file)")
     _echo_counts(result.counts, result.unknown_files)
 
 
@@ -138,15 +165,19 @@ def _echo_counts(counts: dict[str, dict[str, int]], unknown: int) -> None:
 @cli.command()
 @mirror_option
 @click.option("--by", type=click.Choice(["day", "month"]), default="month", show_default=True, help="Coverage period.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def status(mirror_dir: str, by: str, fmt: str) -> None:
+@format_option(("table", "json"))
+def status(mirror_dir: str, by: str, fmt: str, as_json: bool) -> None:
     """Per-series counts, bytes on disk and coverage per day or month."""
+    fmt = output_format(fmt, as_json)
     config, mirror = _read(mirror_dir)
     with mirror:
         statuses, result = mirror_status(mirror.catalog, config, by=by)
         last = mirror.catalog.q("status_last_scan").fetchall()
     if fmt == "json":
-        click.echo(json.dumps([s.__dict__ for s in statuses], indent=1, default=str))
+        echo_json({"code": 0, "by": by,
+                   "last_scan": {"root": last[0][0], "at": last[0][1]} if last else None,
+                   "unknown_files": result.unknown_files,
+                   "series": [_status_dict(s) for s in statuses]})
         return
     click.echo(f"last scan: {last[0][1]:%Y-%m-%d %H:%M:%S} UTC of {last[0][0]}" if last else "never scanned ('jsocmirror scan')")
     for st in statuses:
@@ -158,16 +189,27 @@ def status(mirror_dir: str, by: str, fmt: str) -> None:
         click.echo(f"{result.unknown_files} files outside the layout")
 
 
+def _status_dict(status) -> dict:
+    out = dict(status.__dict__)
+    out["coverage"] = [{"period": period, "present": present, "expected": expected, "fraction": fraction}
+                       for period, present, expected, fraction in status.coverage]
+    return out
+
+
 @cli.command("export-catalog")
 @mirror_option
 @click.argument("dest", required=False)
-def export_catalog_cmd(mirror_dir: str, dest: str | None) -> None:
+@json_option
+def export_catalog_cmd(mirror_dir: str, dest: str | None, as_json: bool) -> None:
     """Write the catalog's tables as Parquet (default: <data root>/_catalog/), for DuckDB or pandas."""
     config, mirror = _read(mirror_dir)
     target = dest or (config.data_root.rstrip("/") + "/_catalog")
     with mirror:
         written = export_catalog(mirror.catalog, target, tables=sorted(mirror.manifest().get("tables", {})))
-    click.echo(f"wrote {len(written)} tables to {target}")
+    if as_json:
+        echo_json({"code": 0, "dest": target, "tables": written})
+        return
+    echo_report(f"wrote {len(written)} tables to {target}")
 
 
 def _human(n: int) -> str:

@@ -5,35 +5,20 @@ from __future__ import annotations
 
 import logging
 import sys
-from contextlib import contextmanager, nullcontext
-from datetime import datetime, timezone
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator
 
 import click
 
-from jsocmirror import __version__
 from jsocmirror import config as cfg
-from jsocmirror.cli import bars_on_screen, cli, echo_json, echo_report, jsoc_server, json_option, show_progress
-from jsocmirror.errors import JsocMirrorError
+from jsocmirror.cli import (
+    bars_on_screen, cli, echo_json, echo_report, jsoc_server, json_option, run_log, show_progress, wait_option,
+)
 
 mirror_option = click.option(
     "-m", "--mirror", "mirror_dir", default=".", show_default=True, envvar="JSOCMIRROR_MIRROR",
     type=click.Path(file_okay=False), help="Mirror directory (holds jsocmirror.toml); env JSOCMIRROR_MIRROR.",
 )
-
-
-#: ``--wait`` with no value: long enough for a slow night to finish, short enough that a hung run
-#: never makes every later night queue behind it.
-DEFAULT_WAIT = 3600.0
-
-
-def wait_option(func):
-    return click.option(
-        "--wait", type=click.FloatRange(min=0), is_flag=False, flag_value=DEFAULT_WAIT, default=0.0,
-        metavar="[SECONDS]",
-        help=f"If another run holds the mirror, wait up to SECONDS for it (--wait alone: {DEFAULT_WAIT:.0f}) "
-             "instead of exiting with code 3 at once.")(func)
 
 
 def _run_options(func):
@@ -99,45 +84,6 @@ class _Bars:
         if self._screen is not None:
             self._screen.__exit__(None, None, None)
             self._screen = None
-
-
-@contextmanager
-def run_log(ctx: click.Context, mirror_dir: Path, command: str) -> Iterator[Path]:
-    """Log this run to ``<mirror>/logs/<command>-<UTC timestamp>.log`` (level: --log-level, default info).
-
-    The log ends with the run's outcome: the summary (the caller logs it) or the error that ended it.
-    """
-    logs = Path(mirror_dir) / "logs"
-    try:
-        logs.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise JsocMirrorError(f"cannot create the log directory {logs}: {exc.strerror}") from None
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = logs / f"{command}-{stamp}.log"
-    logger = logging.getLogger("jsocmirror")
-    level = (ctx.find_root().obj or {}).get("log_level", logging.INFO)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(level)
-    logger.addHandler(handler)
-    previous = logger.level
-    logger.setLevel(min(previous or logging.WARNING, level))
-    logger.info("jsocmirror %s %s in %s", __version__, command, mirror_dir)
-    try:
-        yield path
-    except JsocMirrorError as exc:
-        logger.error("%s failed (exit %d): %s", command, exc.exit_code, exc)
-        raise
-    except KeyboardInterrupt:
-        logger.error("%s interrupted", command)
-        raise
-    except Exception:
-        logger.exception("%s failed with an unexpected error", command)
-        raise
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
-        logger.setLevel(previous)
 
 
 def _run(ctx: click.Context, command: str, mirror_dir: str, series_names, dry_run: bool, as_json: bool,

@@ -307,6 +307,9 @@ def _stage_and_download(config, catalog, client, layout: Layout, definitions, ga
     if files_bar is not None:
         files_bar.total = len(pending)
         files_bar.refresh()
+    if bytes_bar is not None and plan.queries and all(q.est_bytes for q in plan.queries):
+        bytes_bar.total = sum(q.est_bytes for q in plan.queries)  # the planner's estimate: close enough for a bar
+        bytes_bar.refresh()
     root = config.data_root
 
     recorder = _LandedRecorder(catalog, root, layout)

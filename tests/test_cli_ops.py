@@ -339,3 +339,59 @@ def test_the_docs_systemd_units_are_valid_and_their_command_runs(tmp_path, emu):
         problems = [li for li in verified.stderr.splitlines()
                     if "jsocmirror-update" in li and "WorkingDirectory" not in li]
         assert not problems, verified.stderr
+
+
+# -- progress that reads well --------------------------------------------------------------------
+def _run_in_a_terminal(args: list[str], timeout: float = 120) -> tuple[int, str]:
+    """The command with a pseudo-terminal as stdout and stderr (as a person at a shell, or in tmux)."""
+    import pty
+    import select
+
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # 40 rows, 100 columns
+    env = {**os.environ, "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "jsocmirror", *args], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    proc.wait(timeout=10)
+    os.close(master)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+def _screen_lines(raw: str) -> list[str]:
+    """What stays on screen: each line as the last carriage return leaves it, escapes dropped."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
+    return [line.split("\r")[-1].rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+
+
+def test_progress_bars_show_in_a_terminal_and_never_tear_the_summary(tmp_path, emu):
+    config = make_mirror(tmp_path / "m", emu.url)
+    code, raw = _run_in_a_terminal(["update", "-m", str(config.mirror_dir)])
+    assert code == 0, raw
+    assert re.search(r"files: +\d+%", raw) and "rec" in raw  # the transfer bars and the sync bar were drawn
+    lines = _screen_lines(raw)
+    summary = lines[next(i for i, li in enumerate(lines) if li.startswith("update ")):]
+    assert re.fullmatch(r"update [0-9a-f]{12}: [\d.]+ s", summary[0]) and "  result: all done" in summary, summary
+    assert all("files:" not in li and "bytes:" not in li for li in summary), summary  # no bar left over it
+    # with stdout going to a file (cron, a pipe), no bar is drawn even though stderr is a terminal
+    quiet_night = subprocess.run([sys.executable, "-m", "jsocmirror", "update", "-m", str(config.mirror_dir)],
+                                 capture_output=True, text=True)
+    assert quiet_night.returncode == 0 and "\r" not in quiet_night.stdout + quiet_night.stderr

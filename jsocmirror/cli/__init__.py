@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from contextlib import contextmanager
@@ -142,6 +143,16 @@ def bars_on_screen() -> Iterator[None]:
         yield
     finally:
         _bars_on_screen -= 1
+
+
+def bar_size() -> dict:
+    """tqdm size options: follow the terminal, or 80x24 where it reports no size (some ptys, where
+    tqdm would draw an empty bar, or hide every bar as below the screen's last row)."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):
+        size = os.terminal_size((0, 0))
+    return {"dynamic_ncols": True} if size.columns > 0 and size.lines > 0 else {"ncols": 80, "nrows": 24}
 
 
 def quiet(ctx: click.Context | None = None) -> bool:

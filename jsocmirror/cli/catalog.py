@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import sys
+from contextlib import nullcontext
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +17,7 @@ import click
 from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog, keyword_table, series_slug
 from jsocmirror.cli import (
-    cli, echo_json, echo_report, format_option, jsoc_server, json_option, output_format, quiet, run_log,
+    bar_size, bars_on_screen, cli, echo_json, echo_report, format_option, jsoc_server, json_option, output_format, quiet, run_log,
     show_progress, wait_option,
 )
 from jsocmirror.errors import CatalogError, ConfigError, JsocMirrorError, UsageError
@@ -328,14 +328,10 @@ class _TqdmProgress:
         from tqdm import tqdm
 
         self.chunks = 0
-        try:
-            width = os.get_terminal_size(sys.stderr.fileno()).columns
-        except (OSError, ValueError):
-            width = 0
-        # A terminal that reports no width (some ptys) would get an empty bar: fall back to 80.
-        size = {"dynamic_ncols": True} if width > 0 else {"ncols": 80}
-        self.bar = tqdm(total=estimated_records or None, desc=series, unit="rec", unit_scale=True,
-                        file=sys.stderr, leave=True, **size)
+        size = bar_size()
+        # Plain counts ("12480 rec"): unit_scale showed "0.00rec" until the first reply arrived.
+        self.bar = tqdm(total=estimated_records or None, desc=series, unit=" rec", file=sys.stderr, leave=False,
+                        **size)
 
     def chunk_done(self, series: str, records: int) -> None:
         if self.bar is not None:
@@ -376,11 +372,13 @@ def sync_command(ctx, mirror_dir, series_names, full, as_json, wait):
     for name in series_names:
         config.get_series(name)
     progress = _TqdmProgress(show_progress(ctx))
+    screen = bars_on_screen() if progress.enabled else nullcontext()
     with run_log(ctx, config.mirror_dir, "sync"), mirror_lock(config.mirror_dir, "sync", wait=wait):
         with Catalog(config.catalog_path) as catalog, jsoc_server(config.server, config.mirror_dir) as url:
             client = JsocClient(url, email=config.email)
             try:
-                result = sync(config, catalog, client, list(series_names) or None, progress=progress, full=full)
+                with screen:
+                    result = sync(config, catalog, client, list(series_names) or None, progress=progress, full=full)
             finally:
                 progress.close()
     if as_json:

@@ -12,7 +12,7 @@ import click
 
 from jsocmirror import config as cfg
 from jsocmirror.cli import (
-    bars_on_screen, cli, echo_json, echo_report, jsoc_server, json_option, run_log, show_progress, wait_option,
+    bar_size, bars_on_screen, cli, echo_json, echo_report, jsoc_server, json_option, run_log, show_progress, wait_option,
 )
 
 mirror_option = click.option(
@@ -61,9 +61,10 @@ class _Bars:
 
             if self.sync is not None:
                 self.sync.close()
-            self._files = tqdm(total=0, unit=" files", desc="files", position=0, leave=False, file=sys.stderr)
-            self._bytes = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc="bytes", position=1,
-                               leave=False, file=sys.stderr)
+            size = bar_size()
+            self._files = tqdm(total=0, unit=" files", desc="files", position=0, leave=False, file=sys.stderr, **size)
+            self._bytes = tqdm(total=None, unit="B", unit_scale=True, desc="bytes", position=1,
+                               leave=False, file=sys.stderr, **size)
 
     @property
     def files(self):

@@ -99,7 +99,7 @@ def test_readers_answer_at_once_while_update_waits_on_an_export(tmp_path, emu):
             assert result.returncode == 0, (name, result.stdout, result.stderr)
         assert update.poll() is None, "the update should still be waiting on its export"
         assert json.loads(checks["sql"].stdout) == [{"n": 16}]
-        status = {s["series"]: s for s in json.loads(checks["status"].stdout)}
+        status = {s["series"]: s for s in json.loads(checks["status"].stdout)["series"]}
         assert status["aia.lev1_euv_12s"]["files"] == landed and status["hmi.M_720s"]["files"] == 0
         diff = json.loads(checks["diff"].stdout)["counts"]
         assert diff["hmi.M_720s"]["missing"] == 16 and diff["aia.lev1_euv_12s"]["present"] == landed

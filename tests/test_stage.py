@@ -8,6 +8,7 @@ import pytest
 from jsocmirror import recordset
 from jsocmirror.catalog import Catalog
 from jsocmirror.download import download_files, extract_tar
+from jsocmirror.errors import SourceUnavailable
 from jsocmirror.emulator import Emulator
 from jsocmirror.jsoc import ExportClient, JsocClient
 from jsocmirror.layout import relative_path
@@ -194,10 +195,12 @@ def test_stage_reports_failed_exports_precisely(tmp_path, emu):
     gaps = gaps_for(emu, "hmi.M_720s[2024.06.24_00:00_TAI/1h]", "hmi.M_720s", ["magnetogram"])
     gov = governor(tmp_path, emu, email="nobody@example.invalid")  # not registered: status 4
     result = StageResult()
-    assert list(gov.stage(gaps, {"hmi.m_720s": Transfer("url", "fits")}, result)) == []
-    assert sorted(p.record_key for p in result.problems) == sorted(g.record_key for g in gaps)
-    assert all("status 4" in p.reason and p.kind == "failed" for p in result.problems)
-    assert export_rows(gov)[0]["status"] == "failed"
+    # JSOC would refuse every request the same way: the run stops with exit code 4 (docs/cli.md),
+    # and the planned export stays planned, to be asked once the address is registered.
+    with pytest.raises(SourceUnavailable, match="nobody@example.invalid.*register"):
+        list(gov.stage(gaps, {"hmi.m_720s": Transfer("url", "fits")}, result))
+    assert [(r["status"], r["jsoc_status"]) for r in export_rows(gov)] == [("planned", 4)]
+    assert result.exports_submitted == 0
     gov.catalog.close()
 
 

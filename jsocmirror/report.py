@@ -489,14 +489,16 @@ def _year_svg(s: SeriesReport, year: int, lo: date, hi: date) -> str:
              f'<text x="0" y="10" font-weight="600">{year}</text>']
     for row, name in ((0, "Mon"), (2, "Wed"), (4, "Fri")):
         parts.append(f'<text x="0" y="{top + row * PITCH + 9}">{name}</text>')
-    month = None
+    month, label_col = None, -3
     d = lo
     while d <= hi:
         col, row = (d - week0).days // 7, d.weekday()
         x, y = left + col * PITCH, top + row * PITCH
         if d.month != month:
             month = d.month
-            parts.append(f'<text x="{x}" y="10">{d:%b}</text>')
+            if col >= label_col + 3:  # a month begun late in a short span would print over the last
+                parts.append(f'<text x="{x}" y="10">{d:%b}</text>')
+                label_col = col
         key = d.isoformat()
         counts = s.days.get(key, {})
         state = day_state(counts)

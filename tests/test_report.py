@@ -170,8 +170,8 @@ def test_report_figures_gaps_and_runs(world):
     assert first_gap == (SERIES, MISSING_DAY)
     assert f"<code>jsocmirror fetch -m {mirror} {SERIES}</code>" in text
     assert f"<code>jsocmirror fetch -m {mirror} --include-offline {SERIES}</code>" in text
-    runs = re.findall(r'<tr class="run"><td>(\w+)</td>.*?<td class="status-(\w+)">', text)
-    assert runs == [("sync", "ok"), ("update", "ok")]
+    runs = re.findall(r'<tr class="run"><td>([\w-]+)</td>.*?<td class="status-(\w+)">', text)
+    assert runs == [("sync", "ok"), ("update", "ok"), ("update-sync", "ok")]
     assert "sync: new 0, reprocessed 2, gone 0" in text and "downloaded " in text
 
 

@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from diff import SERIES, build  # noqa: E402
+from diff import SERIES, build
 
 
 def main() -> None:
@@ -53,13 +53,14 @@ def main() -> None:
             start = time.perf_counter()
             result = write_report(config, os.path.join(work, "report.html"))
             report.append(time.perf_counter() - start)
-        days = len(statuses[0].coverage)
-        print(f"write_report: {sorted(report)[1]:.2f} s (runs: {', '.join(f'{t:.2f}' for t in report)}): "
-              f"{result.days} days, {result.bytes / 1024:.0f} KiB page")
-        print(f"peer: open + mirror_status(by='day'): {sorted(peer)[1]:.2f} s "
-              f"(runs: {', '.join(f'{t:.2f}' for t in peer)}; {days} days)")
+        print(f"write_report: {_median(report)}: {result.days} days, {result.bytes / 1024:.0f} KiB page")
+        print(f"peer: open + mirror_status(by='day'): {_median(peer)}; {len(statuses[0].coverage)} days")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _median(times: list[float]) -> str:
+    return f"{sorted(times)[1]:.2f} s (runs: {', '.join(f'{t:.2f}' for t in times)})"
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from jsocmirror import config as cfg
-from jsocmirror.errors import CatalogError, UsageError
+from jsocmirror.errors import CatalogError, JsocMirrorError, UsageError
 
 log = logging.getLogger("jsocmirror.report")
 
@@ -153,7 +153,7 @@ def write_report(config: cfg.MirrorConfig, path: str | os.PathLike | None = None
 
 def _check_target(target: Path) -> None:
     """Refuse a path the page cannot be written to before any work is done."""
-    parent = target.parent if str(target.parent) else Path(".")
+    parent = target.parent
     if target.is_dir():
         raise UsageError(f"report path {target} is a directory; give a file name (e.g. {target / DEFAULT_NAME})")
     if not parent.exists():
@@ -165,9 +165,9 @@ def _check_target(target: Path) -> None:
 def _write_whole(target: Path, page: bytes) -> None:
     """Write to a temporary file next to ``target``, then rename: a reader never sees half a page."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent or ".")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     except OSError as exc:
-        raise UsageError(f"cannot write the report to {target}: {exc.strerror}") from None
+        raise JsocMirrorError(f"cannot write the report to {target}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(page)
@@ -175,6 +175,9 @@ def _write_whole(target: Path, page: bytes) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # a page for people to look at, not a secret (mkstemp makes 0600)
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise JsocMirrorError(f"cannot write the report to {target}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -267,7 +270,7 @@ def _series_report(entry, name: str, status, periods: dict[str, dict[str, int]],
                           bytes=status.bytes, records=wanted // max(1, len(entry.segments)),
                           quota_bytes=quota_bytes(entry), mirror=mirror)
     if sync_row is not None:
-        _, _records, report.synced_to, _complete, report.synced_at = sync_row
+        _, report.synced_to, report.synced_at = sync_row
     return report
 
 
@@ -323,11 +326,12 @@ def run_figures(summary: dict[str, Any]) -> list[str]:
     if isinstance(gaps, dict):
         out.append("gaps: " + (", ".join(f"{k} {_int(v)}" for k, v in sorted(gaps.items())) or "none"))
     if "files_downloaded" in summary:
-        out.append(f"downloaded {_int(summary['files_downloaded'])} files, {human_bytes(summary.get('bytes_downloaded'))}")
+        out.append(f"downloaded {_int(summary['files_downloaded'])} files, "
+                   f"{human_bytes(summary.get('bytes_downloaded'))}")
     failures = summary.get("failures")
     if isinstance(failures, list) and failures:
-        out.append(f"{len(failures)} failed" + (f" (first: {failures[0].get('reason')})"
-                                                 if isinstance(failures[0], dict) and failures[0].get("reason") else ""))
+        first = failures[0].get("reason") if isinstance(failures[0], dict) else None
+        out.append(f"{len(failures)} failed" + (f" (first: {first})" if first else ""))
     if "requests" in summary or "jsoc_requests" in summary:
         out.append(f"{_int(summary.get('jsoc_requests', summary.get('requests')))} JSOC requests")
     return out

@@ -91,7 +91,7 @@ def expected_days(root: Path) -> dict[str, Counter]:
 class Page(HTMLParser):
     """The day cells, the text and the tag structure of a page."""
 
-    VOID = {"meta", "br", "rect", "input", "img", "link"}
+    VOID = frozenset({"meta", "br", "rect", "input", "img", "link"})
 
     def __init__(self, text: str):
         super().__init__()
@@ -177,7 +177,7 @@ def test_report_figures_gaps_and_runs(world):
 
 def test_report_fill_commands_fill_the_gaps(world, tmp_path):
     """The commands the page gives, run as they are on a copy of the mirror, fill what they claim."""
-    emu, root = world
+    _, root = world
     copy = tmp_path / "m"
     shutil.copytree(root, copy)
     _, text = write(copy)
@@ -200,7 +200,7 @@ def test_report_renders_in_chromium(world, tmp_path):
     from PIL import Image
 
     _, root = world
-    result, text = write(root, tmp_path / "report.html")
+    result, _ = write(root, tmp_path / "report.html")
     expected = Counter(rp.day_state(c) for c in expected_days(root).values())
     shot = tmp_path / "shot.png"
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -222,8 +222,8 @@ def test_report_renders_in_chromium(world, tmp_path):
 def test_report_has_no_external_references(world):
     _, root = world
     _, text = write(root)
-    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
-    assert not re.search(r"<script|<link|<img|<iframe|@import|url\(", text, re.I)
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.IGNORECASE)
+    assert not re.search(r"<script|<link|<img|<iframe|@import|url\(", text, re.IGNORECASE)
 
 
 def hostile_data() -> rp.ReportData:
@@ -287,7 +287,8 @@ def test_report_of_an_empty_mirror_is_a_valid_page(tmp_path):
     # a mirror directory whose readers' copy was never published
     bare = tmp_path / "bare"
     bare.mkdir()
-    cfg.save_config(cfg.MirrorConfig(mirror_dir=bare, series=[cfg.SeriesConfig(series=SERIES, segments=["magnetogram"])]))
+    entry = cfg.SeriesConfig(series=SERIES, segments=["magnetogram"])
+    cfg.save_config(cfg.MirrorConfig(mirror_dir=bare, series=[entry]))
     result, text = write(bare)
     assert "no readers&#x27; catalog" in text and "not synced yet" in text and not Page(text).errors
 
@@ -301,7 +302,8 @@ def test_report_bad_out_is_a_one_line_error_and_writes_nothing(tmp_path, where):
            "a-directory": tmp_path / "dir"}[where]
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     proc = subprocess.run([sys.executable, "-m", "jsocmirror", "report", "-m", str(tmp_path / "m"), "--out", str(out)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("Error: ") and str(out) in proc.stderr
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

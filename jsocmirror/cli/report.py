@@ -6,11 +6,7 @@ import click
 
 from jsocmirror import config as cfg
 from jsocmirror.cli import cli
-
-mirror_option = click.option(
-    "-m", "--mirror", "mirror_dir", default=".", show_default=True, envvar="JSOCMIRROR_MIRROR",
-    type=click.Path(file_okay=False), help="Mirror directory (holds jsocmirror.toml); env JSOCMIRROR_MIRROR.",
-)
+from jsocmirror.cli.catalog import mirror_option
 
 
 @cli.command("report")

@@ -9,5 +9,5 @@ FROM runs ORDER BY started_at DESC, run_id LIMIT $limit;
 SELECT count(*) AS runs, count(*) FILTER (WHERE status NOT IN ('ok', 'running')) AS not_ok FROM runs;
 
 -- name: report_sync_states
--- Per series: records in the window at the last complete sync, how far it is synced, and when.
-SELECT series, records, watermark_time, complete, updated_at FROM sync_state;
+-- Per series: how far it is synced (UTC time of its newest synced slot), and when it last was.
+SELECT series, watermark_time, updated_at FROM sync_state;

@@ -437,8 +437,8 @@ def _series_section(s: SeriesReport) -> str:
     if s.note:
         out.append(f'<p class="note">{e(s.note)}</p></section>')
         return "\n".join(out)
-    out.append(_figures(s))
     out.append(_calendar(s))
+    out.append(_figures(s))
     out.append("</section>")
     return "\n".join(out)
 

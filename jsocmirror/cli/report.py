@@ -1,0 +1,27 @@
+"""``jsocmirror report``: the coverage report as one self-contained HTML file."""
+
+from __future__ import annotations
+
+import click
+
+from jsocmirror import config as cfg
+from jsocmirror.cli import cli
+from jsocmirror.cli.catalog import mirror_option
+
+
+@cli.command("report")
+@mirror_option
+@click.option("--out", "out", default=None, metavar="FILE",
+              help="Where to write the page (default: <mirror>/report.html).")
+def report_command(mirror_dir: str, out: str | None) -> None:
+    """Write the coverage report: a calendar of each series' days, bytes, quota, gaps and last runs.
+
+    One HTML file with no scripts and nothing fetched from elsewhere; it reads the readers'
+    copy of the catalog, so it never waits for a running update.
+    """
+    from jsocmirror.report import write_report
+
+    config = cfg.load_config(mirror_dir)
+    result = write_report(config, out)
+    click.echo(f"wrote {result.path}: {result.series} series, {result.days} days, "
+               f"{result.bytes / 1024:.0f} KiB, {result.seconds:.2f} s")

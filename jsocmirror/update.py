@@ -578,10 +578,10 @@ def _verify(config: MirrorConfig, catalog: Catalog, layout: Layout, options: Upd
 
     settings = config.verify
     result = scan_mod.verify_rotation(catalog, config.data_root, layout, cycle_days=settings.cycle_days,
-                                      budget_seconds=settings.budget_seconds, now=(options.clock or _utc_now)())
+                                      budget_seconds=settings.budget_seconds, now=(options.clock or _utc_now)(),
+                                      coverage=False)  # _run asks once the night's files have landed
     summary.verify = {"files": result.files, "bytes": result.bytes, "damaged": result.damaged,
                       "seconds": round(result.seconds, 3), "due": result.due, "left": result.left}
-    _coverage(catalog, summary)
     for path, state, problem in result.problems:
         parsed = layout.parse(path)
         if parsed is not None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import quick_emulator
+from conftest import quick_emulator, sync_mirror
 from click.testing import CliRunner
 
 from jsocmirror import config as cfg
@@ -141,7 +141,7 @@ def test_update_dry_run_prints_the_plan_and_changes_nothing(tmp_path, emu):
 
 def test_update_json_summary_and_exit_code_on_missing_server_files(tmp_path, emu):
     config = make_mirror(tmp_path / "m", emu.url)
-    _sync(config, emu.url)  # so we can name records (a dry run writes nothing, not even its sync)
+    sync_mirror(config, emu.url)  # so we can name records (a dry run writes nothing, not even its sync)
     hmi = sorted(k for s, k in wanted_state(config) if s == "hmi.M_720s")
     with Catalog(config.catalog_path) as catalog:
         recnum = catalog.execute("SELECT _recnum FROM hmi_m_720s WHERE _key = $k", {"k": hmi[2]}).fetchall()[0][0]
@@ -174,14 +174,6 @@ def test_update_lock_refuses_a_second_run_or_waits(tmp_path, emu):
     holder.wait()
     assert result.exit_code == 0, result.output
     assert time.monotonic() - started >= 0.5 and "waiting" in result.output
-
-
-def _sync(config: cfg.MirrorConfig, url: str) -> None:
-    from jsocmirror.jsoc import JsocClient
-    from jsocmirror.sync import sync
-
-    with Catalog(config.catalog_path) as catalog:
-        sync(config, catalog, JsocClient(url, email=config.email))
 
 
 def _hold_lock(mirror_dir: Path, seconds: float):

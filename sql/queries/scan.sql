@@ -168,7 +168,7 @@ SELECT f.path, f.size, f.mtime,
                                              OR c.verified_mtime IS DISTINCT FROM f.mtime))
             THEN NULL ELSE c.verified_at END AS last_verified
 FROM local_files AS f LEFT JOIN file_checks AS c ON c.path = f.path
-WHERE f.state = 'layout' AND regexp_matches(lower(f.path), '\.(fits|fts|fit)$');
+WHERE f.state = 'layout' AND (f.path ILIKE '%.fits' OR f.path ILIKE '%.fts' OR f.path ILIKE '%.fit');
 
 -- name: verify_due_counts
 -- (never verified or changed since, verified, verified before $overdue) of verify_candidates.

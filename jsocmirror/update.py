@@ -60,7 +60,8 @@ class UpdateOptions:
     include_offline: bool = False  # also fetch records on tape (JSOC stages them through an export)
     # only these (series, record key, segment) gaps, None: all (the sunpy client's fetch_missing)
     only: frozenset[tuple[str, str, str]] | None = None
-    verify: bool | None = None  # None: the config's [verify] enabled (the rotating re-verification)
+    # the rotating re-verification; None: the config's [verify] enabled, for `update` runs of every gap
+    verify: bool | None = None
     # UTC "now" (naive) stamping verifications and landings; None: the real clock (tests advance nights)
     clock: Callable[[], datetime] | None = None
 
@@ -199,7 +200,7 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
         _scan(config, catalog, layout, summary, progress)
         publisher.step()
         phase = _lap(summary, "scan", phase)
-        if _verify_enabled(config, options):
+        if _verify_enabled(config, options, command):
             _verify(config, catalog, layout, options, summary)
             publisher.step()
             phase = _lap(summary, "verify", phase)
@@ -567,8 +568,12 @@ def _utc_now() -> datetime:
 
 
 # -- the rotating re-verification (issue 12, item 6) ------------------------------------------------
-def _verify_enabled(config: MirrorConfig, options: UpdateOptions) -> bool:
-    return config.verify.enabled if options.verify is None else options.verify
+def _verify_enabled(config: MirrorConfig, options: UpdateOptions, command: str) -> bool:
+    """The nightly job verifies (as [verify] says); ``fetch`` and a fetch of named gaps (``only``)
+    do not, unless asked (``UpdateOptions.verify``)."""
+    if options.verify is not None:
+        return options.verify
+    return config.verify.enabled and command == "update" and options.only is None
 
 
 def _verify(config: MirrorConfig, catalog: Catalog, layout: Layout, options: UpdateOptions,
@@ -644,7 +649,7 @@ def _dry_plan(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, su
             catalog.execute(f"DELETE FROM {quote_ident(table)}")
         summary.scan = {"files": 0, "added": 0, "removed": 0}
     phase = _lap(summary, "scan", phase)
-    if _verify_enabled(config, options):
+    if _verify_enabled(config, options, summary.command):
         now = (options.clock or _utc_now)()
         due = scan_mod.rotation_due(catalog, config.verify.cycle_days, now)
         files, size = catalog.q("verify_due_size", limit=due).fetchall()[0]

@@ -19,7 +19,7 @@ from jsocmirror.catalog import Catalog
 from jsocmirror.errors import ConfigError
 from jsocmirror.fitsheader import check_fits
 from jsocmirror.scan import verify_rotation
-from jsocmirror.update import update_mirror
+from jsocmirror.update import fetch_mirror, update_mirror
 
 NIGHT0 = datetime(2026, 1, 1, 2, 0, 0)  # the fake clock's first night (UTC, naive like the catalog)
 
@@ -168,6 +168,7 @@ def test_changed_files_are_read_first_and_verification_can_be_off(tmp_path, emu)
     share = math.ceil((len(fits_files(config)) - 1) / 30)
     assert summary.verify["due"] == 1 + share and summary.verify["damaged"] == 1
     assert summary.files_downloaded == 1 and sound(victim)
+    assert fetch_mirror(config, emu.url, options()).verify == {}  # the nightly job's, not a fetch's
     config.verify.enabled = False
     quiet = night(config, emu, 2)
     assert quiet.verify == {} and "verify:" not in quiet.render() and "verify" not in quiet.timings

@@ -957,11 +957,33 @@ def verify_rotation(
     started = timer()
     result.due = rotation_due(catalog, cycle_days, now)
     fs, root_path = open_root(root, storage_options)
-    todo = catalog.q("verify_due_files", limit=result.due).fetchall() if result.due else []
+    catalog.q("verify_slice_create", limit=result.due)
+    try:
+        _read_slice(catalog, fs, root_path, layout, result, now, lambda: timer() - started >= budget_seconds, batch)
+    finally:
+        catalog.q("verify_slice_drop")
+    result.left = result.due - result.files
+    if coverage:
+        result.covered_since, result.never_verified = rotation_coverage(catalog)
+    result.seconds = timer() - started
+    log.info("verified %d of %d due files (%d bytes) in %.1f s: %d damaged", result.files, result.due,
+             result.bytes, result.seconds, result.damaged)
+    return result
+
+
+def _read_slice(catalog: Catalog, fs, root_path: str, layout: Layout, result: RotationResult, now: datetime,
+                out_of_time: Callable[[], bool], batch: int) -> None:
     checked: list[tuple[str, int | None, float | None, VerifyOutcome]] = []
-    for path, size, mtime in todo:
-        if result.files and timer() - started >= budget_seconds:
+    page: list = []
+    while True:
+        if not page:
+            page = catalog.q("verify_slice_page", after=result.files, page=4096).fetchall()
+            if not page:
+                break
+            page.reverse()
+        if result.files and out_of_time():
             break
+        path, size, mtime = page.pop()
         outcome, size, mtime = _verify_one(fs, root_path, path, layout, size, mtime)
         checked.append((path, size, mtime, outcome))
         result.files += 1
@@ -975,13 +997,6 @@ def verify_rotation(
             checked = []
     if checked:
         _store_checks(catalog, checked, now)
-    result.left = result.due - result.files
-    if coverage:
-        result.covered_since, result.never_verified = rotation_coverage(catalog)
-    result.seconds = timer() - started
-    log.info("verified %d of %d due files (%d bytes) in %.1f s: %d damaged", result.files, result.due,
-             result.bytes, result.seconds, result.damaged)
-    return result
 
 
 def _store_checks(catalog: Catalog, checked: list[tuple[str, int | None, float | None, VerifyOutcome]],

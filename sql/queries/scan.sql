@@ -177,9 +177,20 @@ SELECT count(*) FILTER (WHERE last_verified IS NULL),
        count(*) FILTER (WHERE last_verified < $overdue)
 FROM verify_candidates;
 
--- name: verify_due_files
--- Tonight's slice in reading order: never verified (or changed) first, then the oldest verified.
-SELECT path, size, mtime FROM verify_candidates ORDER BY last_verified NULLS FIRST, path LIMIT $limit;
+-- name: verify_slice_create
+-- Tonight's slice, numbered in reading order: never verified (or changed) first, then the oldest
+-- verified. Kept in a temporary table so that it is read page by page (an adopted archive's
+-- first night may hold millions of files, of which the budget reads some).
+CREATE OR REPLACE TEMP TABLE verify_slice AS
+SELECT row_number() OVER (ORDER BY last_verified NULLS FIRST, path) AS n, path, size, mtime
+FROM (SELECT path, size, mtime, last_verified FROM verify_candidates
+      ORDER BY last_verified NULLS FIRST, path LIMIT $limit);
+
+-- name: verify_slice_page
+SELECT path, size, mtime FROM verify_slice WHERE n > $after ORDER BY n LIMIT $page;
+
+-- name: verify_slice_drop
+DROP TABLE IF EXISTS verify_slice;
 
 -- name: verify_coverage
 -- (files never verified since they changed, the oldest last verification): every file has been

@@ -110,6 +110,18 @@ class TransferConfig:
 
 
 @dataclass
+class VerifyConfig:
+    """How ``update`` re-reads the mirror's files to find damage (a rotating slice each night)."""
+
+    #: Re-verify files in every update (the rotating slice; damaged files are refetched that night).
+    enabled: bool = True
+    #: Every file is re-read at least once in this many nights (the slice is 1/cycle_days of the mirror).
+    cycle_days: int = 30
+    #: Seconds of reading per update at most; what is left waits for the next night (oldest first).
+    budget_seconds: float = 600.0
+
+
+@dataclass
 class MirrorConfig:
     """A mirror: where it is, which server it talks to, and what it mirrors."""
 
@@ -128,6 +140,7 @@ class MirrorConfig:
     series: list[SeriesConfig] = field(default_factory=list)
     sync: SyncConfig = field(default_factory=SyncConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
     @property
     def config_path(self) -> Path:
@@ -211,7 +224,8 @@ def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfi
     series_raw = raw.pop("series", [])
     sync_raw = raw.pop("sync", {})
     transfer_raw = raw.pop("transfer", {})
-    top = _take_fields(MirrorConfig, raw, "top level", skip={"mirror_dir", "series", "sync", "transfer"})
+    verify_raw = raw.pop("verify", {})
+    top = _take_fields(MirrorConfig, raw, "top level", skip={"mirror_dir", "series", "sync", "transfer", "verify"})
     if not isinstance(series_raw, list):
         raise ConfigError("'series' must be a list of [[series]] tables")
     config = MirrorConfig(
@@ -219,6 +233,7 @@ def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfi
         series=[_series_from_dict(item, i) for i, item in enumerate(series_raw)],
         sync=SyncConfig(**_take_fields(SyncConfig, _table(sync_raw, "sync"), "[sync]")),
         transfer=TransferConfig(**_take_fields(TransferConfig, _table(transfer_raw, "transfer"), "[transfer]")),
+        verify=VerifyConfig(**_take_fields(VerifyConfig, _table(verify_raw, "verify"), "[verify]")),
         **top,
     )
     validate_config(config)
@@ -267,6 +282,7 @@ def validate_config(config: MirrorConfig) -> None:
             raise ConfigError(f"'{name}' must be a non-empty string")
     validate_sync(config.sync)
     validate_transfer(config.transfer)
+    validate_verify(config.verify)
     seen: dict[str, str] = {}
     for entry in config.series:
         validate_series_entry(entry)
@@ -301,6 +317,19 @@ def validate_transfer(transfer: TransferConfig) -> None:
         raise ConfigError(f"[transfer] max_pending_exports {transfer.max_pending_exports!r} must be an integer from 1 to 10")
     if not isinstance(transfer.header_fill, bool):
         raise ConfigError(f"[transfer] header_fill {transfer.header_fill!r} must be true or false")
+
+
+def validate_verify(verify: VerifyConfig) -> None:
+    if not isinstance(verify.enabled, bool):
+        raise ConfigError(f"[verify] enabled {verify.enabled!r} must be true or false")
+    if not isinstance(verify.cycle_days, int) or isinstance(verify.cycle_days, bool) or not (
+        1 <= verify.cycle_days <= 3650
+    ):
+        raise ConfigError(f"[verify] cycle_days {verify.cycle_days!r} must be an integer from 1 to 3650 (nights)")
+    if isinstance(verify.budget_seconds, bool) or not isinstance(verify.budget_seconds, (int, float)) or not (
+        0 < verify.budget_seconds <= 86400
+    ):
+        raise ConfigError(f"[verify] budget_seconds {verify.budget_seconds!r} must be a number of seconds in (0, 86400]")
 
 
 def validate_series_entry(entry: SeriesConfig, series_def=None) -> None:
@@ -521,7 +550,7 @@ def config_to_toml(config: MirrorConfig) -> str:
         value = getattr(config, name)
         out.append(f"# {_COMMENTS[name]}")
         out.append(f"{name} = {_toml_value(value)}" if value is not None else f'# {name} = "you@example.org"')
-    for section in ("sync", "transfer"):
+    for section in ("sync", "transfer", "verify"):
         out.append(f"\n[{section}]")
         obj = getattr(config, section)
         for f in fields(obj):

@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -885,35 +885,140 @@ def verify_files(
     if root_path is None:
         fs, root_path = open_root(root, storage_options)
     todo = catalog.q("verify_todo").fetchall()
-    cols: dict[str, list] = {k: [] for k in (
-        "path", "size", "mtime", "verify_state", "verify_problem", "header_recnum", "checksum", "datasum")}
+    checked: list[tuple[str, int | None, float | None, VerifyOutcome]] = []
     for i, (path, size, mtime) in enumerate(todo):
         outcome, size, mtime = _verify_one(fs, root_path, path, layout, size, mtime)
-        for k, v in (("path", path), ("size", size), ("mtime", mtime), ("verify_state", outcome.verify_state),
-                     ("verify_problem", outcome.problem), ("header_recnum", outcome.header_recnum),
-                     ("checksum", outcome.checksum), ("datasum", outcome.datasum)):
-            cols[k].append(v)
+        checked.append((path, size, mtime, outcome))
         if progress is not None and i % 256 == 255:
             progress(i + 1)
-    table = pa.table({
-        "path": pa.array(cols["path"], pa.string()), "size": pa.array(cols["size"], pa.int64()),
-        "mtime": pa.array(cols["mtime"], pa.float64()), "verify_state": pa.array(cols["verify_state"], pa.string()),
-        "verify_problem": pa.array(cols["verify_problem"], pa.string()),
-        "header_recnum": pa.array(cols["header_recnum"], pa.int64()),
-        "checksum": pa.array(cols["checksum"], pa.string()), "datasum": pa.array(cols["datasum"], pa.string()),
-    })
-    catalog.con.register("verify_batch", table)
-    try:
-        with catalog.transaction():
-            now = _now()
-            catalog.q("verify_store_checks", now=now)
-            catalog.q("verify_store_files")
-    finally:
-        catalog.con.unregister("verify_batch")
+    _store_checks(catalog, checked, _now())
     if result is not None:
         result.verified = len(todo)
     log.info("verified %d files", len(todo))
     return len(todo)
+
+
+@dataclass
+class RotationResult:
+    """One night's slice of the rotating verification (``verify_rotation``)."""
+
+    files: int = 0  # files read
+    bytes: int = 0
+    damaged: int = 0  # files that failed (they are corrupt gaps now)
+    seconds: float = 0.0
+    due: int = 0  # files due tonight: new or changed since their verification, tonight's share, overdue
+    left: int = 0  # due files the time budget left to the next night (read first then)
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (path, state, problem), first 100
+    covered_since: datetime | None = None  # every file has been read since then (None: some never were)
+    never_verified: int = 0  # files not verified since they last changed (after tonight's slice)
+
+
+def rotation_due(catalog: Catalog, cycle_days: int, now: datetime) -> int:
+    """How many files tonight's slice holds: every file not verified since it last changed, plus
+    1/cycle_days of the others (oldest first), or more where some are already overdue."""
+    catalog.q("verify_candidates")
+    # half a night of slack: a run that starts a little earlier than the last one still finds its share due
+    overdue = now - timedelta(days=cycle_days) + timedelta(hours=12)
+    fresh, verified, late = catalog.q("verify_due_counts", overdue=overdue).fetchall()[0]
+    return fresh + max(-(-verified // cycle_days), late)
+
+
+def rotation_coverage(catalog: Catalog) -> tuple[datetime | None, int]:
+    """(the time since which every file has been verified, or None; how many never were)."""
+    catalog.q("verify_candidates")
+    never, oldest = catalog.q("verify_coverage").fetchall()[0]
+    return (oldest if not never else None), never
+
+
+def verify_rotation(
+    catalog: Catalog,
+    root: str,
+    layout: Layout,
+    *,
+    cycle_days: int = 30,
+    budget_seconds: float = 600.0,
+    now: datetime | None = None,
+    timer: Callable[[], float] = time.monotonic,
+    storage_options: dict | None = None,
+    batch: int = 256,
+    coverage: bool = True,
+) -> RotationResult:
+    """Read tonight's slice of the mirror's FITS files, oldest verification first, and record what
+    each holds (``verify_file``): a damaged file's ``verify_state`` makes it a corrupt gap.
+
+    Stops once ``budget_seconds`` of ``timer`` have passed (after one file at least, so every
+    night moves the rotation on); the files left are the oldest the next night. ``now`` stamps the
+    verifications (a parameter, so a test can advance nights). Outcomes are committed every
+    ``batch`` files, so a run killed half way keeps what it read. ``coverage=False`` leaves
+    ``covered_since`` to the caller (a query over the whole inventory: ~1 s per million files).
+    """
+    now = now or _now()
+    result = RotationResult()
+    started = timer()
+    result.due = rotation_due(catalog, cycle_days, now)
+    fs, root_path = open_root(root, storage_options)
+    catalog.q("verify_slice_create", limit=result.due)
+    try:
+        _read_slice(catalog, fs, root_path, layout, result, now, lambda: timer() - started >= budget_seconds, batch)
+    finally:
+        catalog.q("verify_slice_drop")
+    result.left = result.due - result.files
+    if coverage:
+        result.covered_since, result.never_verified = rotation_coverage(catalog)
+    result.seconds = timer() - started
+    log.info("verified %d of %d due files (%d bytes) in %.1f s: %d damaged", result.files, result.due,
+             result.bytes, result.seconds, result.damaged)
+    return result
+
+
+def _read_slice(catalog: Catalog, fs, root_path: str, layout: Layout, result: RotationResult, now: datetime,
+                out_of_time: Callable[[], bool], batch: int) -> None:
+    checked: list[tuple[str, int | None, float | None, VerifyOutcome]] = []
+    page: list = []
+    while True:
+        if not page:
+            page = catalog.q("verify_slice_page", after=result.files, page=4096).fetchall()
+            if not page:
+                break
+            page.reverse()
+        if result.files and out_of_time():
+            break
+        path, size, mtime = page.pop()
+        outcome, size, mtime = _verify_one(fs, root_path, path, layout, size, mtime)
+        checked.append((path, size, mtime, outcome))
+        result.files += 1
+        result.bytes += size or 0
+        if outcome.verify_state != "ok":
+            result.damaged += 1
+            if len(result.problems) < 100:
+                result.problems.append((path, outcome.verify_state, outcome.problem or ""))
+        if len(checked) >= batch:
+            _store_checks(catalog, checked, now)
+            checked = []
+    if checked:
+        _store_checks(catalog, checked, now)
+
+
+def _store_checks(catalog: Catalog, checked: list[tuple[str, int | None, float | None, VerifyOutcome]],
+                  now: datetime) -> None:
+    """Record verification outcomes (path, size, mtime seen, outcome) in one transaction, at ``now``."""
+    outcomes = [c[3] for c in checked]
+    table = pa.table({
+        "path": pa.array([c[0] for c in checked], pa.string()), "size": pa.array([c[1] for c in checked], pa.int64()),
+        "mtime": pa.array([c[2] for c in checked], pa.float64()),
+        "verify_state": pa.array([o.verify_state for o in outcomes], pa.string()),
+        "verify_problem": pa.array([o.problem for o in outcomes], pa.string()),
+        "header_recnum": pa.array([o.header_recnum for o in outcomes], pa.int64()),
+        "checksum": pa.array([o.checksum for o in outcomes], pa.string()),
+        "datasum": pa.array([o.datasum for o in outcomes], pa.string()),
+    })
+    catalog.con.register("verify_batch", table)
+    try:
+        with catalog.transaction():
+            catalog.q("verify_store_checks", now=now)
+            catalog.q("verify_store_files")
+    finally:
+        catalog.con.unregister("verify_batch")
 
 
 def _verify_one(fs, root_path: str, path: str, layout: Layout, size, mtime):

@@ -10,6 +10,7 @@ a killed run left behind are resumed before anything new is asked, and downloads
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,10 +19,11 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from jsocmirror import download as dl
 from jsocmirror.catalog import Catalog, keyword_table, quote_ident
@@ -43,6 +45,8 @@ log = logging.getLogger("jsocmirror.update")
 #: Diff states the nightly job fetches. (no_image and offline are never gaps: JSOC has no file,
 #: or the file is on tape and an export would be queued for staff; orphans are never deleted.)
 FETCH_STATES = ("missing", "stale", "corrupt")
+#: Names of the files the downloader verifies as it writes them (and the rotation re-reads).
+FITS_SUFFIXES = (".fits", ".fts", ".fit")
 
 
 @dataclass
@@ -58,6 +62,10 @@ class UpdateOptions:
     include_offline: bool = False  # also fetch records on tape (JSOC stages them through an export)
     # only these (series, record key, segment) gaps, None: all (the sunpy client's fetch_missing)
     only: frozenset[tuple[str, str, str]] | None = None
+    # the rotating re-verification; None: the config's [verify] enabled, for `update` runs of every gap
+    verify: bool | None = None
+    # UTC "now" (naive) stamping verifications and landings; None: the real clock (tests advance nights)
+    clock: Callable[[], datetime] | None = None
 
 
 @dataclass
@@ -86,6 +94,10 @@ class UpdateSummary:
     notes: list[dict[str, str]] = field(default_factory=list)  # vanished upstream, left pending...
     jsoc_requests: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    # the rotating re-verification: files, bytes, damaged, seconds, due, left, mirror_covered_since
+    # (dry run: the files and bytes it would read)
+    verify: dict[str, Any] = field(default_factory=dict)
+    planned_bytes: int = 0  # estimated bytes of the plan's queries
     _failed_tasks: list = field(default_factory=list, repr=False)  # FailedFile objects (not serialised)
 
     @property
@@ -106,6 +118,8 @@ class UpdateSummary:
         else:
             lines.append("  gaps: none")
         lines.append(f"  plan: {self.planned_queries} queries for {self.planned_records} records")
+        if self.verify:
+            lines.append("  verify: " + _verify_text(self.verify, self.dry_run))
         if self.timings:
             lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
         if self.dry_run:
@@ -127,6 +141,21 @@ class UpdateSummary:
         return "\n".join(lines)
 
 
+def _verify_text(verify: dict[str, Any], dry_run: bool) -> str:
+    size = _human(verify.get("bytes"))
+    if dry_run:
+        text = f"would verify {verify.get('files', 0)} files ({size}) within {verify.get('budget_seconds', 0):g} s"
+    else:
+        text = (f"{verify.get('files', 0)} files ({size}) in {verify.get('seconds', 0.0):.1f} s, "
+                f"{verify.get('damaged', 0)} damaged")
+        if verify.get("left"):
+            text += f", {verify['left']} left for the next night"
+    since = verify.get("mirror_covered_since")
+    never = verify.get("never_verified", 0)
+    return text + (f"; every file verified since {since}" if since else
+                   f"; {never} files not verified yet" if never else "")
+
+
 def _human(n: int | None) -> str:
     value = float(n or 0)
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -144,6 +173,8 @@ def update_mirror(config: MirrorConfig, url: str, options: UpdateOptions | None 
     A JsocMirrorError raised part way carries the summary so far as ``exc.summary`` (a dict).
     """
     options = options or UpdateOptions()
+    if options.dry_run:
+        return _dry_run_update(config, url, options, progress, command)
     summary = UpdateSummary(run_id=uuid.uuid4().hex[:12], command=command, dry_run=options.dry_run,
                             started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     with mirror_lock(config.mirror_dir, command, wait=wait):
@@ -179,20 +210,22 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
         _scan(config, catalog, layout, summary, progress)
         publisher.step()
         phase = _lap(summary, "scan", phase)
+        if _verify_enabled(config, options, command):
+            _verify(config, catalog, layout, options, summary)
+            publisher.step()
+            phase = _lap(summary, "verify", phase)
         gaps = _gaps(config, catalog, options, summary, registry)
         phase = _lap(summary, "diff", phase)
         definitions = registry
         options = replace(options, limits=_planning_limits(catalog, definitions, gaps, options.limits))
-        if options.dry_run:
-            _dry_run(gaps, definitions, options, summary)
-            summary.seconds = time.monotonic() - started
-            return summary
         mark_dead_runs(catalog)
         catalog.q("run_start", run_id=summary.run_id, command=command).fetchall()
         status = "failed"
         try:
             _stage_and_download(config, catalog, client, layout, definitions, gaps, options, summary, progress)
             _lap(summary, "stage_download", phase)
+            if summary.verify:  # the files landed tonight count as verified at landing
+                _coverage(catalog, summary)
             status = "ok" if not summary.failures else "failed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -211,7 +244,7 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
 def _lap(summary: UpdateSummary, name: str, since: float) -> float:
     now = time.monotonic()
     summary.timings[name] = round(now - since, 3)
-    figures = {"sync": summary.sync, "scan": summary.scan, "diff": summary.gaps or "no gaps",
+    figures = {"sync": summary.sync, "scan": summary.scan, "verify": summary.verify, "diff": summary.gaps or "no gaps",
                "stage_download": {"files": summary.files_downloaded, "bytes": summary.bytes_downloaded,
                                   "exports_submitted": summary.exports_submitted, "failed": len(summary.failures)}}
     log.info("%s done in %.1f s: %s", name, now - since, figures.get(name, ""))
@@ -283,8 +316,13 @@ def _dry_run(gaps: list[Gap], definitions, options: UpdateOptions, summary: Upda
     plan = plan_gaps(gaps, definitions, options.limits)
     summary.planned_queries = len(plan.queries)
     summary.planned_records = plan.n_records
+    _record_plan(plan, summary)
+
+
+def _record_plan(plan, summary: UpdateSummary) -> None:
     summary.plan = [{"series": q.series, "recordset": q.recordset, "records": q.n_records, "est_bytes": q.est_bytes}
                     for q in plan.queries]
+    summary.planned_bytes = plan.est_bytes
 
 
 def _stage_and_download(config, catalog, client, layout: Layout, definitions, gaps: list[Gap],
@@ -298,6 +336,7 @@ def _stage_and_download(config, catalog, client, layout: Layout, definitions, ga
                         run_id=summary.run_id, policy=policy, limits=options.limits)
     plan = plan_gaps(gaps, definitions, options.limits)
     summary.planned_queries, summary.planned_records = len(plan.queries), plan.n_records
+    _record_plan(plan, summary)  # what a dry run would have shown: the run log and --json keep it
     _log_plan(plan)
     pending = {(g.series, g.record_key, g.segment): g for g in gaps}
     stage = StageResult()
@@ -312,7 +351,7 @@ def _stage_and_download(config, catalog, client, layout: Layout, definitions, ga
         bytes_bar.refresh()
     root = config.data_root
 
-    recorder = _LandedRecorder(catalog, root, layout)
+    recorder = _LandedRecorder(catalog, root, layout, clock=options.clock)
 
     def on_landed(item: Landed) -> None:
         recorder.add(item)
@@ -413,8 +452,10 @@ class _LandedRecorder:
     A crash loses at most the unflushed rows, and the next run's scan finds those files anyway.
     """
 
-    def __init__(self, catalog: Catalog, root: str, layout: Layout, batch: int = 500, seconds: float = 2.0):
+    def __init__(self, catalog: Catalog, root: str, layout: Layout, batch: int = 500, seconds: float = 2.0,
+                 clock: Callable[[], datetime] | None = None):
         self.catalog, self.root, self.layout = catalog, root, layout
+        self.clock = clock or _utc_now
         self.batch, self.seconds = batch, seconds
         self.items: list[Landed] = []
         self.last = time.monotonic()
@@ -432,7 +473,7 @@ class _LandedRecorder:
         import pyarrow as pa
 
         rows = {"path": [], "dir": [], "series": [], "record_key": [], "segment": [], "size": [], "mtime": [],
-                "recnum": []}
+                "recnum": [], "checksum": [], "verified": []}
         local = "://" not in self.root
         for item in items:
             parsed = self.layout.parse(item.path)
@@ -452,11 +493,13 @@ class _LandedRecorder:
             rows["size"].append(size)
             rows["mtime"].append(mtime)
             rows["recnum"].append(item.task.recnum)
-        table = pa.table({k: pa.array(v, type=pa.float64() if k == "mtime" else
-                                      (pa.int64() if k in ("size", "recnum") else pa.string()))
-                          for k, v in rows.items()})
+            rows["checksum"].append(item.checksum)
+            # the downloader checked a FITS file's structure and sums as it wrote it (FitsSums)
+            rows["verified"].append(item.path.lower().endswith(FITS_SUFFIXES))
+        types = {"mtime": pa.float64(), "size": pa.int64(), "recnum": pa.int64(), "verified": pa.bool_()}
+        table = pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in rows.items()})
         self.catalog.con.register("landed_batch", table)
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = self.clock()
         try:
             with self.catalog.transaction():
                 self.catalog.q("record_landed_files", now=now)
@@ -546,3 +589,184 @@ def _with_headers(catalog: Catalog, batch, fill: set[str]) -> None:
     if wanted:
         batch.tasks = [filled(t) for t in batch.tasks]
         batch.tar_members = {name: filled(t) for name, t in batch.tar_members.items()}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+# -- the rotating re-verification (issue 12, item 6) ------------------------------------------------
+def _verify_enabled(config: MirrorConfig, options: UpdateOptions, command: str) -> bool:
+    """The nightly job verifies (as [verify] says); ``fetch`` and a fetch of named gaps (``only``)
+    do not, unless asked (``UpdateOptions.verify``)."""
+    if options.verify is not None:
+        return options.verify
+    return config.verify.enabled and command == "update" and options.only is None
+
+
+def _verify(config: MirrorConfig, catalog: Catalog, layout: Layout, options: UpdateOptions,
+            summary: UpdateSummary) -> None:
+    """Re-read tonight's slice; what fails becomes a corrupt gap of this same run."""
+    from jsocmirror import scan as scan_mod
+
+    settings = config.verify
+    result = scan_mod.verify_rotation(catalog, config.data_root, layout, cycle_days=settings.cycle_days,
+                                      budget_seconds=settings.budget_seconds, now=(options.clock or _utc_now)(),
+                                      coverage=False)  # _run asks once the night's files have landed
+    summary.verify = {"files": result.files, "bytes": result.bytes, "damaged": result.damaged,
+                      "seconds": round(result.seconds, 3), "due": result.due, "left": result.left}
+    for path, state, problem in result.problems:
+        parsed = layout.parse(path)
+        if parsed is not None:
+            summary.notes.append({"series": parsed.series, "record_key": parsed.record_key,
+                                  "segment": parsed.segment, "reason": f"damaged on disk ({state}: {problem}); refetching"})
+
+
+def _coverage(catalog: Catalog, summary: UpdateSummary) -> None:
+    from jsocmirror import scan as scan_mod
+
+    since, never = scan_mod.rotation_coverage(catalog)
+    summary.verify["mirror_covered_since"] = since.strftime("%Y-%m-%dT%H:%M:%SZ") if since else None
+    summary.verify["never_verified"] = never
+
+
+# -- the dry run (issue 12, item 4): the plan, and nothing changed anywhere ------------------------
+def _dry_run_update(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any,
+                    command: str) -> UpdateSummary:
+    """The plan a real run would make now, from the catalog as it is (and, with ``sync``, from
+    what JSOC would add), changing nothing: the catalog is opened read-only with the disk's
+    inventory in temporary tables, or, to sync, copied to a scratch file that is removed after.
+    No run row, no publish, no lock file; JSOC is asked nothing unless ``sync``."""
+    started = time.monotonic()
+    summary = UpdateSummary(run_id=uuid.uuid4().hex[:12], command=command, dry_run=True,
+                            started_at=_utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"))
+    with _no_writer(config):
+        _refuse_pending_migrations(config, sync=options.sync)
+        if options.sync:
+            client = JsocClient(url, email=config.email)
+            with _catalog_copy(config) as catalog:
+                from jsocmirror import sync as sync_mod
+
+                phase = time.monotonic()
+                result = sync_mod.sync(config, catalog, client, options.series, command=f"{command}-sync",
+                                       progress=getattr(progress, "sync", None), publish=False)
+                summary.sync = {name: result.total(name) for name in ("new", "reprocessed", "gone")}
+                _dry_plan(config, catalog, options, summary, _lap(summary, "sync", phase))
+            summary.jsoc_requests = client.requests
+        else:
+            with Catalog(config.catalog_path, read_only=True) as catalog:
+                _shadow_inventory(catalog)
+                _dry_plan(config, catalog, options, summary, time.monotonic())
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _dry_plan(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, summary: UpdateSummary,
+              phase: float) -> None:
+    from jsocmirror import diff as diff_mod
+    from jsocmirror import scan as scan_mod
+
+    registry = diff_mod.series_definitions(catalog)
+    layout = diff_mod.layout_for_config(config, registry)
+    root = config.data_root
+    if "://" in root or os.path.isdir(root):
+        result = scan_mod.scan_tree(catalog, root, layout)
+        summary.scan = {"files": result.files, "added": result.added, "removed": result.removed}
+    else:  # the real run creates it empty: the inventory it then finds
+        for table in _INVENTORY:
+            catalog.execute(f"DELETE FROM {quote_ident(table)}")
+        summary.scan = {"files": 0, "added": 0, "removed": 0}
+    phase = _lap(summary, "scan", phase)
+    if _verify_enabled(config, options, summary.command):
+        now = (options.clock or _utc_now)()
+        due = scan_mod.rotation_due(catalog, config.verify.cycle_days, now)
+        files, size = catalog.q("verify_due_size", limit=due).fetchall()[0]
+        summary.verify = {"files": files, "bytes": int(size), "budget_seconds": config.verify.budget_seconds}
+        _coverage(catalog, summary)
+    gaps = _gaps(config, catalog, options, summary, registry)
+    _lap(summary, "diff", phase)
+    options = replace(options, limits=_planning_limits(catalog, registry, gaps, options.limits))
+    _dry_run(gaps, registry, options, summary)
+
+
+#: The tables a scan writes: a read-only dry run scans into temporary copies of them.
+_INVENTORY = ("local_files", "file_checks", "scan_dirs", "scan_state")
+
+
+def _shadow_inventory(catalog: Catalog) -> None:
+    """Temporary copies of the inventory tables, which the scan's unqualified names then resolve to
+    (DuckDB looks in ``temp`` first); a read-only connection may write temporary tables."""
+    database = catalog.execute("SELECT current_database()").fetchall()[0][0]
+    for table in _INVENTORY:
+        catalog.execute(f"CREATE TEMP TABLE {quote_ident(table)} AS "
+                        f"SELECT * FROM {quote_ident(database)}.main.{quote_ident(table)}")
+
+
+def _refuse_pending_migrations(config: MirrorConfig, *, sync: bool) -> None:
+    """A dry run applies no migration: it says which ones the catalog lacks, and stops."""
+    from jsocmirror.catalog import migrations
+    from jsocmirror.errors import CatalogError
+
+    path = config.catalog_path
+    if not path.exists():
+        if sync:
+            return  # a new mirror: the scratch catalog starts empty, as the real run's would
+        raise CatalogError(f"no catalog at {path} yet: a dry run without sync has nothing to plan from "
+                           "(add sync, or run 'jsocmirror sync' first)")
+    with Catalog(path, read_only=True) as catalog:
+        pending = [name for number, name, _ in migrations() if number not in catalog.applied_migrations()]
+    if pending:
+        raise CatalogError(f"catalog {path} needs migration {', '.join(pending)}; a dry run changes nothing, so it "
+                           "stops here (a run without --dry-run applies it)")
+
+
+@contextmanager
+def _catalog_copy(config: MirrorConfig) -> Iterator[Catalog]:
+    """A writable scratch copy of the catalog under ``<mirror>/.tmp``, removed afterwards (with
+    ``.tmp`` itself when this made it): what a dry run's sync writes is never committed to the mirror."""
+    scratch = config.mirror_dir / ".tmp"
+    made = not scratch.exists()
+    workdir = Path(tempfile.mkdtemp(prefix="dry-run-", dir=config.scratch_dir()))
+    try:
+        copy = workdir / "catalog.duckdb"
+        source = config.catalog_path
+        if source.exists():
+            shutil.copyfile(source, copy)
+            wal = source.with_name(source.name + ".wal")
+            if wal.exists():  # a killed writer's last commits: DuckDB replays them into the copy
+                shutil.copyfile(wal, copy.with_name(copy.name + ".wal"))
+        with Catalog(copy) as catalog:
+            yield catalog
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if made:
+            with contextlib.suppress(OSError):
+                scratch.rmdir()
+
+
+@contextmanager
+def _no_writer(config: MirrorConfig) -> Iterator[None]:
+    """Refuse (LockedError) while another run holds the mirror; never creates the lock file.
+
+    A shared ``flock`` on an existing lock file conflicts with a writer's exclusive one, and keeps a
+    run from starting while this dry run reads the catalog."""
+    import fcntl
+
+    from jsocmirror.errors import LockedError
+    from jsocmirror.lock import holder
+
+    try:
+        fd = os.open(config.lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            info = holder(config.mirror_dir) or {}
+            raise LockedError(f"another jsocmirror run '{info.get('command', '?')}' (pid {info.get('pid', '?')}) "
+                              f"is using the mirror {config.mirror_dir}; wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)

@@ -40,6 +40,17 @@ def moto_s3(**extra_env: str):
                 os.environ[k] = v
 
 
+def sync_mirror(config, url: str) -> None:
+    """Sync the mirror's catalog from ``url`` (a dry run writes nothing, so tests that want the
+    records known before a fetch sync them this way)."""
+    from jsocmirror.catalog import Catalog
+    from jsocmirror.jsoc import JsocClient
+    from jsocmirror.sync import sync
+
+    with Catalog(config.catalog_path) as catalog:
+        sync(config, catalog, JsocClient(url, email=config.email))
+
+
 @contextmanager
 def quick_emulator():
     """An in-memory Emulator (seed 3) whose exports carry no wait hint: the governor honours the

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import astropy.units as u
 import pytest
-from conftest import quick_emulator
+from conftest import quick_emulator, sync_mirror
 import pytest_socket
 from sunpy.net import Fido
 from sunpy.net import attrs as a
@@ -249,7 +249,7 @@ def _missing_and_fetch_missing(tmp_path, emu):
     gone.unlink()
     Path(hmi["path"][5]).unlink()
     emu.world.reprocess("hmi.M_720s", str(hmi["_key"][7]))
-    update_mirror(config, emu.url, options(dry_run=True))  # sync both series (and scan), download nothing
+    sync_mirror(config, emu.url)  # sync both series, download nothing
     with Catalog(config.catalog_path) as catalog:  # and one record JSOC has no image for
         catalog.execute("UPDATE kw_hmi_m_720s SET QUALITY = -2147483648, _synced_at = now() WHERE _key = $k",
                         {"k": str(hmi["_key"][5])})

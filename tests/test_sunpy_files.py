@@ -22,6 +22,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.time import Time
+from conftest import sync_mirror
 
 from jsocmirror import config as cfg
 from jsocmirror import fitsheader
@@ -332,7 +333,8 @@ def test_a_record_reprocessed_after_the_sync_lands_with_jsoc_header(tmp_path):
     """The catalog's keywords describe the RECNUM it synced: a newer version JSOC serves is not given them."""
     with Emulator(state_dir=None, seed=5) as emulator:
         config = _make_mirror(tmp_path / "m", emulator.url, {"hmi.M_45s": SERIES["hmi.M_45s"]})
-        synced = update_mirror(config, emulator.url, _options(dry_run=True))
+        sync_mirror(config, emulator.url)
+        synced = update_mirror(config, emulator.url, _options(dry_run=True, sync=False))
         assert synced.gaps["missing"] >= 2
         keys = sorted(_catalog_keys(config, "hmi.M_45s"))
         emulator.world.reprocess("hmi.M_45s", keys[0])

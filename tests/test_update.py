@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import quick_emulator
+from conftest import quick_emulator, sync_mirror
 from click.testing import CliRunner
 
 from jsocmirror import config as cfg
@@ -143,7 +143,7 @@ def test_update_dry_run_prints_the_plan_and_changes_nothing(tmp_path, emu):
 
 def test_update_json_summary_and_exit_code_on_missing_server_files(tmp_path, emu):
     config = make_mirror(tmp_path / "m", emu.url)
-    update_mirror(config, emu.url, options(dry_run=True))  # sync, so we can name records
+    sync_mirror(config, emu.url)  # so we can name records (a dry run writes nothing, not even its sync)
     hmi = sorted(k for s, k in wanted_state(config) if s == "hmi.M_720s")
     with Catalog(config.catalog_path) as catalog:
         recnum = catalog.execute("SELECT _recnum FROM hmi_m_720s WHERE _key = $k", {"k": hmi[2]}).fetchall()[0][0]

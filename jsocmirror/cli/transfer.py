@@ -88,14 +88,15 @@ class _Bars:
 
 
 def _run(ctx: click.Context, command: str, mirror_dir: str, series_names, dry_run: bool, as_json: bool,
-         wait: float, connections: int | None, sync: bool, include_offline: bool = False) -> None:
+         wait: float, connections: int | None, sync: bool, include_offline: bool = False,
+         verify: bool | None = None) -> None:
     from jsocmirror.update import UpdateOptions, update_mirror
 
     config = cfg.load_config(mirror_dir)
     for name in series_names:
         config.get_series(name)
-    options = UpdateOptions(series=list(series_names) or None, sync=sync and not dry_run, dry_run=dry_run,
-                            connections=connections, include_offline=include_offline)
+    options = UpdateOptions(series=list(series_names) or None, sync=sync, dry_run=dry_run,
+                            connections=connections, include_offline=include_offline, verify=verify)
     bars = _Bars(show_progress(ctx))
     # A dry run changes nothing, its log file included: its plan goes to stdout only.
     logging_to = nullcontext(None) if dry_run else run_log(ctx, config.mirror_dir, command)
@@ -131,15 +132,22 @@ def fetch(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections, in
 @mirror_option
 @_run_options
 @click.pass_context
-def update(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections, include_offline):
+@click.option("--sync", "dry_sync", is_flag=True,
+              help="With --dry-run: also ask JSOC what it would add (held in a scratch copy, removed after). "
+                   "Without it a dry run plans from the catalog as it is and asks JSOC nothing.")
+@click.option("--verify/--no-verify", default=None,
+              help="Re-verify tonight's rotating slice of the mirror's files ([verify]; default: on).")
+def update(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections, include_offline, dry_sync, verify):
     """The nightly job: sync, scan, diff, stage and download, under the mirror's lock.
 
     Exit code 0 when every gap was filled, 1 when some records failed (listed in the summary),
     2 for a usage or configuration error, 3 when another run holds the mirror, 4 when JSOC was
     unreachable or refused us. Each run logs to <mirror>/logs/update-<time>.log.
     """
-    _run(ctx, "update", mirror_dir, series_names, dry_run, as_json, wait, connections, sync=True,
-         include_offline=include_offline)
+    if dry_sync and not dry_run:
+        raise click.UsageError("--sync only goes with --dry-run (a real update always syncs)")
+    _run(ctx, "update", mirror_dir, series_names, dry_run, as_json, wait, connections,
+         sync=dry_sync or not dry_run, include_offline=include_offline, verify=verify)
 
 
 @cli.command()

@@ -108,11 +108,12 @@ WHEN NOT MATCHED THEN INSERT
     VALUES (v.path, v.verify_state, v.verify_problem, v.size, v.mtime, $now, v.header_recnum, v.checksum, v.datasum);
 
 -- name: verify_store_files
--- After verify_store_checks: the diff's copy of the verification, and the size/mtime a
--- names-only scan did not record.
+-- After verify_store_checks: the diff's copy of the verification, and the size/mtime the
+-- verification saw (a names-only scan records none; a file rewritten in place leaves its
+-- directory's mtime alone, so an incremental scan does not see its new ones).
 UPDATE local_files SET
     verify_state = c.verify_state, file_recnum = coalesce(c.header_recnum, c.fetched_recnum),
-    size = coalesce(local_files.size, v.size), mtime = coalesce(local_files.mtime, v.mtime)
+    size = coalesce(v.size, local_files.size), mtime = coalesce(v.mtime, local_files.mtime)
 FROM verify_batch AS v JOIN file_checks AS c ON c.path = v.path
 WHERE local_files.path = v.path;
 
@@ -156,3 +157,47 @@ WHEN NOT MATCHED THEN INSERT
     (path, dir, series, record_key, segment, size, mtime, state, scanned_at, verify_state, file_recnum)
     VALUES (b.path, b.dir, b.series, b.record_key, b.segment, b.size, b.mtime,
             CASE WHEN b.size = 0 THEN 'empty' ELSE 'layout' END, $now, b.verify_state, b.file_recnum);
+
+-- name: verify_candidates
+-- The files the nightly rotation verifies (layout FITS files) with the time of their last
+-- verification that still describes them: NULL when never verified, or changed since.
+CREATE OR REPLACE TEMP VIEW verify_candidates AS
+SELECT f.path, f.size, f.mtime,
+       CASE WHEN c.verify_state IS NULL OR c.verified_at IS NULL
+                 OR (f.size IS NOT NULL AND (c.verified_size IS DISTINCT FROM f.size
+                                             OR c.verified_mtime IS DISTINCT FROM f.mtime))
+            THEN NULL ELSE c.verified_at END AS last_verified
+FROM local_files AS f LEFT JOIN file_checks AS c ON c.path = f.path
+WHERE f.state = 'layout' AND (f.path ILIKE '%.fits' OR f.path ILIKE '%.fts' OR f.path ILIKE '%.fit');
+
+-- name: verify_due_counts
+-- (never verified or changed since, verified, verified before $overdue) of verify_candidates.
+SELECT count(*) FILTER (WHERE last_verified IS NULL),
+       count(*) FILTER (WHERE last_verified IS NOT NULL),
+       count(*) FILTER (WHERE last_verified < $overdue)
+FROM verify_candidates;
+
+-- name: verify_slice_create
+-- Tonight's slice, numbered in reading order: never verified (or changed) first, then the oldest
+-- verified. Kept in a temporary table so that it is read page by page (an adopted archive's
+-- first night may hold millions of files, of which the budget reads some).
+CREATE OR REPLACE TEMP TABLE verify_slice AS
+SELECT row_number() OVER (ORDER BY last_verified NULLS FIRST, path) AS n, path, size, mtime
+FROM (SELECT path, size, mtime, last_verified FROM verify_candidates
+      ORDER BY last_verified NULLS FIRST, path LIMIT $limit);
+
+-- name: verify_slice_page
+SELECT path, size, mtime FROM verify_slice WHERE n > $after ORDER BY n LIMIT $page;
+
+-- name: verify_slice_drop
+DROP TABLE IF EXISTS verify_slice;
+
+-- name: verify_coverage
+-- (files never verified since they changed, the oldest last verification): every file has been
+-- read since that time when the first is 0.
+SELECT count(*) FILTER (WHERE last_verified IS NULL), min(last_verified) FROM verify_candidates;
+
+-- name: verify_due_size
+-- (files, bytes) of tonight's slice: what a dry run says it would read.
+SELECT count(*), coalesce(sum(size), 0)
+FROM (SELECT size FROM verify_candidates ORDER BY last_verified NULLS FIRST, path LIMIT $limit);

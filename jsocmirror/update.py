@@ -33,6 +33,7 @@ from jsocmirror.lock import mirror_lock
 from jsocmirror.plan import Gap, PlanLimits, plan_gaps
 from jsocmirror.publish import publishing
 from jsocmirror.recordset import split_record_key
+from jsocmirror.retention import run_retention
 from jsocmirror.series import SeriesDef
 from jsocmirror.stage import Governor, StagePolicy, StageResult, Transfer
 
@@ -84,6 +85,7 @@ class UpdateSummary:
     notes: list[dict[str, str]] = field(default_factory=list)  # vanished upstream, left pending...
     jsoc_requests: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    retention: dict[str, Any] = field(default_factory=dict)  # retention.RetentionResult.as_dict() ({}: none set)
     _failed_tasks: list = field(default_factory=list, repr=False)  # FailedFile objects (not serialised)
 
     @property
@@ -113,6 +115,8 @@ class UpdateSummary:
             lines.append(f"  staged: {self.listings} listings, {self.exports_submitted} exports submitted, "
                          f"{self.exports_resumed} resumed")
             lines.append(f"  downloaded: {self.files_downloaded} files, {_human(self.bytes_downloaded)}")
+        if self.retention:
+            lines.append("  retention: " + self.retention.get("summary", ""))
         for note in self.notes[:20]:
             lines.append(f"  note: {note['series']}{note['record_key']} {note['segment']}: {note['reason']}")
         if len(self.notes) > 20:
@@ -175,13 +179,18 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
         options = replace(options, limits=_planning_limits(catalog, definitions, gaps, options.limits))
         if options.dry_run:
             _dry_run(gaps, definitions, options, summary)
+            summary.retention = run_retention(catalog, config, series=options.series, dry_run=True, registry=registry)
             summary.seconds = time.monotonic() - started
             return summary
         catalog.q("run_start", run_id=summary.run_id, command=command).fetchall()
         status = "failed"
         try:
             _stage_and_download(config, catalog, client, layout, definitions, gaps, options, summary, progress)
-            _lap(summary, "stage_download", phase)
+            phase = _lap(summary, "stage_download", phase)
+            summary.retention = run_retention(catalog, config, series=options.series, had_errors=bool(summary.failures),
+                                              run_id=summary.run_id, registry=registry, layout=layout)
+            if summary.retention:
+                _lap(summary, "retention", phase)
             status = "ok" if not summary.failures else "failed"
         except KeyboardInterrupt:
             status = "interrupted"

@@ -147,7 +147,8 @@ class RetentionResult:
     def files(self) -> int:
         return sum(acc["files"] for reasons in self.removed.values() for acc in reasons.values())
 
-    def summary_line(self) -> str:
+    def summary_line(self, *, refusals: bool = True) -> str:
+        """One line: what went (or would go); ``refusals=False`` names refused series without the note."""
         if self.skipped:
             return f"nothing removed: {self.skipped}"
         verb = "would remove" if self.dry_run else "removed"
@@ -163,7 +164,7 @@ class RetentionResult:
         if self.trash_emptied:
             parts.append(f"{'would empty' if self.dry_run else 'emptied'} {len(self.trash_emptied)} trash folders")
         for name, note in self.refused.items():
-            parts.append(f"REFUSED {name}: {note}")
+            parts.append(f"REFUSED {name}: {note}" if refusals else f"REFUSED {name} (see above)")
         if self.failures:
             parts.append(f"{len(self.failures)} files could not be removed")
         return "; ".join(parts)
@@ -244,7 +245,7 @@ def plan_retention(catalog: Catalog, config, series: str | Iterable[str] | None 
             sp.refused = (f"would remove {len(sp.removals)} of its {sp.files} files ({len(sp.removals) / sp.files:.0%}), "
                           f"more than [retention] max_delete_fraction = {fraction:g} allows in one run; if the catalog "
                           f"is right, run 'jsocmirror prune --force {sp.series}' (or raise max_delete_fraction)")
-            log.warning("retention refused for %s: %s", sp.series, sp.refused)
+            log.info("retention refused for %s: %s", sp.series, sp.refused)
     if names is None:
         plan.trash_folders = _due_trash(config, now)
     return plan

@@ -40,7 +40,7 @@ from jsocmirror.stage import Governor, StagePolicy, StageResult, Transfer
 log = logging.getLogger("jsocmirror.update")
 
 #: Diff states the nightly job fetches. (no_image and offline are never gaps: JSOC has no file,
-#: or the file is on tape and an export would be queued for staff; orphans are never deleted.)
+#: or the file is on tape and an export would be queued for staff; orphans go only as retention says.)
 FETCH_STATES = ("missing", "stale", "corrupt")
 
 

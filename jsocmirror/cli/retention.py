@@ -107,4 +107,4 @@ def _echo(plan: RetentionPlan, result: RetentionResult, list_files: bool) -> Non
         click.echo(f"  NOT REMOVED: {fail['path']}: {fail['reason']}")
     if not shown and not result.trash_emptied:
         click.echo("nothing to prune")
-    click.echo(("dry run: " if result.dry_run else "") + result.summary_line())
+    click.echo(("dry run: " if result.dry_run else "") + result.summary_line(refusals=False))

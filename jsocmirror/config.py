@@ -131,7 +131,7 @@ class TransferConfig:
 class RetentionConfig:
     """Mirror-wide settings of retention (``jsocmirror prune`` and the end of ``update``)."""
 
-    #: Where trashed files go, as <trash>/<UTC date>/<layout path>: relative to the mirror unless absolute.
+    #: Where trashed files go, as <trash>/<UTC date>/<layout path>: a directory inside the mirror.
     trash: str = DEFAULT_TRASH
     #: Days a trashed file is kept before the trash folder of its day is emptied.
     trash_days: int | float = 7
@@ -363,9 +363,13 @@ def validate_retention(config: MirrorConfig) -> None:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise ConfigError(f"[retention] max_delete_fraction {fraction!r} must be a number in (0, 1] (0.1 = a tenth)")
     _check_choice(ret.orphans, ORPHAN_POLICIES, "[retention] orphans")
+    trash = os.path.realpath(config.trash_root)
+    mirror = os.path.realpath(config.mirror_dir)
+    if not trash.startswith(mirror + os.sep):
+        raise ConfigError(f"[retention] trash {ret.trash!r} must be a directory inside the mirror {config.mirror_dir} "
+                          "(the default: \"trash\")")
     if "://" not in config.data or config.data.startswith("file://"):
         data = os.path.realpath(config.data_root.removeprefix("file://"))
-        trash = os.path.realpath(config.trash_root)
         if trash == data or trash.startswith(data + os.sep) or data.startswith(trash + os.sep):
             raise ConfigError(f"[retention] trash {ret.trash!r} overlaps the data root {config.data_root}; "
                               "put it beside the data root (the default: <mirror>/trash)")

@@ -536,7 +536,11 @@ class _Target:
         if os.path.islink(folder) or os.path.dirname(os.path.realpath(folder)) != self.trash:
             log.warning("retention: not emptying %s: not a dated folder of the trash %s", folder, self.trash)
             return False
-        shutil.rmtree(folder)
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            log.warning("retention: cannot empty the trash folder %s: %s", folder, exc.strerror or exc)
+            return False
         return True
 
 
@@ -569,7 +573,7 @@ def run_retention(catalog: Catalog, config, *, series: Iterable[str] | None = No
     try:
         plan = plan_retention(catalog, config, series, registry=registry)
         return apply_retention(catalog, config, plan, dry_run=dry_run, run_id=run_id, layout=layout).as_dict()
-    except JsocMirrorError as exc:
+    except (JsocMirrorError, OSError) as exc:  # retention never costs the night's fetch its outcome
         log.warning("retention did not run: %s", exc)
         return {"error": str(exc), "summary": f"not run: {exc}"}
 

@@ -340,6 +340,8 @@ def test_trash_is_refused_for_an_object_storage_root(tmp_path):
     cfg.validate_config(replace(config, series=[cfg.SeriesConfig(SERIES, orphans="delete")]))
     with pytest.raises(cfg.ConfigError, match="overlaps the data root"):
         cfg.validate_config(cfg.MirrorConfig(mirror_dir=tmp_path, retention=cfg.RetentionConfig(trash="data/trash")))
+    with pytest.raises(cfg.ConfigError, match="must be a directory inside the mirror"):
+        cfg.validate_config(cfg.MirrorConfig(mirror_dir=tmp_path / "m", retention=cfg.RetentionConfig(trash="../t")))
 
 
 def test_keep_and_orphans_delete_through_fsspec_on_an_object_root(tmp_path, emu):

@@ -32,6 +32,8 @@ DEFAULT_READ_ROOT = "read"
 
 METHODS = ("url_quick", "url", "url-tar")
 PROTOCOLS = ("as-is", "fits")
+ORPHAN_POLICIES = ("keep", "trash", "delete")
+DEFAULT_TRASH = "trash"
 
 _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -69,6 +71,22 @@ class SeriesConfig:
     protocol: str | None = None
     #: Write the catalog's keywords into this series' as-is FITS headers; None = the [transfer] default.
     header_fill: bool | None = None
+    #: Retention by the time prime key (``90d``, ``12h``, ``2w``): older records are not wanted; None = forever.
+    keep: str | None = None
+    #: Quota of this series' files (``2 TB``, ``500 GiB``, bytes); past it the oldest records go; None = none.
+    max_bytes: str | int | None = None
+    #: What happens to this series' orphaned files: keep, trash or delete; None = the [retention] default.
+    orphans: str | None = None
+
+    @property
+    def keep_seconds(self) -> float | None:
+        """``keep`` in seconds (None: keep forever)."""
+        return None if self.keep is None else parse_age(self.keep)
+
+    @property
+    def max_bytes_value(self) -> int | None:
+        """``max_bytes`` in bytes (None: no quota)."""
+        return None if self.max_bytes is None else parse_size(self.max_bytes)
 
     def selection(self) -> dict[str, Any]:
         """The fields that decide which records are wanted (a change re-syncs the series)."""
@@ -122,6 +140,20 @@ class VerifyConfig:
 
 
 @dataclass
+class RetentionConfig:
+    """Mirror-wide settings of retention (``jsocmirror prune`` and the end of ``update``)."""
+
+    #: Where trashed files go, as <trash>/<UTC date>/<layout path>: a directory inside the mirror.
+    trash: str = DEFAULT_TRASH
+    #: Days a trashed file is kept before the trash folder of its day is emptied.
+    trash_days: int | float = 7
+    #: Never remove more than this fraction of a series' files in one run (a truncated catalog would).
+    max_delete_fraction: float = 0.1
+    #: Orphaned files of series whose entry sets no 'orphans' (and of unconfigured series): keep, trash or delete.
+    orphans: str = "keep"
+
+
+@dataclass
 class MirrorConfig:
     """A mirror: where it is, which server it talks to, and what it mirrors."""
 
@@ -141,6 +173,7 @@ class MirrorConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     @property
     def config_path(self) -> Path:
@@ -201,6 +234,19 @@ class MirrorConfig:
             return False
         return self.transfer.header_fill if entry.header_fill is None else entry.header_fill
 
+    def quota_for(self, entry: SeriesConfig) -> int | None:
+        """The series' quota in bytes (None: no quota)."""
+        return entry.max_bytes_value
+
+    def orphans_for(self, entry: SeriesConfig | None) -> str:
+        """What happens to a series' orphans (``entry`` None: a series the config does not name)."""
+        return (entry.orphans if entry is not None else None) or self.retention.orphans
+
+    @property
+    def trash_root(self) -> str:
+        """The trash directory as an absolute local path."""
+        return self._location(self.retention.trash)
+
 
 # -- loading ----------------------------------------------------------------------------------
 def load_config(mirror_dir: str | Path) -> MirrorConfig:
@@ -225,7 +271,9 @@ def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfi
     sync_raw = raw.pop("sync", {})
     transfer_raw = raw.pop("transfer", {})
     verify_raw = raw.pop("verify", {})
-    top = _take_fields(MirrorConfig, raw, "top level", skip={"mirror_dir", "series", "sync", "transfer", "verify"})
+    retention_raw = raw.pop("retention", {})
+    top = _take_fields(MirrorConfig, raw, "top level",
+                       skip={"mirror_dir", "series", "sync", "transfer", "verify", "retention"})
     if not isinstance(series_raw, list):
         raise ConfigError("'series' must be a list of [[series]] tables")
     config = MirrorConfig(
@@ -234,6 +282,7 @@ def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfi
         sync=SyncConfig(**_take_fields(SyncConfig, _table(sync_raw, "sync"), "[sync]")),
         transfer=TransferConfig(**_take_fields(TransferConfig, _table(transfer_raw, "transfer"), "[transfer]")),
         verify=VerifyConfig(**_take_fields(VerifyConfig, _table(verify_raw, "verify"), "[verify]")),
+        retention=RetentionConfig(**_take_fields(RetentionConfig, _table(retention_raw, "retention"), "[retention]")),
         **top,
     )
     validate_config(config)
@@ -262,7 +311,7 @@ def _series_from_dict(item: Any, index: int) -> SeriesConfig:
         raise ConfigError(f"[[series]] entry {index + 1} has no 'series' name")
     values = _take_fields(SeriesConfig, item, f"[[series]] {item.get('series')!r}")
     values["keys"] = {str(k): list(v) if isinstance(v, list) else [v] for k, v in (values.get("keys") or {}).items()}
-    for name in ("start", "end", "cadence", "filter", "layout", "method", "protocol"):
+    for name in ("start", "end", "cadence", "filter", "layout", "method", "protocol", "keep", "orphans"):
         if values.get(name) == "":
             values[name] = None
     return SeriesConfig(**values)
@@ -283,6 +332,7 @@ def validate_config(config: MirrorConfig) -> None:
     validate_sync(config.sync)
     validate_transfer(config.transfer)
     validate_verify(config.verify)
+    validate_retention(config)
     seen: dict[str, str] = {}
     for entry in config.series:
         validate_series_entry(entry)
@@ -332,6 +382,32 @@ def validate_verify(verify: VerifyConfig) -> None:
         raise ConfigError(f"[verify] budget_seconds {verify.budget_seconds!r} must be a number of seconds in (0, 86400]")
 
 
+def validate_retention(config: MirrorConfig) -> None:
+    """The [retention] section, and trash only where a trash can be (a local data root)."""
+    ret = config.retention
+    if not isinstance(ret.trash, str) or not ret.trash or _URL_RE.match(ret.trash):
+        raise ConfigError(f"[retention] trash {ret.trash!r} must be a local directory (relative to the mirror or absolute)")
+    if isinstance(ret.trash_days, bool) or not isinstance(ret.trash_days, (int, float)) or not 0 <= ret.trash_days <= 3650:
+        raise ConfigError(f"[retention] trash_days {ret.trash_days!r} must be a number of days from 0 to 3650")
+    fraction = ret.max_delete_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ConfigError(f"[retention] max_delete_fraction {fraction!r} must be a number in (0, 1] (0.1 = a tenth)")
+    _check_choice(ret.orphans, ORPHAN_POLICIES, "[retention] orphans")
+    trash = os.path.realpath(config.trash_root)
+    mirror = os.path.realpath(config.mirror_dir)
+    if not trash.startswith(mirror + os.sep):
+        raise ConfigError(f"[retention] trash {ret.trash!r} must be a directory inside the mirror {config.mirror_dir} "
+                          "(the default: \"trash\")")
+    if "://" not in config.data or config.data.startswith("file://"):
+        data = os.path.realpath(config.data_root.removeprefix("file://"))
+        if trash == data or trash.startswith(data + os.sep) or data.startswith(trash + os.sep):
+            raise ConfigError(f"[retention] trash {ret.trash!r} overlaps the data root {config.data_root}; "
+                              "put it beside the data root (the default: <mirror>/trash)")
+    elif "trash" in {config.orphans_for(e) for e in config.series} | {ret.orphans}:
+        raise ConfigError(f"orphans = \"trash\" needs a local data root, and {config.data} is object storage "
+                          "(jsocmirror does not move objects into a trash): use \"delete\" or \"keep\"")
+
+
 def validate_series_entry(entry: SeriesConfig, series_def=None) -> None:
     """Check one entry; with ``series_def`` (a ``series.SeriesDef``) also check its names against it.
 
@@ -370,6 +446,7 @@ def validate_series_entry(entry: SeriesConfig, series_def=None) -> None:
     if entry.header_fill is not None and not isinstance(entry.header_fill, bool):
         raise ConfigError(f"{where}: header_fill {entry.header_fill!r} must be true or false (omit it for the "
                           "[transfer] default)")
+    _check_retention_entry(entry, where)
     if series_def is not None:
         _check_against_definition(entry, series_def, where)
 
@@ -395,6 +472,8 @@ def _check_against_definition(entry: SeriesConfig, sdef, where: str) -> None:
                 raise ConfigError(f"{where}: keys.{key} value {v!r} is not an integer ({key} is {kw.type})")
     if (entry.start or entry.end or entry.cadence) and not time_keys:
         raise ConfigError(f"{where}: start/end/cadence need a time prime key, and {sdef.name} has none")
+    if (entry.keep or entry.max_bytes is not None) and not time_keys:
+        raise ConfigError(f"{where}: keep and max_bytes go by the time prime key, and {sdef.name} has none")
     if entry.keywords is not None:
         names = [k.name for k in sdef.visible_keywords]
         for name in entry.keywords:
@@ -477,6 +556,70 @@ def _check_duration(value: Any, where: str) -> float:
     return seconds
 
 
+def _check_retention_entry(entry: SeriesConfig, where: str) -> None:
+    if entry.keep is not None:
+        try:
+            parse_age(entry.keep)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: keep {exc}") from None
+    if entry.max_bytes is not None:
+        try:
+            parse_size(entry.max_bytes)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: max_bytes {exc}") from None
+    if entry.orphans is not None:
+        _check_choice(entry.orphans, ORPHAN_POLICIES, f"{where}: orphans")
+
+
+_SIZE_RE = re.compile(r"^\s*(?P<n>[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+)\s*(?P<unit>[A-Za-z]*)\s*$")
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50}
+SIZE_UNITS_TEXT = "B, kB, MB, GB, TB, PB (powers of 1000) or KiB, MiB, GiB, TiB, PiB (powers of 1024)"
+
+
+def parse_size(value: Any) -> int:
+    """Bytes in a size: ``"2 TB"``, ``"500 GiB"``, ``"10GB"``, ``"1e12"``, an integer (bytes).
+
+    Raises ValueError whose text names the value and the accepted units (callers prefix the key).
+    """
+    accepted = f"use a positive number of bytes or a number with {SIZE_UNITS_TEXT}, e.g. \"2 TB\""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{value!r} is not a size: {accepted}")
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        unit = (match["unit"].lower() if match else None)
+        if match is None or unit not in _SIZE_UNITS:
+            raise ValueError(f"{value!r} is not a size: {accepted}")
+        number = float(match["n"]) * _SIZE_UNITS[unit]
+    else:
+        number = float(value)
+    if not number >= 1 or number != number or number == float("inf"):
+        raise ValueError(f"{value!r} is not a size: {accepted}")
+    return int(number)
+
+
+_AGE_RE = re.compile(r"^\s*(?P<v>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<u>[smhdw])\s*$", re.I)
+
+
+def parse_age(value: Any) -> float:
+    """Seconds in a retention age: a DRMS duration with its unit (``90d``, ``12h``) or weeks (``2w``).
+
+    Raises ValueError whose text names the value and what is accepted (callers prefix the key).
+    """
+    accepted = "use a positive number and s, m, h, d or w (e.g. 90d, 12h, 2w)"
+    match = _AGE_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration: {accepted}")
+    text = f"{float(match['v']) * 7}d" if match["u"].lower() == "w" else value
+    try:
+        seconds = _check_duration(text, "keep")
+    except ConfigError:
+        raise ValueError(f"{value!r} is not a duration: {accepted}") from None
+    if seconds <= 0:
+        raise ValueError(f"{value!r} is not a duration: {accepted}")
+    return seconds
+
+
 def _check_choice(value: Any, choices: Iterable[str], where: str) -> None:
     if value not in choices:
         raise ConfigError(f"{where} {value!r} is not accepted; use one of: {', '.join(choices)}")
@@ -540,6 +683,9 @@ _COMMENTS = {
     "series.protocol": "Export protocol for this series (omit = [transfer] protocol)",
     "series.header_fill": "Write catalog keywords into this series' as-is headers (omit = [transfer] header_fill)",
     "series.keys": "Value lists for other prime keys (omit a key = all values)",
+    "series.keep": "Retention by the time prime key (90d, 12h, 2w): older records go (omit = forever)",
+    "series.max_bytes": "Quota of this series' files: past it the oldest records go (omit = none)",
+    "series.orphans": "Orphaned files: keep, trash or delete (omit = [retention] orphans)",
 }
 
 
@@ -550,7 +696,7 @@ def config_to_toml(config: MirrorConfig) -> str:
         value = getattr(config, name)
         out.append(f"# {_COMMENTS[name]}")
         out.append(f"{name} = {_toml_value(value)}" if value is not None else f'# {name} = "you@example.org"')
-    for section in ("sync", "transfer", "verify"):
+    for section in ("sync", "transfer", "verify", "retention"):
         out.append(f"\n[{section}]")
         obj = getattr(config, section)
         for f in fields(obj):

@@ -240,6 +240,11 @@ def wanted_select_sql(catalog: Catalog, entry, sd: SeriesDef) -> tuple[str | Non
             elif bound:
                 dt = drmstime.to_datetime_utc(drmstime.parse_time(bound))
                 where.append(f"{time_col} {op} TIMESTAMP {sql_literal(dt.replace(tzinfo=None).isoformat(sep=' '))}")
+        from jsocmirror.retention import horizon_for
+
+        horizon = horizon_for(catalog, entry, sd.name)  # records retention removed are not wanted back
+        if horizon is not None:
+            where.append(f"{time_col} >= TIMESTAMP {sql_literal(horizon.isoformat(sep=' '))}")
     for key, values in (entry.keys or {}).items():
         kw = sd.keyword(key)
         if kw is None or kw.name.lower() not in columns:
@@ -303,6 +308,7 @@ class SeriesStatus:
     files: int
     bytes: int
     coverage: list[tuple[str, int, int, float]]  # (period, present, expected, fraction)
+    quota: int | None = None  # the series' max_bytes in bytes (None: no quota)
 
 
 def mirror_status(catalog: Catalog, config, *, by: str = "month", series=None,
@@ -312,6 +318,7 @@ def mirror_status(catalog: Catalog, config, *, by: str = "month", series=None,
         raise ConfigError(f"coverage period {by!r} is not accepted (use day or month)")
     result = diff_mirror(catalog, config, series, registry=registry)
     local = {s: (n, b) for s, n, b in catalog.q("status_local_bytes").fetchall()}
+    quotas = {e.series.lower(): e.max_bytes_value for e in config.series if e.max_bytes is not None}
     out = []
     for name in sorted(set(result.counts) | {s for s in local if s}):
         periods: dict[str, list[int]] = {}
@@ -324,7 +331,8 @@ def mirror_status(catalog: Catalog, config, *, by: str = "month", series=None,
             acc[1] += sum(n for s, n in states.items() if s not in ("orphan", "no_image"))
         coverage = [(p, a, b, (a / b if b else 1.0)) for p, (a, b) in sorted(periods.items())]
         files, size = local.get(name, (0, 0))
-        out.append(SeriesStatus(name, result.counts.get(name, dict.fromkeys(STATES, 0)), files, int(size), coverage))
+        out.append(SeriesStatus(name, result.counts.get(name, dict.fromkeys(STATES, 0)), files, int(size), coverage,
+                                quota=quotas.get(name.lower())))
     return out, result
 
 

@@ -527,7 +527,10 @@ def _mirror_info(config) -> dict:
     return {"data_root": config.data_root,
             "series": [{"series": e.series, "segments": list(e.segments), "start": e.start, "end": e.end,
                         "cadence": e.cadence, "keys": {k: list(v) for k, v in e.keys.items()},
-                        "filter": e.filter, "keywords": e.keywords, "layout": e.layout} for e in config.series]}
+                        "filter": e.filter, "keywords": e.keywords, "layout": e.layout,
+                        # retention changes what is wanted; only when set, so older readers still load it
+                        **{k: getattr(e, k) for k in ("keep", "max_bytes") if getattr(e, k) is not None}}
+                       for e in config.series]}
 
 
 def _load_manifest(store: _Store) -> dict:

@@ -36,6 +36,7 @@ from jsocmirror.lock import mirror_lock
 from jsocmirror.plan import Gap, PlanLimits, plan_gaps
 from jsocmirror.publish import publishing
 from jsocmirror.recordset import split_record_key
+from jsocmirror.retention import run_retention
 from jsocmirror.series import SeriesDef
 from jsocmirror.stage import Governor, StagePolicy, StageResult, Transfer
 from jsocmirror.sync import mark_dead_runs
@@ -43,7 +44,7 @@ from jsocmirror.sync import mark_dead_runs
 log = logging.getLogger("jsocmirror.update")
 
 #: Diff states the nightly job fetches. (no_image and offline are never gaps: JSOC has no file,
-#: or the file is on tape and an export would be queued for staff; orphans are never deleted.)
+#: or the file is on tape and an export would be queued for staff; orphans go only as retention says.)
 FETCH_STATES = ("missing", "stale", "corrupt")
 #: Names of the files the downloader verifies as it writes them (and the rotation re-reads).
 FITS_SUFFIXES = (".fits", ".fts", ".fit")
@@ -98,6 +99,7 @@ class UpdateSummary:
     # (dry run: the files and bytes it would read)
     verify: dict[str, Any] = field(default_factory=dict)
     planned_bytes: int = 0  # estimated bytes of the plan's queries
+    retention: dict[str, Any] = field(default_factory=dict)  # retention.RetentionResult.as_dict() ({}: none set)
     _failed_tasks: list = field(default_factory=list, repr=False)  # FailedFile objects (not serialised)
 
     @property
@@ -129,6 +131,8 @@ class UpdateSummary:
             lines.append(f"  staged: {self.listings} listings, {self.exports_submitted} exports submitted, "
                          f"{self.exports_resumed} resumed")
             lines.append(f"  downloaded: {self.files_downloaded} files, {_human(self.bytes_downloaded)}")
+        if self.retention:
+            lines.append("  retention: " + self.retention.get("summary", ""))
         for note in self.notes[:20]:
             lines.append(f"  note: {note['series']}{note['record_key']} {note['segment']}: {note['reason']}")
         if len(self.notes) > 20:
@@ -223,9 +227,13 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
         status = "failed"
         try:
             _stage_and_download(config, catalog, client, layout, definitions, gaps, options, summary, progress)
-            _lap(summary, "stage_download", phase)
+            phase = _lap(summary, "stage_download", phase)
             if summary.verify:  # the files landed tonight count as verified at landing
                 _coverage(catalog, summary)
+            summary.retention = run_retention(catalog, config, series=options.series, had_errors=bool(summary.failures),
+                                              run_id=summary.run_id, registry=registry, layout=layout)
+            if summary.retention:
+                _lap(summary, "retention", phase)
             status = "ok" if not summary.failures else "failed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -245,6 +253,7 @@ def _lap(summary: UpdateSummary, name: str, since: float) -> float:
     now = time.monotonic()
     summary.timings[name] = round(now - since, 3)
     figures = {"sync": summary.sync, "scan": summary.scan, "verify": summary.verify, "diff": summary.gaps or "no gaps",
+               "retention": summary.retention.get("summary", summary.retention),
                "stage_download": {"files": summary.files_downloaded, "bytes": summary.bytes_downloaded,
                                   "exports_submitted": summary.exports_submitted, "failed": len(summary.failures)}}
     log.info("%s done in %.1f s: %s", name, now - since, figures.get(name, ""))
@@ -687,6 +696,7 @@ def _dry_plan(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, su
     _lap(summary, "diff", phase)
     options = replace(options, limits=_planning_limits(catalog, registry, gaps, options.limits))
     _dry_run(gaps, registry, options, summary)
+    summary.retention = run_retention(catalog, config, series=options.series, dry_run=True, registry=registry)
 
 
 #: The tables a scan writes: a read-only dry run scans into temporary copies of them.

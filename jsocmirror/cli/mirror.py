@@ -182,7 +182,9 @@ def status(mirror_dir: str, by: str, fmt: str, as_json: bool) -> None:
     click.echo(f"last scan: {last[0][1]:%Y-%m-%d %H:%M:%S} UTC of {last[0][0]}" if last else "never scanned ('jsocmirror scan')")
     for st in statuses:
         c = st.counts
-        click.echo(f"{st.series}: {st.files} files, {_human(st.bytes)}; " + ", ".join(f"{s} {c.get(s, 0)}" for s in STATES))
+        quota = f" of max_bytes {_human(st.quota)} ({st.bytes / st.quota:.0%})" if st.quota else ""
+        click.echo(f"{st.series}: {st.files} files, {_human(st.bytes)}{quota}; "
+                   + ", ".join(f"{s} {c.get(s, 0)}" for s in STATES))
         for period, present, expected, fraction in st.coverage:
             click.echo(f"  {period}  {present:>8}/{expected:<8} {fraction:7.1%}")
     if result.unknown_files:

@@ -1,0 +1,110 @@
+"""``jsocmirror prune``: retention (keep, max_bytes, orphans) run by an operator."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import click
+
+from jsocmirror import config as cfg
+from jsocmirror.catalog import Catalog
+from jsocmirror.cli import cli
+from jsocmirror.cli.mirror import _skip_paths, mirror_option
+from jsocmirror.lock import mirror_lock
+from jsocmirror.publish import publishing
+from jsocmirror.retention import RetentionPlan, RetentionResult, apply_retention, human_bytes, plan_retention
+
+
+@cli.command("prune")
+@mirror_option
+@click.argument("series_names", nargs=-1, metavar="[SERIES]...")
+@click.option("--dry-run", is_flag=True, help="List what would go (per series and reason) and change nothing.")
+@click.option("--force", is_flag=True,
+              help="Lift the [retention] max_delete_fraction guard for this run (after checking --dry-run).")
+@click.option("--list", "list_files", is_flag=True, help="Also list every file that goes (or would go).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan and the result as JSON.")
+@click.pass_context
+def prune(ctx, mirror_dir, series_names, dry_run, force, list_files, as_json):
+    """Apply retention now: keep, max_bytes and orphans of the configured series (all, or those named).
+
+    Scans the data root first, under the mirror's lock. Files of records older than 'keep' and the
+    oldest past 'max_bytes' are deleted; orphans go as 'orphans' says (trash or delete); dated trash
+    folders older than [retention] trash_days are emptied (whole-mirror runs only). A series that
+    would lose more than max_delete_fraction of its files is refused (exit 1). Only layout files
+    the inventory holds are ever touched.
+    """
+    config = cfg.load_config(mirror_dir)
+    names = list(series_names) or None
+    with mirror_lock(config.mirror_dir, "prune"), Catalog(config.catalog_path) as catalog:
+        if dry_run:
+            plan = plan_retention(catalog, config, names, force=force)
+            result = apply_retention(catalog, config, plan, dry_run=True)
+        else:
+            with publishing(catalog, config):
+                plan, result = _prune(catalog, config, names, force)
+    if as_json:
+        click.echo(json.dumps({"plan": plan.as_dict(), "result": result.as_dict(),
+                               "exit_code": _exit_code(result)}, indent=1, default=str))
+    else:
+        _echo(plan, result, list_files)
+    ctx.exit(_exit_code(result))
+
+
+def _prune(catalog: Catalog, config: cfg.MirrorConfig, names, force: bool) -> tuple[RetentionPlan, RetentionResult]:
+    """Scan (so the inventory is the data root as it is now), plan, apply; recorded in ``runs``."""
+    from pathlib import Path
+
+    from jsocmirror.diff import layout_for_config, refresh_file_views, series_definitions
+    from jsocmirror.scan import scan_tree
+
+    run_id = uuid.uuid4().hex[:12]
+    catalog.q("run_start", run_id=run_id, command="prune").fetchall()
+    status, summary = "failed", {}
+    try:
+        registry = series_definitions(catalog)
+        layout = layout_for_config(config, registry)
+        if "://" not in config.data_root:
+            Path(config.data_root).mkdir(parents=True, exist_ok=True)
+        scan_tree(catalog, config.data_root, layout, skip=_skip_paths(config))
+        plan = plan_retention(catalog, config, names, registry=registry, force=force)
+        result = apply_retention(catalog, config, plan, run_id=run_id, layout=layout)
+        refresh_file_views(catalog, [e.series for e in config.series])
+        summary = result.as_dict()
+        status = "ok" if not _exit_code(result) else "failed"
+        return plan, result
+    finally:
+        catalog.q("run_finish", run_id=run_id, status=status, summary=json.dumps(summary, default=str)).fetchall()
+
+
+def _exit_code(result: RetentionResult) -> int:
+    return 1 if result.refused or result.failures else 0
+
+
+def _echo(plan: RetentionPlan, result: RetentionResult, list_files: bool) -> None:
+    verb = "would go" if result.dry_run else "went"
+    shown = False
+    for sp in plan.series.values():
+        counts = sp.by_reason()
+        if not (counts or sp.refused or sp.notes or sp.quota):
+            continue
+        shown = True
+        quota = f" of max_bytes {human_bytes(sp.quota)}" if sp.quota else ""
+        click.echo(f"{sp.series}: {sp.files} files, {human_bytes(sp.bytes)}{quota}")
+        for reason, acc in counts.items():
+            click.echo(f"  {reason:<7} {acc['files']} files, {human_bytes(acc['bytes'])} "
+                       f"{'refused' if sp.refused else verb}")
+        if sp.refused:
+            click.echo(f"  REFUSED: {sp.refused}")
+        for note in sp.notes:
+            click.echo(f"  note: {note}")
+        if list_files:
+            for r in sp.removals:
+                click.echo(f"    {r.reason:<7} {r.action:<6} {r.path}  ({r.detail})")
+    for folder in result.trash_emptied:
+        click.echo(f"trash: {folder} {'would be emptied' if result.dry_run else 'emptied'}")
+    for fail in result.failures[:50]:
+        click.echo(f"  NOT REMOVED: {fail['path']}: {fail['reason']}")
+    if not shown and not result.trash_emptied:
+        click.echo("nothing to prune")
+    click.echo(("dry run: " if result.dry_run else "") + result.summary_line(refusals=False))

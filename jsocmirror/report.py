@@ -142,7 +142,7 @@ def write_report(config: cfg.MirrorConfig, path: str | os.PathLike | None = None
     """Gather, render and write the report to ``path`` (default ``<mirror>/report.html``)."""
     started = time.monotonic()
     target = Path(path) if path is not None else default_path(config)
-    _check_target(target)
+    check_report_path(target)
     data = read_report_data(config)
     page = render_report(data).encode("utf-8")
     _write_whole(target, page)
@@ -151,7 +151,7 @@ def write_report(config: cfg.MirrorConfig, path: str | os.PathLike | None = None
     return ReportResult(str(target), len(page), len(data.series), days, time.monotonic() - started)
 
 
-def _check_target(target: Path) -> None:
+def check_report_path(target: Path) -> None:
     """Refuse a path the page cannot be written to before any work is done."""
     parent = target.parent
     if target.is_dir():
@@ -239,8 +239,8 @@ def _now() -> datetime:
 
 
 def quota_bytes(entry: cfg.SeriesConfig) -> int | None:
-    """The series' byte quota, once the config has one (``max_bytes``, parsed by config.py)."""
-    return getattr(entry, "max_bytes_value", None)
+    """The series' byte quota (``max_bytes``, parsed by config.py), or None."""
+    return entry.max_bytes_value
 
 
 def _window(entry: cfg.SeriesConfig) -> str:

@@ -395,3 +395,19 @@ def test_progress_bars_show_in_a_terminal_and_never_tear_the_summary(tmp_path, e
     quiet_night = subprocess.run([sys.executable, "-m", "jsocmirror", "update", "-m", str(config.mirror_dir)],
                                  capture_output=True, text=True)
     assert quiet_night.returncode == 0 and "\r" not in quiet_night.stdout + quiet_night.stderr
+
+
+def test_update_report_writes_the_page_after_the_run_and_a_bad_path_stops_it_first(tmp_path, emu):
+    config = make_mirror(tmp_path / "m", emu.url)
+    bad = tmp_path / "no-such-dir" / "report.html"
+    refused = jsocmirror("-q", "update", "-m", str(config.mirror_dir), "--report", str(bad))
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("Error: cannot write")
+    assert not list(Path(config.data_root).rglob("*.fits"))
+    assert not list((config.mirror_dir / "logs").glob("update-*.log"))  # refused before the run began
+    page = tmp_path / "coverage.html"
+    result = jsocmirror("-q", "update", "-m", str(config.mirror_dir), "--report", str(page), "--json")
+    assert result.returncode == 0, result.stderr
+    downloaded = json.loads(result.stdout)["files_downloaded"]
+    text = page.read_text()
+    assert downloaded > 0 and text.startswith("<!DOCTYPE html>") and "hmi.M_720s" in text
+    assert f"downloaded {downloaded} files" in text  # the page shows this very run

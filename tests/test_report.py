@@ -247,17 +247,18 @@ def test_report_escapes_what_comes_from_the_server():
     assert "jsocmirror fetch -m '/m & <x>' '<script>alert(\"s\")</script>'" in joined
 
 
-def test_quota_bar_from_the_config_hook(world, tmp_path):
+def test_quota_bar_from_the_series_max_bytes(world, tmp_path):
     _, root = world
     config = cfg.load_config(root)
-    assert "max_bytes_value" not in config.series[0].__dict__ and "quota" not in rp.render_report(
+    assert config.series[0].max_bytes is None and "quota" not in rp.render_report(
         rp.read_report_data(config)).split("</style>")[1]
-    config.series[0].max_bytes_value = 10 * 1024 * 1024  # what config.py's max_bytes parsing provides
+    config.series[0].max_bytes = "10 MiB"  # as jsocmirror.toml says it
     data = rp.read_report_data(config)
+    assert data.series[0].quota_bytes == 10 * 1024 * 1024
     used = data.series[0].bytes / data.series[0].quota_bytes
     text = rp.render_report(data)
     assert f'<i style="width:{used * 100:.1f}%"></i>' in text and f"of 10.0 MiB ({used:.1%})" in text
-    config.series[0].max_bytes_value = data.series[0].bytes // 2  # over quota: full bar, warning colour
+    config.series[0].max_bytes = data.series[0].bytes // 2  # over quota: full bar, warning colour
     assert '<span class="quota over"' in (over := rp.render_report(rp.read_report_data(config)))
     assert '<i style="width:100.0%"></i>' in over and "(200.0%)" in over
 

@@ -119,7 +119,7 @@ def test_keep_drops_old_records_and_the_next_night_does_not_fetch_them_back(tmp_
     with retention.clock(NOW):
         result = run_cli("status", "-m", str(config.mirror_dir), "--format", "json")
     assert result.exit_code == 0, result.output
-    (status,) = [s for s in json.loads(result.output) if s["series"] == SERIES]
+    (status,) = [s for s in json.loads(result.output)["series"] if s["series"] == SERIES]
     assert status["counts"]["missing"] == 0 and status["counts"]["orphan"] == 0
 
 
@@ -148,7 +148,7 @@ def test_max_bytes_removes_the_oldest_records_down_to_the_quota(tmp_path, emu):
     result = run_cli("status", "-m", str(config.mirror_dir))
     assert result.exit_code == 0 and "of max_bytes" in result.output, result.output
     status = json.loads(run_cli("status", "-m", str(config.mirror_dir), "--format", "json").output)
-    (hmi,) = [s for s in status if s["series"] == SERIES]
+    (hmi,) = [s for s in status["series"] if s["series"] == SERIES]
     assert hmi["quota"] == quota and hmi["counts"]["missing"] == 0  # the readers' diff keeps the horizon too
 
 

@@ -9,10 +9,11 @@ import click
 
 from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog
-from jsocmirror.cli import cli
+from jsocmirror.cli import cli, echo_json, json_option, quiet, run_log, wait_option
 from jsocmirror.cli.mirror import _skip_paths, mirror_option
 from jsocmirror.lock import mirror_lock
 from jsocmirror.publish import publishing
+from jsocmirror.sync import mark_dead_runs
 from jsocmirror.retention import RetentionPlan, RetentionResult, apply_retention, human_bytes, plan_retention
 
 
@@ -23,9 +24,10 @@ from jsocmirror.retention import RetentionPlan, RetentionResult, apply_retention
 @click.option("--force", is_flag=True,
               help="Lift the [retention] max_delete_fraction guard for this run (after checking --dry-run).")
 @click.option("--list", "list_files", is_flag=True, help="Also list every file that goes (or would go).")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan and the result as JSON.")
+@json_option
+@wait_option
 @click.pass_context
-def prune(ctx, mirror_dir, series_names, dry_run, force, list_files, as_json):
+def prune(ctx, mirror_dir, series_names, dry_run, force, list_files, as_json, wait):
     """Apply retention now: keep, max_bytes and orphans of the configured series (all, or those named).
 
     Scans the data root first, under the mirror's lock. Files of records older than 'keep' and the
@@ -36,19 +38,21 @@ def prune(ctx, mirror_dir, series_names, dry_run, force, list_files, as_json):
     """
     config = cfg.load_config(mirror_dir)
     names = list(series_names) or None
-    with mirror_lock(config.mirror_dir, "prune"), Catalog(config.catalog_path) as catalog:
-        if dry_run:
+    if dry_run:  # under the lock (a consistent catalog), read-only: a dry run changes nothing
+        with mirror_lock(config.mirror_dir, "prune --dry-run", wait=wait), \
+                Catalog(config.catalog_path, read_only=True) as catalog:
             plan = plan_retention(catalog, config, names, force=force)
             result = apply_retention(catalog, config, plan, dry_run=True)
-        else:
-            with publishing(catalog, config):
-                plan, result = _prune(catalog, config, names, force)
-    if as_json:
-        click.echo(json.dumps({"plan": plan.as_dict(), "result": result.as_dict(),
-                               "exit_code": _exit_code(result)}, indent=1, default=str))
     else:
+        with run_log(ctx, config.mirror_dir, "prune"), mirror_lock(config.mirror_dir, "prune", wait=wait), \
+                Catalog(config.catalog_path) as catalog, publishing(catalog, config):
+            plan, result = _prune(catalog, config, names, force)
+    code = _exit_code(result)
+    if as_json:
+        echo_json({"code": code, "plan": plan.as_dict(), "result": result.as_dict()})
+    elif code or not quiet():
         _echo(plan, result, list_files)
-    ctx.exit(_exit_code(result))
+    ctx.exit(code)
 
 
 def _prune(catalog: Catalog, config: cfg.MirrorConfig, names, force: bool) -> tuple[RetentionPlan, RetentionResult]:
@@ -59,6 +63,7 @@ def _prune(catalog: Catalog, config: cfg.MirrorConfig, names, force: bool) -> tu
     from jsocmirror.scan import scan_tree
 
     run_id = uuid.uuid4().hex[:12]
+    mark_dead_runs(catalog)
     catalog.q("run_start", run_id=run_id, command="prune").fetchall()
     status, summary = "failed", {}
     try:

@@ -21,6 +21,18 @@ mirror_option = click.option(
 )
 
 
+def _write_report(config: cfg.MirrorConfig, path: str) -> None:
+    """The coverage page after the run (it shows this run); a failure to write it is said, and
+    leaves the run's exit code alone: the mirror itself is fine."""
+    from jsocmirror.errors import JsocMirrorError
+    from jsocmirror.report import write_report
+
+    try:
+        write_report(config, path)
+    except JsocMirrorError as exc:
+        logging.getLogger("jsocmirror.report").error("report not written: %s", exc)
+
+
 def _run_options(func):
     for option in reversed([
         click.option("--dry-run", is_flag=True,
@@ -31,6 +43,8 @@ def _run_options(func):
                      help="Parallel downloads (default: [transfer] max_connections)."),
         click.option("--include-offline", is_flag=True,
                      help="Also fetch records whose data are on tape (JSOC stages them through an export)."),
+        click.option("--report", "report", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="After the run, write the coverage report (jsocmirror report) to FILE."),
         click.argument("series_names", nargs=-1, metavar="[SERIES]..."),
     ]):
         func = option(func)
@@ -89,10 +103,14 @@ class _Bars:
 
 def _run(ctx: click.Context, command: str, mirror_dir: str, series_names, dry_run: bool, as_json: bool,
          wait: float, connections: int | None, sync: bool, include_offline: bool = False,
-         verify: bool | None = None) -> None:
+         verify: bool | None = None, report: str | None = None) -> None:
     from jsocmirror.update import UpdateOptions, update_mirror
 
     config = cfg.load_config(mirror_dir)
+    if report:
+        from jsocmirror.report import check_report_path
+
+        check_report_path(Path(report))  # refused before the night's work, not after it
     for name in series_names:
         config.get_series(name)
     options = UpdateOptions(series=list(series_names) or None, sync=sync, dry_run=dry_run,
@@ -107,6 +125,8 @@ def _run(ctx: click.Context, command: str, mirror_dir: str, series_names, dry_ru
             finally:
                 bars.close()
         logging.getLogger("jsocmirror.update").info("summary:\n%s", summary.render())
+        if report and not dry_run:
+            _write_report(config, report)
     if as_json:
         out = summary.as_dict()
         out["code"] = summary.exit_code
@@ -122,10 +142,10 @@ def _run(ctx: click.Context, command: str, mirror_dir: str, series_names, dry_ru
 @mirror_option
 @_run_options
 @click.pass_context
-def fetch(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections, include_offline):
+def fetch(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections, include_offline, report):
     """Stage and download the current gaps (missing, stale, corrupt) of the mirror, without a sync."""
     _run(ctx, "fetch", mirror_dir, series_names, dry_run, as_json, wait, connections, sync=False,
-         include_offline=include_offline)
+         include_offline=include_offline, report=report)
 
 
 @cli.command()
@@ -137,7 +157,8 @@ def fetch(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections, in
                    "Without it a dry run plans from the catalog as it is and asks JSOC nothing.")
 @click.option("--verify/--no-verify", default=None,
               help="Re-verify tonight's rotating slice of the mirror's files ([verify]; default: on).")
-def update(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections, include_offline, dry_sync, verify):
+def update(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections, include_offline, report, dry_sync,
+           verify):
     """The nightly job: sync, scan, diff, stage and download, under the mirror's lock.
 
     Exit code 0 when every gap was filled, 1 when some records failed (listed in the summary),
@@ -147,7 +168,7 @@ def update(ctx, mirror_dir, series_names, dry_run, as_json, wait, connections, i
     if dry_sync and not dry_run:
         raise click.UsageError("--sync only goes with --dry-run (a real update always syncs)")
     _run(ctx, "update", mirror_dir, series_names, dry_run, as_json, wait, connections,
-         sync=dry_sync or not dry_run, include_offline=include_offline, verify=verify)
+         sync=dry_sync or not dry_run, include_offline=include_offline, verify=verify, report=report)
 
 
 @cli.command()

@@ -138,7 +138,7 @@ def test_catalog_from_newer_schema_is_refused_untouched(tmp_path):
     con.execute("INSERT INTO schema_migrations (number, name) VALUES (9999, '9999_future')")
     con.close()
     before = path.read_bytes()
-    with pytest.raises(CatalogError, match="newer than this jsocmirror knows"):
+    with pytest.raises(CatalogError, match="newer than this one"):
         Catalog(path)
     with pytest.raises(CatalogError, match="newer"):
         Catalog(path, read_only=True)

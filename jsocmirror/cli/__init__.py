@@ -83,6 +83,7 @@ def jsoc_server(server: str, mirror_dir: str | Path | None = None) -> Iterator[s
 def _register_commands() -> None:
     # Importing a command module adds its commands to ``cli``.
     from jsocmirror.cli import catalog, emulator, mirror, transfer  # noqa: F401
+    from jsocmirror.cli import upgrade  # noqa: F401
 
 
 _register_commands()

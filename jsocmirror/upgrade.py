@@ -1,0 +1,187 @@
+"""Upgrading a mirror's catalog: a backup first, then the migrations, then the readers' copy.
+
+``jsocmirror migrate`` (``migrate_mirror``) does it by hand; a writing command that opens a
+catalog with pending migrations does the same by itself (``Catalog.__init__`` calls
+``upgrade_file``), so a nightly job keeps running after ``pip install -U`` (docs/upgrading.md).
+
+An upgrade of ``catalog.duckdb`` (checkpointed and closed, under the mirror's lock):
+
+1. The backup: ``backups/catalog-schema<NNNN>-<UTC time>.duckdb`` beside the catalog, a hard
+   link to the closed file (a copy where links are not possible), fsynced. It is the catalog as
+   it was, byte for byte, and opens with the jsocmirror that wrote it.
+2. The migrations run on a working copy (``.catalog.duckdb.migrating-<pid>``), each in its own
+   transaction, and the copy replaces ``catalog.duckdb`` by one rename only when all of them
+   succeeded; from then on the backup's file is the old catalog's alone.
+3. If one fails, the working copy is deleted and ``catalog.duckdb`` is still the old file (made a
+   file of its own again, so later writes never reach the backup); the backup stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from jsocmirror.catalog import Catalog, MigrationError
+from jsocmirror.errors import CatalogError, JsocMirrorError
+
+log = logging.getLogger("jsocmirror.upgrade")
+
+BACKUPS = "backups"
+
+
+@dataclass
+class Upgrade:
+    """What one upgrade of a catalog file did."""
+
+    catalog: str
+    from_schema: int
+    to_schema: int
+    backup: str
+    applied: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MigrateResult:
+    """What ``jsocmirror migrate`` found and did."""
+
+    catalog: str
+    from_schema: int
+    to_schema: int
+    pending: list[str]  # what this jsocmirror has and the catalog lacked
+    dry_run: bool
+    backups: str  # the folder backups go to
+    applied: list[str] = field(default_factory=list)
+    backup: str | None = None
+    generation: int | None = None  # the readers' copy published afterwards
+    read_root: str | None = None
+
+
+def backups_dir(catalog_path: str | Path) -> Path:
+    """Where a catalog's backups go: ``backups/`` beside it (in the mirror directory by default)."""
+    return Path(catalog_path).parent / BACKUPS
+
+
+def upgrade_file(path: str | Path, from_schema: int) -> Upgrade:
+    """Back up the closed, checkpointed catalog at ``path``, then migrate it (see the module doc)."""
+    path = Path(path)
+    if Path(f"{path}.wal").exists():  # a checkpoint on close leaves none: something else has it open
+        raise CatalogError(f"cannot upgrade {path}: its write-ahead log {path}.wal is still there")
+    backup = _write_backup(path, from_schema)
+    work = path.with_name(f".{path.name}.migrating-{os.getpid()}")
+    try:
+        _copy_synced(path, work)
+        with Catalog(work, migrate=False) as catalog:
+            applied = catalog.migrate()
+            catalog.record_meta()
+            to_schema = catalog.schema_version()
+            catalog.execute("CHECKPOINT")
+        _fsync(work)
+        os.replace(work, path)
+        _fsync(path.parent)
+    except BaseException as exc:
+        for leftover in (work, Path(f"{work}.wal")):
+            leftover.unlink(missing_ok=True)
+        _detach(path, backup)
+        if isinstance(exc, MigrationError):
+            raise CatalogError(f"migration {exc.migration} failed: {exc.reason}; {path} is as it was "
+                               f"(schema {from_schema:04d}) and its backup {backup} stays") from None
+        if isinstance(exc, OSError):
+            raise CatalogError(f"cannot upgrade {path}: {exc.strerror or exc}; it is as it was "
+                               f"and its backup {backup} stays") from None
+        raise
+    return Upgrade(str(path), from_schema, to_schema, str(backup), applied)
+
+
+def migrate_mirror(config, *, dry_run: bool = False) -> MigrateResult:
+    """``jsocmirror migrate``: under the mirror's lock, back up, migrate and republish the catalog."""
+    from jsocmirror.lock import mirror_lock
+    from jsocmirror.publish import publish
+
+    path = Path(config.catalog_path)
+    if not path.exists():
+        raise CatalogError(f"no catalog at {path}; run 'jsocmirror init'")
+    if not dry_run:
+        _require_writable(path)
+    with mirror_lock(config.mirror_dir, "migrate"):
+        with Catalog(path, read_only=True, migrate=False) as catalog:
+            schema, pending = catalog.schema_version(), list(catalog.pending)
+        result = MigrateResult(str(path), schema, schema, pending, dry_run, str(backups_dir(path)))
+        if not pending or dry_run:
+            return result
+        if schema:
+            upgrade = upgrade_file(path, schema)
+            result.backup, result.applied = upgrade.backup, upgrade.applied
+        else:  # a catalog with no migration at all has nothing to back up: the open below migrates it
+            result.applied = pending
+        with Catalog(path) as catalog:
+            result.to_schema = catalog.schema_version()
+            published = publish(catalog, config)
+        result.generation, result.read_root = published.generation, published.root
+    return result
+
+
+def _require_writable(path: Path) -> None:
+    """A one-line refusal before the lock or any backup, for a user who may only read the mirror."""
+    for target in (path.parent, path):
+        if not os.access(target, os.W_OK):
+            raise JsocMirrorError(f"cannot migrate {path}: {target} is not writable by this user "
+                                  "(run 'jsocmirror migrate' as the mirror's owner)")
+    backups = backups_dir(path)
+    if backups.exists() and not os.access(backups, os.W_OK):
+        raise JsocMirrorError(f"cannot migrate {path}: its backup folder {backups} is not writable by this user")
+
+
+def _write_backup(path: Path, schema: int) -> Path:
+    folder = backups_dir(path)
+    try:
+        folder.mkdir(exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = folder / f"{path.stem}-schema{schema:04d}-{stamp}.duckdb"
+        n = 1
+        while target.exists():  # a second upgrade within the same second (a retry)
+            target = folder / f"{path.stem}-schema{schema:04d}-{stamp}-{n}.duckdb"
+            n += 1
+        try:
+            os.link(path, target)
+        except OSError:  # a filesystem without hard links: a copy, renamed into place when whole
+            tmp = folder / f".{target.name}.tmp"
+            _copy_synced(path, tmp)
+            os.replace(tmp, target)
+        _fsync(target)
+        _fsync(folder)
+    except OSError as exc:
+        raise CatalogError(f"cannot write a backup of {path} to {folder}: {exc.strerror or exc}; "
+                           "the catalog is unchanged") from None
+    log.info("backed up %s (schema %04d) to %s", path, schema, target)
+    return target
+
+
+def _detach(path: Path, backup: Path) -> None:
+    """After a failed upgrade: the catalog as a file of its own again, so its next writes spare the backup."""
+    try:
+        if not os.path.samefile(path, backup):
+            return
+        tmp = path.with_name(f".{path.name}.restore-{os.getpid()}")
+        _copy_synced(backup, tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    except OSError as exc:
+        log.warning("could not separate %s from its backup %s (%s): copy the backup elsewhere before the "
+                    "catalog is written again", path, backup, exc.strerror or exc)
+
+
+def _copy_synced(source: Path, target: Path) -> None:
+    shutil.copyfile(source, target)
+    _fsync(target)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

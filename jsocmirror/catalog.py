@@ -278,7 +278,7 @@ class Catalog:
                 wrote = None
             raise CatalogVersionError(
                 f"catalog {self.path} is at schema {max(applied):04d}, written by "
-                f"{'jsocmirror ' + wrote if wrote else 'a jsocmirror'} newer than this one ({__version__}, "
+                f"{'jsocmirror ' + wrote + ',' if wrote else 'a jsocmirror'} newer than this one ({__version__}, "
                 f"schemas up to {max(n for n, _, _ in known):04d}): install "
                 f"{'jsocmirror ' + wrote + ' or newer' if wrote else 'a newer jsocmirror'} (pip install -U jsocmirror)")
         self.pending = [name for num, name, _ in known if num not in applied]

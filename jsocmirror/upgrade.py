@@ -85,13 +85,12 @@ def upgrade_file(path: str | Path, from_schema: int) -> Upgrade:
     except BaseException as exc:
         for leftover in (work, Path(f"{work}.wal")):
             leftover.unlink(missing_ok=True)
-        _detach(path, backup)
+        kept = f"its backup {backup} stays" if _detach(path, backup) else "no backup was kept"
         if isinstance(exc, MigrationError):
             raise CatalogError(f"migration {exc.migration} failed: {exc.reason}; {path} is as it was "
-                               f"(schema {from_schema:04d}) and its backup {backup} stays") from None
+                               f"(schema {from_schema:04d}) and {kept}") from None
         if isinstance(exc, OSError):
-            raise CatalogError(f"cannot upgrade {path}: {exc.strerror or exc}; it is as it was "
-                               f"and its backup {backup} stays") from None
+            raise CatalogError(f"cannot upgrade {path}: {exc.strerror or exc}; it is as it was and {kept}") from None
         raise
     return Upgrade(str(path), from_schema, to_schema, str(backup), applied)
 
@@ -107,8 +106,10 @@ def migrate_mirror(config, *, dry_run: bool = False) -> MigrateResult:
     if not dry_run:
         _require_writable(path)
     with mirror_lock(config.mirror_dir, "migrate"):
-        with Catalog(path, read_only=True, migrate=False) as catalog:
+        with Catalog(path, read_only=dry_run, migrate=False) as catalog:
             schema, pending = catalog.schema_version(), list(catalog.pending)
+            if pending and not dry_run:  # a crashed run's write-ahead log into the file: the backup is whole
+                catalog.execute("CHECKPOINT")
         result = MigrateResult(str(path), schema, schema, pending, dry_run, str(backups_dir(path)))
         if not pending or dry_run:
             return result
@@ -160,18 +161,27 @@ def _write_backup(path: Path, schema: int) -> Path:
     return target
 
 
-def _detach(path: Path, backup: Path) -> None:
-    """After a failed upgrade: the catalog as a file of its own again, so its next writes spare the backup."""
+def _detach(path: Path, backup: Path) -> bool:
+    """After a failed upgrade: the catalog as a file of its own again, so its next writes spare the backup.
+
+    False when that failed (a full disk): the backup, still the catalog's own file, is removed
+    rather than left to drift with the catalog's next writes.
+    """
     try:
         if not os.path.samefile(path, backup):
-            return
+            return True
         tmp = path.with_name(f".{path.name}.restore-{os.getpid()}")
-        _copy_synced(backup, tmp)
-        os.replace(tmp, path)
+        try:
+            _copy_synced(backup, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         _fsync(path.parent)
+        return True
     except OSError as exc:
-        log.warning("could not separate %s from its backup %s (%s): copy the backup elsewhere before the "
-                    "catalog is written again", path, backup, exc.strerror or exc)
+        log.warning("could not copy %s apart from its backup (%s): backup removed", path, exc.strerror or exc)
+        backup.unlink(missing_ok=True)
+        return False
 
 
 def _copy_synced(source: Path, target: Path) -> None:

@@ -7,6 +7,7 @@ import click
 from jsocmirror import config as cfg
 from jsocmirror.cli import cli
 from jsocmirror.cli.catalog import mirror_option
+from jsocmirror.upgrade import migrate_mirror
 
 
 @cli.command("migrate")
@@ -18,8 +19,6 @@ def migrate_command(mirror_dir: str, dry_run: bool) -> None:
     Under the mirror's lock: a backup of catalog.duckdb in <mirror>/backups/ first, then the
     pending migrations, then the readers' copy published again. Exit 0 also when nothing is pending.
     """
-    from jsocmirror.upgrade import migrate_mirror
-
     result = migrate_mirror(cfg.load_config(mirror_dir), dry_run=dry_run)
     if not result.pending:
         click.echo(f"catalog {result.catalog} is at schema {result.from_schema:04d}: no migration pending")

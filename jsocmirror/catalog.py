@@ -262,9 +262,9 @@ class Catalog:
 
     def meta(self) -> dict[str, str]:
         """``catalog_meta`` as key -> value (empty before migration 0030)."""
-        if not self.q("catalog_meta_exists").fetchall()[0][0]:
+        if not self._named("catalog_meta_exists").fetchall()[0][0]:
             return {}
-        return dict(self.q("catalog_meta_get").fetchall())
+        return dict(self._named("catalog_meta_get").fetchall())
 
     def check_version(self) -> None:
         """Refuse a catalog from a newer jsocmirror; note pending migrations and a DuckDB of another major."""
@@ -292,13 +292,13 @@ class Catalog:
         """Note this jsocmirror and DuckDB in ``catalog_meta`` (only values that changed: no new publish)."""
         values = {"schema_version": f"{self.schema_version():04d}", "jsocmirror_version": __version__,
                   "duckdb_version": duckdb.__version__,
-                  "storage_version": str(self.q("storage_version").fetchall()[0][0])}
+                  "storage_version": str(self._named("storage_version").fetchall()[0][0])}
         old = self.meta()
         changed = {k: v for k, v in values.items() if old.get(k) != v}
         if changed:
             with self.transaction():
                 for key, value in changed.items():
-                    self.q("catalog_meta_put", key=key, value=value)
+                    self._named("catalog_meta_put", key=key, value=value)
 
     def migrate(self) -> list[str]:
         """Apply the migrations this catalog lacks, each in its own transaction. Returns their names.
@@ -333,6 +333,10 @@ class Catalog:
     # -- queries ---------------------------------------------------------------------------
     def q(self, name: str, **params: Any) -> duckdb.DuckDBPyConnection:
         """Run the named query with ``$param`` parameters; returns the cursor for fetching."""
+        return self._named(name, **params)
+
+    def _named(self, name: str, **params: Any) -> duckdb.DuckDBPyConnection:
+        # what the open's own version checks run: a subclass that hooks q() sees only its caller's queries
         try:
             sql = queries()[name]
         except KeyError:

@@ -8,7 +8,8 @@ An upgrade of ``catalog.duckdb`` (checkpointed and closed, under the mirror's lo
 
 1. The backup: ``backups/catalog-schema<NNNN>-<UTC time>.duckdb`` beside the catalog, a hard
    link to the closed file (a copy where links are not possible), fsynced. It is the catalog as
-   it was, byte for byte, and opens with the jsocmirror that wrote it.
+   it was, byte for byte, and opens with the jsocmirror that wrote it. A newest backup of the same
+   schema that already holds those bytes (a failed upgrade retried each night) serves again.
 2. The migrations run on a working copy (``.catalog.duckdb.migrating-<pid>``), each in its own
    transaction, and the copy replaces ``catalog.duckdb`` by one rename only when all of them
    succeeded; from then on the backup's file is the old catalog's alone.
@@ -18,6 +19,7 @@ An upgrade of ``catalog.duckdb`` (checkpointed and closed, under the mirror's lo
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import os
 import shutil
@@ -140,6 +142,10 @@ def _write_backup(path: Path, schema: int) -> Path:
     folder = backups_dir(path)
     try:
         folder.mkdir(exist_ok=True)
+        earlier = _earlier_backup(path, folder, schema)
+        if earlier is not None:
+            log.info("%s is unchanged since its backup %s (a retried upgrade): no new backup", path, earlier)
+            return earlier
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         target = folder / f"{path.stem}-schema{schema:04d}-{stamp}.duckdb"
         n = 1
@@ -159,6 +165,15 @@ def _write_backup(path: Path, schema: int) -> Path:
                            "the catalog is unchanged") from None
     log.info("backed up %s (schema %04d) to %s", path, schema, target)
     return target
+
+
+def _earlier_backup(path: Path, folder: Path, schema: int) -> Path | None:
+    """The newest backup of this schema, if it holds the catalog's very bytes: a writing command that
+    meets a failing migration every night then keeps one backup, not one more each night."""
+    newest = sorted(folder.glob(f"{path.stem}-schema{schema:04d}-*.duckdb"), key=lambda p: p.stat().st_mtime)[-1:]
+    if newest and newest[0].stat().st_size == path.stat().st_size and filecmp.cmp(path, newest[0], shallow=False):
+        return newest[0]
+    return None
 
 
 def _detach(path: Path, backup: Path) -> bool:

@@ -168,6 +168,25 @@ def test_a_writing_command_backs_up_and_migrates_by_itself(tmp_path):
     assert len(list((config.mirror_dir / "backups").iterdir())) == 1
 
 
+def test_the_nightly_update_after_an_upgrade_migrates_logs_it_and_runs_its_night(tmp_path):
+    from conftest import quick_emulator
+    from test_update import make_mirror
+
+    with quick_emulator() as emu:
+        config = make_mirror(tmp_path / "m", emu.url)
+        write_old_catalog(config.catalog_path)
+        before = digest(config.catalog_path)
+        night = jm("update", "-m", config.mirror_dir)
+    assert night.returncode == 0, night.stdout + night.stderr
+    (backup,) = (config.mirror_dir / "backups").glob("catalog-schema0020-*.duckdb")
+    assert digest(backup) == before
+    (log_file,) = (config.mirror_dir / "logs").glob("update-*.log")
+    logged = log_file.read_text()
+    assert f"backed up to {backup}, then applied 0030_catalog_meta" in logged and "WARNING" in logged
+    with Catalog(config.catalog_path, read_only=True) as catalog:
+        assert catalog.pending == [] and catalog.q("sync_state_list").fetchall()  # the night synced
+
+
 def test_a_new_catalog_is_made_at_the_current_schema_without_a_backup(tmp_path):
     with Catalog(tmp_path / "catalog.duckdb") as catalog:
         assert catalog.pending == [] and catalog.upgraded is None

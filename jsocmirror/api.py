@@ -17,6 +17,7 @@ The CLI's reading commands (``sql``, ``status``, ``diff``, ``series list|show``,
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from datetime import datetime, timezone
@@ -34,6 +35,8 @@ from jsocmirror.publish import MANIFEST, MIRROR_INFO, READ_DB
 if TYPE_CHECKING:
     from jsocmirror.diff import DiffResult, SeriesStatus
     from jsocmirror.series import SeriesDef
+
+log = logging.getLogger("jsocmirror.api")
 
 #: What ``record_files`` calls each (record, segment): the diff's states, from the same rules.
 FILE_STATES = ("present", "missing", "stale", "corrupt", "no_image", "offline")
@@ -89,7 +92,17 @@ class Mirror:
             except BaseException:
                 self._close(catalog)
                 raise
+        if catalog.pending:
+            log.warning("%s", self.pending_message(catalog))
         return catalog
+
+    def pending_message(self, catalog: Catalog | None = None) -> str:
+        """What a reader says of a catalog that this jsocmirror would migrate (read on meanwhile)."""
+        catalog = catalog or self.catalog
+        where = f" -m {self._config.mirror_dir}" if self._own_config and self._config is not None else ""
+        return (f"a catalog migration is pending: the mirror's catalog is at schema {catalog.schema_version():04d} "
+                f"and this jsocmirror has {', '.join(catalog.pending)}; run 'jsocmirror migrate{where}' "
+                "(readers see the old schema until then)")
 
     def _remote_catalog(self, db: str) -> Catalog:
         """The local copy of a remote views file, reading its Parquet parts through ``self._fs``.
@@ -106,7 +119,7 @@ class Mirror:
         con.register_filesystem(self._fs)
         catalog = Catalog.from_connection(con, db, read_only=True)  # Catalog() would query before the registration
         try:
-            catalog._check_not_newer()
+            catalog.check_version()
         except Exception:
             con.close()
             raise
@@ -241,6 +254,9 @@ class Mirror:
             raise UsageError("the SQL query is empty (give a statement such as \"SELECT count(*) FROM runs\")")
         try:
             return self.con.sql(query, params=params)
+        except duckdb.CatalogException as exc:  # a table or column: one a pending migration may add
+            pending = f"; {self.pending_message()}" if self.catalog.pending else ""
+            raise UsageError(_sql_error(exc) + pending) from None
         except duckdb.Error as exc:
             raise UsageError(_sql_error(exc)) from None
 

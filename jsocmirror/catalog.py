@@ -4,8 +4,10 @@ SQL lives in named ``.sql`` files under the top-level ``sql/`` directory (shippe
 as ``jsocmirror/sql``):
 
 - ``sql/migrations/NNNN_name.sql`` are applied in order, once each, and recorded in
-  ``schema_migrations``; a catalog from a newer jsocmirror (a migration we do not know) is
-  refused rather than damaged.
+  ``schema_migrations``; the highest number applied is the catalog's *schema version*, and
+  ``catalog_meta`` records it with the jsocmirror and DuckDB versions of the last writing open.
+  A catalog from a newer jsocmirror (a migration we do not know) is refused rather than damaged;
+  a writing open of an older one backs it up before migrating it (``jsocmirror.upgrade``).
 - ``sql/queries/*.sql`` hold blocks headed ``-- name: query_name``; ``Catalog.q("query_name",
   param=...)`` runs one with DuckDB ``$param`` parameters.
 
@@ -23,8 +25,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import duckdb
 
-from jsocmirror import log
-from jsocmirror.errors import CatalogError
+from jsocmirror import __version__, log
+from jsocmirror.errors import CatalogError, CatalogVersionError
 
 _NAME_RE = re.compile(r"^--\s*name:\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*$", re.M)
 _MIGRATION_RE = re.compile(r"^(?P<num>\d{4})_(?P<desc>[a-z0-9_]+)\.sql$")
@@ -165,25 +167,63 @@ class Catalog:
     """An open DuckDB catalog. Use as a context manager, or call ``close()``."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False, migrate: bool = True):
+        """Open a catalog; ``migrate`` (writable opens only) applies the migrations it lacks.
+
+        An existing catalog is backed up before it is migrated, and migrated on a copy that
+        replaces it only when every migration succeeded (``jsocmirror.upgrade``). A writable open
+        with nothing pending records this jsocmirror's and DuckDB's versions in ``catalog_meta``.
+        """
         self.path = str(path)
         self.read_only = read_only
         #: Called after each commit (``Publisher.step``: readers see each committed step).
         self.after_commit: Callable[[], None] | None = None
         self.publisher: Any = None  # the Publisher attached to this catalog, if any
+        #: Names of the migrations this jsocmirror has and the catalog lacks (``check_version``).
+        self.pending: list[str] = []
+        #: What this open's own upgrade did (``jsocmirror.upgrade.Upgrade``), if it did one.
+        self.upgraded: Any = None
+        self.con = self._connect()
         try:
-            self.con = duckdb.connect(self.path, read_only=read_only)
-        except duckdb.IOException as exc:
-            raise CatalogError(f"cannot open catalog {self.path}: {_first_line(exc)}") from None
-        except duckdb.Error as exc:
-            raise CatalogError(f"{self.path} is not a usable DuckDB catalog: {_first_line(exc)}") from None
-        try:
-            if migrate and not read_only:
-                self.migrate()
-            else:
-                self._check_not_newer()
+            self.check_version()
+            if migrate and not read_only and self.pending:
+                self._apply_pending()
+            if not read_only and not self.pending:
+                self.record_meta()
         except Exception:
             self.con.close()
             raise
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        try:
+            return duckdb.connect(self.path, read_only=self.read_only)
+        except duckdb.IOException as exc:
+            message = _first_line(exc)
+            if "version number" in message:  # a file format from a newer DuckDB
+                raise CatalogVersionError(
+                    f"{self.path} was written by a newer DuckDB than this one ({duckdb.__version__}): "
+                    f"{message.rstrip('.')}; install the DuckDB that jsocmirror's requirements pin "
+                    "(pip install -U jsocmirror)") from None
+            raise CatalogError(f"cannot open catalog {self.path}: {message}") from None
+        except duckdb.Error as exc:
+            raise CatalogError(f"{self.path} is not a usable DuckDB catalog: {_first_line(exc)}") from None
+
+    def _apply_pending(self) -> None:
+        """Migrate: in place for a new catalog, else through a backup and a working copy."""
+        if not self.applied_migrations():
+            self.migrate()
+            return
+        from jsocmirror.upgrade import upgrade_file  # files and backups; it opens catalogs itself
+
+        before = self.schema_version()
+        self.con.execute("CHECKPOINT")
+        self.con.close()
+        try:
+            self.upgraded = upgrade_file(self.path, before)
+        finally:
+            self.con = self._connect()
+        self.check_version()
+        log.warning("catalog %s was at schema %04d: backed up to %s, then applied %s",
+                    self.path, before, self.upgraded.backup, ", ".join(self.upgraded.applied))
 
     @classmethod
     def from_connection(cls, con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool) -> Catalog:
@@ -191,6 +231,7 @@ class Catalog:
         catalog = object.__new__(cls)
         catalog.path, catalog.read_only, catalog.con = str(path), read_only, con
         catalog.after_commit, catalog.publisher = None, None
+        catalog.pending, catalog.upgraded = [], None
         return catalog
 
     def cursor(self) -> Catalog:
@@ -215,18 +256,57 @@ class Catalog:
             return set()
         return {row[0] for row in self.con.execute("SELECT number FROM schema_migrations").fetchall()}
 
-    def _check_not_newer(self) -> None:
-        known = {num for num, _, _ in migrations()}
-        unknown = sorted(self.applied_migrations() - known)
+    def schema_version(self) -> int:
+        """The highest migration applied (0 for a catalog with none)."""
+        return max(self.applied_migrations(), default=0)
+
+    def meta(self) -> dict[str, str]:
+        """``catalog_meta`` as key -> value (empty before migration 0030)."""
+        if not self._named("catalog_meta_exists").fetchall()[0][0]:
+            return {}
+        return dict(self._named("catalog_meta_get").fetchall())
+
+    def check_version(self) -> None:
+        """Refuse a catalog from a newer jsocmirror; note pending migrations and a DuckDB of another major."""
+        known = migrations()
+        applied = self.applied_migrations()
+        unknown = sorted(applied - {num for num, _, _ in known})
+        meta = self.meta()
         if unknown:
-            raise CatalogError(
-                f"catalog {self.path} has schema migration {unknown[-1]:04d}, newer than this jsocmirror "
-                f"knows (up to {max(known):04d}); upgrade jsocmirror"
-            )
+            wrote = meta.get("jsocmirror_version")
+            if wrote == __version__:  # a development version that added a migration of its own
+                wrote = None
+            raise CatalogVersionError(
+                f"catalog {self.path} is at schema {max(applied):04d}, written by "
+                f"{'jsocmirror ' + wrote + ',' if wrote else 'a jsocmirror'} newer than this one ({__version__}, "
+                f"schemas up to {max(n for n, _, _ in known):04d}): install "
+                f"{'jsocmirror ' + wrote + ' or newer' if wrote else 'a newer jsocmirror'} (pip install -U jsocmirror)")
+        self.pending = [name for num, name, _ in known if num not in applied]
+        written_with = meta.get("duckdb_version")
+        if written_with and _major(written_with) != _major(duckdb.__version__):
+            log.warning("catalog %s was last written with DuckDB %s and this is DuckDB %s (another major "
+                        "version): keep every jsocmirror that uses this mirror on one DuckDB major "
+                        "(docs/upgrading.md)", self.path, written_with, duckdb.__version__)
+
+    def record_meta(self) -> None:
+        """Note this jsocmirror and DuckDB in ``catalog_meta`` (only values that changed: no new publish)."""
+        values = {"schema_version": f"{self.schema_version():04d}", "jsocmirror_version": __version__,
+                  "duckdb_version": duckdb.__version__,
+                  "storage_version": str(self._named("storage_version").fetchall()[0][0])}
+        old = self.meta()
+        changed = {k: v for k, v in values.items() if old.get(k) != v}
+        if changed:
+            with self.transaction():
+                for key, value in changed.items():
+                    self._named("catalog_meta_put", key=key, value=value)
 
     def migrate(self) -> list[str]:
-        """Apply the migrations this catalog lacks, each in its own transaction. Returns their names."""
-        self._check_not_newer()
+        """Apply the migrations this catalog lacks, each in its own transaction. Returns their names.
+
+        This alone takes no backup: a writable ``Catalog()`` open and ``jsocmirror migrate`` go
+        through ``jsocmirror.upgrade``, which does.
+        """
+        self.check_version()
         self.con.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " number INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
@@ -244,14 +324,19 @@ class Catalog:
                 self.con.execute("COMMIT")
             except duckdb.Error as exc:
                 self.con.execute("ROLLBACK")
-                raise CatalogError(f"migration {name} failed on {self.path}: {_first_line(exc)}") from None
+                raise MigrationError(name, self.path, _first_line(exc)) from None
             log.info("applied migration %s to %s", name, self.path)
             applied.append(name)
+        self.pending = [name for name in self.pending if name not in applied]
         return applied
 
     # -- queries ---------------------------------------------------------------------------
     def q(self, name: str, **params: Any) -> duckdb.DuckDBPyConnection:
         """Run the named query with ``$param`` parameters; returns the cursor for fetching."""
+        return self._named(name, **params)
+
+    def _named(self, name: str, **params: Any) -> duckdb.DuckDBPyConnection:
+        # what the open's own version checks run: a subclass that hooks q() sees only its caller's queries
         try:
             sql = queries()[name]
         except KeyError:
@@ -544,6 +629,18 @@ def _setting_text(value: str) -> str:
     if not re.match(r"^[0-9A-Za-z. ]+$", str(value)):
         raise CatalogError(f"bad DuckDB setting value {value!r}")
     return str(value)
+
+
+def _major(version: str) -> str:
+    return version.lstrip("v").split(".")[0]
+
+
+class MigrationError(CatalogError):
+    """A migration failed (and was rolled back): which one, on which file, and DuckDB's reason."""
+
+    def __init__(self, migration: str, path: str, reason: str):
+        super().__init__(f"migration {migration} failed on {path}: {reason}")
+        self.migration, self.reason = migration, reason
 
 
 def _first_line(exc: BaseException) -> str:

@@ -47,6 +47,14 @@ class CatalogError(JsocMirrorError):
     kind = "catalog"
 
 
+class CatalogVersionError(CatalogError):
+    """The catalog is from a newer jsocmirror (or DuckDB) than the one installed: an operator must
+    install the right version (docs/upgrading.md); retrying cannot help, so it exits 2 like a
+    configuration error."""
+
+    exit_code = 2
+
+
 class JsocError(JsocMirrorError):
     """JSOC (or the emulator) answered with an error or could not be reached."""
 

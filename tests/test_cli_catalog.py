@@ -153,7 +153,7 @@ def test_sync_newer_catalog_schema_is_refused(mirror):
     con.execute("INSERT INTO schema_migrations (number, name) VALUES (9999, '9999_future')")
     con.close()
     run("series", "add", "-m", mirror, "hmi.M_720s", "--start", "2024.06.30_00:00:00_TAI")
-    one_line_error(run("sync", "-m", mirror, ok=False), 1, "newer than this jsocmirror knows")
+    one_line_error(run("sync", "-m", mirror, ok=False), 2, "schema 9999", "newer than this one")
     # readers still have the copy this jsocmirror published; one a newer one published is refused
     assert run("sql", "-m", mirror, "SELECT count(*) FROM schema_migrations WHERE number = 9999").output.startswith(
         "count_star()\n------------\n0")
@@ -161,7 +161,7 @@ def test_sync_newer_catalog_schema_is_refused(mirror):
     con.execute("DELETE FROM schema_migrations WHERE number = 9999")
     con.close()
     run("sql", "-m", mirror, "--write", "INSERT INTO schema_migrations (number, name) VALUES (9999, '9999_future')")
-    one_line_error(run("sql", "-m", mirror, "SELECT 1", ok=False), 1, "newer than this jsocmirror knows")
+    one_line_error(run("sql", "-m", mirror, "SELECT 1", ok=False), 2, "schema 9999", "newer than this one")
 
 
 def test_sync_catalog_not_duckdb(mirror):

@@ -289,7 +289,7 @@ def jsoc_server(server: str, mirror_dir: str | Path | None = None) -> Iterator[s
 
 def _register_commands() -> None:
     # Importing a command module adds its commands to ``cli``.
-    from jsocmirror.cli import catalog, emulator, mirror, report, retention, transfer  # noqa: F401
+    from jsocmirror.cli import catalog, emulator, mirror, report, retention, transfer, upgrade  # noqa: F401
 
 
 _register_commands()

@@ -19,6 +19,10 @@ import click
 from jsocmirror import __version__
 from jsocmirror.errors import JsocMirrorError
 
+#: Every option can also be set from the environment: JSOCMIRROR_<COMMAND>_<OPTION>
+#: (``JSOCMIRROR_UPDATE_CONNECTIONS``, ``JSOCMIRROR_SERIES_ADD_SEGMENTS``), click's scheme.
+ENV_PREFIX = "JSOCMIRROR"
+
 
 class _Group(click.Group):
     """Turns library errors into one clean line and the right exit code."""
@@ -31,7 +35,7 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": ENV_PREFIX})
 @click.version_option(__version__, prog_name="jsocmirror")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
@@ -54,6 +58,23 @@ def show_progress(ctx: click.Context | None = None) -> bool:
     ctx = ctx or click.get_current_context(silent=True)
     quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
     return not quiet and sys.stderr.isatty()
+
+
+def _mirror_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """-m, else JSOCMIRROR_MIRROR, else the first directory up from here holding jsocmirror.toml."""
+    if value is not None or ctx.resilient_parsing:
+        return value
+    from jsocmirror.config import find_mirror
+
+    return str(find_mirror())
+
+
+mirror_option = click.option(
+    "-m", "--mirror", "mirror_dir", default=None, envvar="JSOCMIRROR_MIRROR", show_envvar=True,
+    callback=_mirror_dir, type=click.Path(file_okay=False),
+    help="Mirror directory (holds jsocmirror.toml). Default: the current directory or the first one above it "
+         "that holds jsocmirror.toml.",
+)
 
 
 REAL_JSOC_URL = "http://jsoc.stanford.edu/"
@@ -83,6 +104,26 @@ def jsoc_server(server: str, mirror_dir: str | Path | None = None) -> Iterator[s
 def _register_commands() -> None:
     # Importing a command module adds its commands to ``cli``.
     from jsocmirror.cli import catalog, emulator, mirror, transfer  # noqa: F401
+
+    _name_envvars(cli, ENV_PREFIX)
+
+
+def _name_envvars(command: click.Command, prefix: str) -> None:
+    """Give each option its environment variable, JSOCMIRROR_<COMMAND>_<OPTION> named after the
+    long flag (click's automatic names follow the Python parameter: ``--json`` would be AS_JSON),
+    and show it in --help. --help and --version are never read from the environment (a stray
+    JSOCMIRROR_VERSION=1 would turn every command into a version print)."""
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.envvar == "JSOCMIRROR_MIRROR":
+            continue
+        if param.is_eager and not param.expose_value:
+            param.allow_from_autoenv = False
+            continue
+        longest = max(param.opts, key=len).lstrip("-")
+        param.envvar = f"{prefix}_{longest.upper().replace('-', '_')}"
+        param.show_envvar = True
+    for name, sub in getattr(command, "commands", {}).items():
+        _name_envvars(sub, f"{prefix}_{name.upper().replace('-', '_')}")
 
 
 _register_commands()

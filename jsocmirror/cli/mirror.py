@@ -11,7 +11,7 @@ import click
 
 from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog
-from jsocmirror.cli import cli, show_progress
+from jsocmirror.cli import cli, mirror_option, show_progress
 from jsocmirror.diff import (
     GAP_STATES, STATES, _check_states, export_catalog, layout_for_config, mirror_status,
     refresh_file_views, series_definitions,
@@ -19,12 +19,6 @@ from jsocmirror.diff import (
 from jsocmirror.lock import mirror_lock
 from jsocmirror.publish import publishing
 from jsocmirror.scan import scan_tree
-
-mirror_option = click.option(
-    "-m", "--mirror", "mirror_dir", default=".", show_default=True, envvar="JSOCMIRROR_MIRROR",
-    type=click.Path(file_okay=False), help="Mirror directory (holds jsocmirror.toml); env JSOCMIRROR_MIRROR.",
-)
-
 
 def _read(mirror_dir: str):
     """The config and the readers' copy (``jsocmirror.open``): never blocks, never blocked."""
@@ -71,7 +65,8 @@ def scan(mirror_dir: str, verify: bool, names_only: bool, full: bool, problems: 
 
         try:
             result = scan_tree(catalog, config.data_root, layout, stat=not names_only, verify=verify, full=full,
-                               skip=_skip_paths(config), progress=progress)
+                               skip=_skip_paths(config), progress=progress,
+                               storage_options=config.storage_options())
         finally:
             if bar is not None:
                 bar.close()
@@ -166,7 +161,8 @@ def export_catalog_cmd(mirror_dir: str, dest: str | None) -> None:
     config, mirror = _read(mirror_dir)
     target = dest or (config.data_root.rstrip("/") + "/_catalog")
     with mirror:
-        written = export_catalog(mirror.catalog, target, tables=sorted(mirror.manifest().get("tables", {})))
+        written = export_catalog(mirror.catalog, target, tables=sorted(mirror.manifest().get("tables", {})),
+                                 storage_options=config.storage_options())
     click.echo(f"wrote {len(written)} tables to {target}")
 
 

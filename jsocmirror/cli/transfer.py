@@ -14,14 +14,8 @@ from typing import Iterator
 import click
 
 from jsocmirror import config as cfg
-from jsocmirror.cli import cli, jsoc_server, show_progress
+from jsocmirror.cli import cli, jsoc_server, mirror_option, show_progress
 from jsocmirror.errors import LockedError
-
-mirror_option = click.option(
-    "-m", "--mirror", "mirror_dir", default=".", show_default=True, envvar="JSOCMIRROR_MIRROR",
-    type=click.Path(file_okay=False), help="Mirror directory (holds jsocmirror.toml); env JSOCMIRROR_MIRROR.",
-)
-
 
 def _run_options(func):
     for option in reversed([

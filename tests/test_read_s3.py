@@ -88,9 +88,6 @@ def mirror(s3, emu, tmp_path_factory):
     config = dataclasses.replace(config, data=DATA, read=READ)
     cfg.save_config(config)
     config = cfg.load_config(config.mirror_dir)
-    # An S3 "directory" exists once it holds an object, and update scans before it downloads
-    # (a first update on an empty S3 data root stops at "data root does not exist").
-    s3.pipe(DATA.removeprefix("s3://") + "/.keep", b"")
     summary = update_mirror(config, emu.url, options())
     assert summary.exit_code == 0 and summary.files_downloaded == 31, summary.render()
     s3.invalidate_cache()

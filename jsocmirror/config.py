@@ -463,13 +463,14 @@ def check_download_settings(entry: SeriesConfig, series_def) -> None:
     scan could not tell which record a file holds.
     """
     where = f"series {entry.series!r}"
-    given = [f"{name} {value!r}" for name, value in (("method", entry.method), ("protocol", entry.protocol),
+    given = [f"{name} = {_toml_value(value)}" for name, value in (("method", entry.method), ("protocol", entry.protocol),
              ("layout", entry.layout), ("header_fill", entry.header_fill)) if value is not None]
     if given and not entry.segments:
         names = [s.name for s in series_def.segments]
-        raise ConfigError(f"{where}: {', '.join(given)} set how files are downloaded, and no segments are "
-                          f"given (a keywords-only entry downloads nothing): add segments ("
-                          f"{', '.join(names) or 'the series has none'}) or drop them")
+        what = "is a download setting" if len(given) == 1 else "are download settings"
+        raise ConfigError(f"{where}: {', '.join(given)} {what}, and no segments are chosen, so nothing would be "
+                          f"downloaded: add segments ({', '.join(names) or 'the series has none'}), or leave "
+                          f"{'it' if len(given) == 1 else 'them'} out for a keywords-only entry")
     if entry.layout is not None:
         from jsocmirror.layout import LayoutError, validate_template
 

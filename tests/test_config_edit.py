@@ -12,12 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from test_cli_catalog import one_line_error, run
 
 from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog
-from jsocmirror.cli import cli
-from jsocmirror.emulator import Emulator
 from jsocmirror.errors import ConfigError
 
 HAND_WRITTEN = '''\
@@ -53,12 +51,6 @@ recheck = "3d"
 '''
 
 
-@pytest.fixture(scope="module")
-def emu():
-    with Emulator(state_dir=None, seed=0) as emulator:
-        yield emulator
-
-
 @pytest.fixture()
 def mirror(tmp_path, emu) -> Path:
     root = tmp_path / "mirror"
@@ -68,21 +60,6 @@ def mirror(tmp_path, emu) -> Path:
     with Catalog(root / cfg.DEFAULT_CATALOG):
         pass
     return root
-
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output + result.stderr
-    return result
-
-
-def one_line_error(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.output, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def changed_lines(before: str, after: str) -> tuple[list[str], list[str]]:
@@ -144,8 +121,8 @@ def test_a_keywords_only_entry_is_said_to_be_one(mirror):
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["aia.lev1_euv_12s", "--method", "url-tar"], ["method 'url-tar'", "no segments", "image"]),
-    (["hmi.M_45s", "--no-header-fill"], ["header_fill False", "no segments", "magnetogram"]),
+    (["aia.lev1_euv_12s", "--method", "url-tar"], ['method = "url-tar" is a download setting', "no segments", "image"]),
+    (["hmi.M_45s", "--no-header-fill"], ["header_fill = false is a download setting", "no segments", "magnetogram"]),
     (["hmi.M_45s", "--segments", "magnetogram", "--layout", "{series}/{T_REC:%Y}/{segment}.fits"],
      ["layout template", "lacks {T_REC}"]),
     (["hmi.M_45s", "--segments", "magnetogram", "--layout", "{series}/{T_REC}.{CAMERA}.fits"], ["lacks {segment}"]),

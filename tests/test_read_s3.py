@@ -21,7 +21,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import moto_s3, quick_emulator
+from conftest import moto_s3
 from click.testing import CliRunner
 
 pytest.importorskip("s3fs")
@@ -73,12 +73,6 @@ def s3():
             yield fs
         finally:
             s3fs.S3FileSystem.clear_instance_cache()
-
-
-@pytest.fixture(scope="module")
-def emu():
-    with quick_emulator() as emulator:
-        yield emulator
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ import dataclasses
 import os
 
 import pytest
-from click.testing import CliRunner
-from conftest import moto_s3, quick_emulator
+from conftest import moto_s3
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
@@ -17,12 +16,12 @@ pytest.importorskip("moto.server")
 import jsocmirror  # noqa: E402
 from jsocmirror import config as cfg  # noqa: E402
 from jsocmirror.catalog import Catalog  # noqa: E402
-from jsocmirror.cli import cli  # noqa: E402
 from jsocmirror.errors import ConfigError, ScanError  # noqa: E402
 from jsocmirror.layout import Layout  # noqa: E402
 from jsocmirror.scan import scan_tree  # noqa: E402
 from jsocmirror.series import builtin_series  # noqa: E402
 from jsocmirror.update import update_mirror  # noqa: E402
+from test_cli_catalog import run  # noqa: E402
 from test_update import AIA_START, EMAIL, HMI_START, options  # noqa: E402
 
 
@@ -40,19 +39,6 @@ def s3():
             yield fs, endpoint
         finally:
             s3fs.S3FileSystem.clear_instance_cache()
-
-
-@pytest.fixture(scope="module")
-def emu():
-    with quick_emulator() as emulator:
-        yield emulator
-
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output + result.stderr
-    return result
 
 
 def _add_series(config: cfg.MirrorConfig) -> cfg.MirrorConfig:

@@ -20,7 +20,7 @@ from jsocmirror import __version__
 from jsocmirror.errors import JsocMirrorError
 
 #: Every option can also be set from the environment: JSOCMIRROR_<COMMAND>_<OPTION>
-#: (``JSOCMIRROR_UPDATE_CONNECTIONS``, ``JSOCMIRROR_SERIES_ADD_SEGMENTS``), click's scheme.
+#: (``JSOCMIRROR_UPDATE_CONNECTIONS``, ``JSOCMIRROR_SERIES_ADD_SEGMENTS``; see ``_name_envvars``).
 ENV_PREFIX = "JSOCMIRROR"
 
 

@@ -65,6 +65,8 @@ class Mirror:
         from jsocmirror.scan import open_root
 
         self.read_root = read_root
+        if storage_options is None:  # [storage] of the mirror's config, or the environment's JSOCMIRROR_STORAGE_*
+            storage_options = config.storage_options() if config is not None else cfg.storage_options()
         self.storage_options = storage_options
         self._fs, self._root = open_root(read_root, storage_options)
         self._config = config

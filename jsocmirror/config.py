@@ -14,9 +14,10 @@ definition it fetched through ``jsoc.py``.
 from __future__ import annotations
 
 import difflib
+import json
+import logging
 import os
 import re
-import tempfile
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any, Iterable
 
 from jsocmirror import drmstime
 from jsocmirror.errors import ConfigError
+
+log = logging.getLogger("jsocmirror.config")
 
 CONFIG_NAME = "jsocmirror.toml"
 DEFAULT_CATALOG = "catalog.duckdb"
@@ -154,6 +157,73 @@ class RetentionConfig:
 
 
 @dataclass
+class StorageConfig:
+    """fsspec ``storage_options`` for the object-storage roots (data and read); local roots ignore them.
+
+    The names are s3fs's (``S3FileSystem(endpoint_url=..., profile=..., anon=...)``); other
+    backends (gcsfs, adlfs) take theirs through ``options``. Each can be overridden from the
+    environment as ``JSOCMIRROR_STORAGE_<NAME>`` (tables as JSON); the AWS_* variables s3fs
+    reads (AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL...) work as well.
+    """
+
+    #: S3-compatible endpoint (MinIO, Ceph, a cloud's S3 gateway); omit = AWS itself.
+    endpoint_url: str | None = None
+    #: Named profile of ~/.aws/credentials and ~/.aws/config; omit = the default credential chain.
+    profile: str | None = None
+    #: Anonymous access (public buckets, no credentials at all).
+    anon: bool | None = None
+    #: Access key id. Discouraged: a profile or the environment keeps secrets out of this file.
+    key: str | None = None
+    #: Secret access key. Discouraged, as key.
+    secret: str | None = None
+    #: Keyword arguments of the storage client (s3fs: botocore's, e.g. {region_name = "eu-west-1"}).
+    client_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Any other fsspec options, passed as they are (for backends other than s3fs, or rarer s3fs settings).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``[storage]`` settings the environment can override: ``JSOCMIRROR_STORAGE_<NAME upper-cased>``.
+STORAGE_ENV_PREFIX = "JSOCMIRROR_STORAGE_"
+
+
+def storage_options(storage: StorageConfig | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The fsspec ``storage_options`` of a ``[storage]`` section, with the environment's overrides.
+
+    ``storage=None`` gives the environment's alone (a reader opening ``s3://...`` with no config).
+    """
+    storage = storage or StorageConfig()
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {f.name: getattr(storage, f.name) for f in fields(StorageConfig)}
+    for f in fields(StorageConfig):
+        text = env.get(STORAGE_ENV_PREFIX + f.name.upper())
+        if text is not None and text != "":
+            values[f.name] = _storage_env_value(f.name, text)
+    out = dict(values.pop("options") or {})
+    out.update({k: v for k, v in values.items() if v is not None and v != {}})
+    return out
+
+
+def _storage_env_value(name: str, text: str) -> Any:
+    var = STORAGE_ENV_PREFIX + name.upper()
+    if name == "anon":
+        lowered = text.strip().lower()
+        if lowered not in ("1", "0", "true", "false", "yes", "no"):
+            raise ConfigError(f"{var}={text!r} is not accepted; use true or false")
+        return lowered in ("1", "true", "yes")
+    if name in ("client_kwargs", "options"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{var} must be a JSON object, e.g. {{\"region_name\": \"eu-west-1\"}}")
+        return value
+    if name == "endpoint_url" and not re.match(r"^https?://[^/\s]+", text):
+        raise ConfigError(f"{var}={text!r} is not an http(s):// URL (e.g. https://s3.example.org)")
+    return text
+
+
+@dataclass
 class MirrorConfig:
     """A mirror: where it is, which server it talks to, and what it mirrors."""
 
@@ -174,6 +244,11 @@ class MirrorConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec ``storage_options`` for the data and read roots: ``[storage]`` with the environment's overrides."""
+        return storage_options(self.storage)
 
     @property
     def config_path(self) -> Path:
@@ -248,6 +323,18 @@ class MirrorConfig:
         return self._location(self.retention.trash)
 
 
+# -- finding the mirror -----------------------------------------------------------------------
+def find_mirror(start: str | Path | None = None) -> Path:
+    """The first directory holding ``jsocmirror.toml``, from ``start`` (default: the current
+    directory) up to the filesystem root, as git finds its repository. ConfigError if none."""
+    here = Path(start if start is not None else Path.cwd()).expanduser().resolve()
+    for directory in (here, *here.parents):
+        if (directory / CONFIG_NAME).is_file():
+            return directory
+    raise ConfigError(f"no {CONFIG_NAME} in {here} or any directory above it: pass -m/--mirror DIR "
+                      "(or set JSOCMIRROR_MIRROR), or create a mirror with 'jsocmirror init'")
+
+
 # -- loading ----------------------------------------------------------------------------------
 def load_config(mirror_dir: str | Path) -> MirrorConfig:
     """Read and validate ``<mirror_dir>/jsocmirror.toml``. Raises ConfigError (one line) on any problem."""
@@ -261,7 +348,12 @@ def load_config(mirror_dir: str | Path) -> MirrorConfig:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
-    return config_from_dict(raw, mirror_dir)
+    config = config_from_dict(raw, mirror_dir)
+    config.storage_options()  # a bad JSOCMIRROR_STORAGE_* value fails here, before any work
+    if config.storage.secret and path.stat().st_mode & 0o077:
+        log.warning("%s holds [storage] secret and others can read it: use a profile or the environment "
+                    "(AWS_SECRET_ACCESS_KEY), or chmod 600 it", path)
+    return config
 
 
 def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfig:
@@ -272,8 +364,9 @@ def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfi
     transfer_raw = raw.pop("transfer", {})
     verify_raw = raw.pop("verify", {})
     retention_raw = raw.pop("retention", {})
+    storage_raw = raw.pop("storage", {})
     top = _take_fields(MirrorConfig, raw, "top level",
-                       skip={"mirror_dir", "series", "sync", "transfer", "verify", "retention"})
+                       skip={"mirror_dir", "series", "sync", "transfer", "verify", "retention", "storage"})
     if not isinstance(series_raw, list):
         raise ConfigError("'series' must be a list of [[series]] tables")
     config = MirrorConfig(
@@ -283,6 +376,7 @@ def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfi
         transfer=TransferConfig(**_take_fields(TransferConfig, _table(transfer_raw, "transfer"), "[transfer]")),
         verify=VerifyConfig(**_take_fields(VerifyConfig, _table(verify_raw, "verify"), "[verify]")),
         retention=RetentionConfig(**_take_fields(RetentionConfig, _table(retention_raw, "retention"), "[retention]")),
+        storage=StorageConfig(**_take_fields(StorageConfig, _table(storage_raw, "storage"), "[storage]")),
         **top,
     )
     validate_config(config)
@@ -333,6 +427,7 @@ def validate_config(config: MirrorConfig) -> None:
     validate_transfer(config.transfer)
     validate_verify(config.verify)
     validate_retention(config)
+    validate_storage(config.storage)
     seen: dict[str, str] = {}
     for entry in config.series:
         validate_series_entry(entry)
@@ -408,6 +503,21 @@ def validate_retention(config: MirrorConfig) -> None:
                           "(jsocmirror does not move objects into a trash): use \"delete\" or \"keep\"")
 
 
+def validate_storage(storage: StorageConfig, where: str = "[storage]") -> None:
+    for name in ("endpoint_url", "profile", "key", "secret"):
+        value = getattr(storage, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"{where} {name} {value!r} must be a non-empty string")
+    if storage.endpoint_url is not None and not re.match(r"^https?://[^/\s]+", storage.endpoint_url):
+        raise ConfigError(f"{where} endpoint_url {storage.endpoint_url!r} is not an http(s):// URL "
+                          "(e.g. https://s3.example.org)")
+    if storage.anon is not None and not isinstance(storage.anon, bool):
+        raise ConfigError(f"{where} anon {storage.anon!r} must be true or false")
+    for name in ("client_kwargs", "options"):
+        if not isinstance(getattr(storage, name), dict):
+            raise ConfigError(f"{where} {name} must be a table (e.g. {name} = {{region_name = \"eu-west-1\"}})")
+
+
 def validate_series_entry(entry: SeriesConfig, series_def=None) -> None:
     """Check one entry; with ``series_def`` (a ``series.SeriesDef``) also check its names against it.
 
@@ -449,6 +559,31 @@ def validate_series_entry(entry: SeriesConfig, series_def=None) -> None:
     _check_retention_entry(entry, where)
     if series_def is not None:
         _check_against_definition(entry, series_def, where)
+
+
+def check_download_settings(entry: SeriesConfig, series_def) -> None:
+    """What ``update`` needs to download an entry's files, checked when the entry is added.
+
+    A download setting without segments would make a keywords-only entry that downloads
+    nothing, silently; a layout template must name every prime key and the segment, or the
+    scan could not tell which record a file holds.
+    """
+    where = f"series {entry.series!r}"
+    given = [f"{name} = {_toml_value(value)}" for name, value in (("method", entry.method), ("protocol", entry.protocol),
+             ("layout", entry.layout), ("header_fill", entry.header_fill)) if value is not None]
+    if given and not entry.segments:
+        names = [s.name for s in series_def.segments]
+        what = "is a download setting" if len(given) == 1 else "are download settings"
+        raise ConfigError(f"{where}: {', '.join(given)} {what}, and no segments are chosen, so nothing would be "
+                          f"downloaded: add segments ({', '.join(names) or 'the series has none'}), or leave "
+                          f"{'it' if len(given) == 1 else 'them'} out for a keywords-only entry")
+    if entry.layout is not None:
+        from jsocmirror.layout import LayoutError, validate_template
+
+        try:
+            validate_template(series_def, entry.layout)
+        except LayoutError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def _check_against_definition(entry: SeriesConfig, sdef, where: str) -> None:
@@ -539,9 +674,27 @@ def _check_time(value: Any, where: str) -> float | None:
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a JSOC time string such as 2024.01.01_00:00:00_TAI")
     try:
-        return drmstime.parse_time(value)
+        seconds = drmstime.parse_time(value)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    _check_calendar_date(value, where)
+    return seconds
+
+
+_DATE_RE = re.compile(r"^\s*(\d{4})[.-](\d{1,2})[.-](\d{1,2})")
+
+
+def _check_calendar_date(value: str, where: str) -> None:
+    """Refuse a day the month lacks (2024-02-30): DRMS rolls it over into the next month, silently."""
+    import calendar
+
+    match = _DATE_RE.match(value)
+    if match is None:
+        return
+    year, month, day = (int(g) for g in match.groups())
+    if 1 <= month <= 12 and day > calendar.monthrange(year, month)[1]:
+        raise ConfigError(f"{where}: {value!r} is not a date: {calendar.month_name[month]} {year} has "
+                          f"{calendar.monthrange(year, month)[1]} days")
 
 
 def _check_duration(value: Any, where: str) -> float:
@@ -689,6 +842,17 @@ _COMMENTS = {
 }
 
 
+_STORAGE_NOTE = ("Object-storage roots (s3://...): fsspec storage_options; local roots ignore them. "
+                 "Each is overridden by JSOCMIRROR_STORAGE_<NAME>; AWS_* variables work too.")
+
+_EXAMPLES = {
+    "storage.endpoint_url": '"https://s3.example.org"',
+    "storage.profile": '"sdo-mirror"',
+    "storage.anon": "false",
+    "storage.client_kwargs": '{region_name = "eu-west-1"}',
+}
+
+
 def config_to_toml(config: MirrorConfig) -> str:
     """The TOML text of a config, with a comment on every setting."""
     out = [_HEADER]
@@ -696,35 +860,46 @@ def config_to_toml(config: MirrorConfig) -> str:
         value = getattr(config, name)
         out.append(f"# {_COMMENTS[name]}")
         out.append(f"{name} = {_toml_value(value)}" if value is not None else f'# {name} = "you@example.org"')
-    for section in ("sync", "transfer", "verify", "retention"):
+    for section in ("sync", "transfer", "verify", "retention", "storage"):
         out.append(f"\n[{section}]")
         obj = getattr(config, section)
+        if section == "storage":
+            out.append(f"# {_STORAGE_NOTE}")
         for f in fields(obj):
             comment = _COMMENTS.get(f"{section}.{f.name}") or _field_doc(type(obj), f.name)
             if comment:
                 out.append(f"# {comment}")
             value = getattr(obj, f.name)
-            if value is not None:
+            if value is not None and value != {}:
                 out.append(f"{f.name} = {_toml_value(value)}")
+            elif f"{section}.{f.name}" in _EXAMPLES:
+                out.append(f"# {f.name} = {_EXAMPLES[f'{section}.{f.name}']}")
     if not config.series:
         out.append("\n# Series to mirror: add them with `jsocmirror series add SERIES ...`, or by hand:")
         out.append("# [[series]]\n# series = \"hmi.M_720s\"\n# segments = [\"magnetogram\"]")
         out.append("# start = \"2024.01.01_00:00:00_TAI\"\n# cadence = \"1h\"")
     for entry in config.series:
-        out.append("\n[[series]]")
-        for f in fields(entry):
-            if f.name == "keys":
-                continue
-            value = getattr(entry, f.name)
-            comment = _COMMENTS.get(f"series.{f.name}")
-            if value is None:
-                continue
-            out.append(f"{f.name} = {_toml_value(value)}  # {comment}" if comment else f"{f.name} = {_toml_value(value)}")
-        if entry.keys:
-            out.append(f"[series.keys]  # {_COMMENTS['series.keys']}")
-            for key, values in entry.keys.items():
-                out.append(f"{_toml_key(key)} = {_toml_value(values)}")
+        out.append("")
+        out.extend(_series_lines(entry))
     return "\n".join(out) + "\n"
+
+
+def _series_lines(entry: SeriesConfig) -> list[str]:
+    """One ``[[series]]`` table, a comment on each setting."""
+    out = ["[[series]]"]
+    for f in fields(entry):
+        if f.name == "keys":
+            continue
+        value = getattr(entry, f.name)
+        comment = _COMMENTS.get(f"series.{f.name}")
+        if value is None:
+            continue
+        out.append(f"{f.name} = {_toml_value(value)}  # {comment}" if comment else f"{f.name} = {_toml_value(value)}")
+    if entry.keys:
+        out.append(f"[series.keys]  # {_COMMENTS['series.keys']}")
+        for key, values in entry.keys.items():
+            out.append(f"{_toml_key(key)} = {_toml_value(values)}")
+    return out
 
 
 def _field_doc(cls, name: str) -> str:
@@ -776,24 +951,233 @@ def _toml_value(value: Any) -> str:
 
 
 def save_config(config: MirrorConfig) -> Path:
-    """Validate and write ``jsocmirror.toml`` atomically (a reader never sees half a file)."""
+    """Validate and write ``jsocmirror.toml`` atomically (a reader never sees half a file).
+
+    An existing file is edited in place (tomlkit): only the settings and ``[[series]]`` tables
+    that differ change, so the operator's comments, order and formatting stay, and so does
+    the file's mode. A new file is written from ``config_to_toml`` (mode 0666 less the umask).
+    """
     validate_config(config)
-    text = config_to_toml(config)
+    path = config.config_path
+    _refuse_read_only(path)
+    text = _edited_toml(path, config) if path.exists() else config_to_toml(config)
     # Round-trip check: what we write must load back to the same config.
     reloaded = config_from_dict(tomllib.loads(text), config.mirror_dir)
     if reloaded != config:
-        raise ConfigError("internal error: the config would not read back as written")  # pragma: no cover
-    path = config.config_path
+        raise ConfigError(f"cannot edit {path} in place (its layout is unusual): make the change by hand")
+    _write_atomically(path, text)
+    return path
+
+
+def _refuse_read_only(path: Path) -> None:
+    """A read-only config file or mirror directory is the operator's decision: keep it (even as root)."""
+    for target in (path, path.parent):
+        if not target.exists():
+            continue
+        mode = target.stat().st_mode
+        if not os.access(target, os.W_OK) or not mode & 0o222:
+            what = "mirror directory" if target == path.parent else "config file"
+            raise ConfigError(f"cannot write {path}: the {what} {target} is read-only")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` whole to a temporary beside ``path``, keep the old file's mode and owner, rename."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".jsocmirror.", suffix=".toml.tmp", dir=str(config.mirror_dir))
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        old = path.stat()
+    except FileNotFoundError:
+        old = None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        # os.open applies the umask to 0o666, as any editor's new file; mkstemp's 0600 would hide the config
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            if old is not None:
+                os.fchmod(fd, old.st_mode & 0o7777)
+                if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+                    os.fchown(fd, old.st_uid, old.st_gid)  # root editing an operator's file leaves it theirs
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, path)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+
+
+def _edited_toml(path: Path, config: MirrorConfig) -> str:
+    """The text of the file at ``path`` with what differs from ``config`` changed, and nothing else."""
+    import tomlkit
+
+    try:
+        doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    old = config_from_dict(doc.unwrap(), config.mirror_dir)
+    for name in ("server", "email", "catalog", "data", "read"):
+        _set_key(doc, name, getattr(old, name), getattr(config, name), getattr(MirrorConfig, name, None))
+    for section in ("sync", "transfer", "storage"):
+        old_obj, new_obj = getattr(old, section), getattr(config, section)
+        if old_obj == new_obj:
+            continue
+        if section not in doc:
+            doc.add(section, tomlkit.table())
+        for f in fields(new_obj):
+            default = type(new_obj)()
+            _set_key(doc[section], f.name, getattr(old_obj, f.name), getattr(new_obj, f.name), getattr(default, f.name))
+    _edit_series(doc, old.series, config.series)
+    return tomlkit.dumps(doc)
+
+
+def _set_key(table, name: str, old: Any, new: Any, default: Any) -> None:
+    if old == new:
+        return
+    if new is None or (new == default and name not in table) or new == {}:
+        if name in table:
+            del table[name]
+        return
+    table[name] = new
+
+
+def _edit_series(doc, old: list[SeriesConfig], new: list[SeriesConfig]) -> None:
+    """Remove, change in place or append ``[[series]]`` tables, matched by series name."""
+    import tomlkit
+
+    wanted = {e.series.lower(): e for e in new}
+    tables = doc.get("series")
+    for index in reversed(range(len(old))):
+        if old[index].series.lower() not in wanted:
+            _remove_series_table(doc, index)
+    tables = doc.get("series")
+    present = {str(t.get("series", "")).lower(): t for t in (tables or [])}
+    for entry in new:
+        table = present.get(entry.series.lower())
+        if table is None:
+            block = tomlkit.parse("\n".join(_series_lines(entry)) + "\n")["series"][0]
+            if tables is None:
+                doc.add(tomlkit.nl())
+                doc.append("series", tomlkit.aot())
+                tables = doc["series"]
+            else:
+                _append_after(tables, block)
+                continue
+            tables.append(block)
+        else:
+            _edit_series_table(table, _entry_of(table), entry)
+
+
+def _append_after(tables, block) -> None:
+    """Append ``block`` to the array of tables, right after the last entry's own lines.
+
+    The blank lines and comments that end the last entry lead to what follows it (the next
+    section): they move below the new entry, and one blank line separates the two entries.
+    """
+    from tomlkit.items import Comment, Whitespace
+
+    last = _innermost(tables[-1]).value.body
+    trailing = []
+    while last and last[-1][0] is None and isinstance(last[-1][1], (Comment, Whitespace)):
+        trailing.insert(0, last.pop()[1])
+    last.append((None, Whitespace("\n")))
+    tables.append(block)
+    end = _innermost(tables[-1]).value
+    for item in trailing:
+        end.body.append((None, item))
+
+
+def _innermost(table):
+    """The last sub-table of a table (``[series.keys]``), whose body holds the table's last lines."""
+    from tomlkit.items import Table
+
+    while table.value.body and isinstance(table.value.body[-1][1], Table):
+        table = table.value.body[-1][1]
+    return table
+
+
+def _entry_of(table) -> SeriesConfig:
+    return _series_from_dict(table.unwrap(), 0)
+
+
+def _edit_series_table(table, old: SeriesConfig, new: SeriesConfig) -> None:
+    import tomlkit
+
+    for f in fields(SeriesConfig):
+        before, after = getattr(old, f.name), getattr(new, f.name)
+        if f.name != "keys":
+            _set_key(table, f.name, before, after, None)
+        elif before != after:
+            if not after:
+                del table["keys"]
+            elif "keys" not in table or before.keys() != after.keys():
+                keys = tomlkit.table()
+                for key, values in after.items():
+                    keys[key] = values
+                table["keys"] = keys
+            else:
+                for key, values in after.items():
+                    if before.get(key) != values:
+                        table["keys"][key] = values
+
+
+def _remove_series_table(doc, index: int) -> None:
+    """Delete one ``[[series]]`` table with the comment lines directly above its header.
+
+    tomlkit keeps those comments at the end of whatever precedes the header (the previous
+    entry, or the section or top level before the first entry), so they are cut from there;
+    the comments ending the removed table lead to what follows it, so they stay.
+    """
+    from tomlkit.items import Comment, Whitespace
+
+    tables = doc["series"]
+    if index > 0:
+        body, end = _innermost(tables[index - 1]).value.body, len(_innermost(tables[index - 1]).value.body)
+    else:
+        body, end = _lines_before(doc, "series")
+    _blank_comments_before(body, end)
+    own = _innermost(tables[index]).value.body
+    trailing = []
+    while own and own[-1][0] is None and isinstance(own[-1][1], (Comment, Whitespace)):
+        trailing.insert(0, own.pop()[1])
+    while trailing and isinstance(trailing[0], Whitespace):
+        trailing.pop(0)  # the blank line before the next header: the previous entry has its own
+    kept = "".join(item.as_string() for item in trailing)
+    if kept and end and body[end - 1][0] is None and isinstance(body[end - 1][1], Whitespace):
+        body[end - 1] = (None, Whitespace(body[end - 1][1].as_string() + kept))
+    elif kept and end == len(body):
+        body.append((None, Whitespace(kept)))
+    if len(tables) == 1:
+        del doc["series"]
+    else:
+        del tables[index]
+
+
+def _lines_before(doc, key: str) -> tuple[list, int]:
+    """(a body, an end index): the items just above the first ``[[key]]`` header."""
+    from tomlkit.items import Table
+
+    body = doc.body
+    position = next(i for i, (k, _) in enumerate(body) if k is not None and k.key == key)
+    before = body[position - 1][1] if position else None
+    if not isinstance(before, Table):
+        return body, position
+    inner = _innermost(before).value.body
+    return inner, len(inner)
+
+
+def _blank_comments_before(body: list, end: int) -> None:
+    """Empty the run of comment lines that ends at ``body[end]`` (emptied, not removed: tomlkit
+    indexes its keys by position)."""
+    from tomlkit.items import Comment, Whitespace
+
+    i = end - 1
+    while i >= 0 and body[i][0] is None and isinstance(body[i][1], Comment):
+        body[i] = (None, Whitespace(""))
+        i -= 1
 
 
 def with_series(config: MirrorConfig, entry: SeriesConfig) -> MirrorConfig:

@@ -437,9 +437,10 @@ def _verify(task: FileTask, path: str, sums: FitsSums | None = None) -> str:
 class _Target:
     """Where files land: a local directory, or any fsspec filesystem."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, storage_options: dict | None = None):
         root = str(root)
-        self.fs, self.root = fsspec.core.url_to_fs(root)
+        remote = "://" in root and not root.startswith("file://")
+        self.fs, self.root = fsspec.core.url_to_fs(root, **((storage_options or {}) if remote else {}))
         self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         self._staging: str | None = None
         self._made: set[str] = set()  # local directories known to exist (saves a mkdir per file)
@@ -597,7 +598,7 @@ def download_files(tasks: Iterable[FileTask], root: str | os.PathLike, *, connec
                    on_landed: Callable[[Landed], None] | None = None,
                    on_failed: Callable[[FailedFile], None] | None = None,
                    on_bytes: Callable[[int], None] | None = None,
-                   durability: str = "batch") -> Results:
+                   durability: str = "batch", storage_options: dict | None = None) -> Results:
     """Fetch every task into ``root`` with at most ``connections`` at once.
 
     ``on_landed``/``on_failed`` run in the calling thread (so they may write to the catalog),
@@ -609,6 +610,7 @@ def download_files(tasks: Iterable[FileTask], root: str | os.PathLike, *, connec
     transfer of a 1 MB file); either way no file is renamed into place before it is on disk.
     ``"none"`` skips the sync: still verified and renamed atomically, so a killed process never
     leaves a partial file under its final name, but a power loss may (benchmark figures only).
+    ``storage_options`` open a root that is not local (fsspec, e.g. ``[storage]`` of the config).
     """
     if connections < 1:
         raise ValueError(f"connections must be at least 1, not {connections}")
@@ -624,7 +626,7 @@ def download_files(tasks: Iterable[FileTask], root: str | os.PathLike, *, connec
             continue
         seen.add(task.dest)
         pending.append(task)
-    target = _Target(root)
+    target = _Target(root, storage_options)
     committer = _BatchCommitter(target, results, on_landed, sync=durability == "batch")
     finished = _Finished(len(pending), group=committer.size)
     options = (target, policy, on_bytes, durability in ("batch", "none"), durability == "batch")
@@ -759,14 +761,15 @@ def _handle(outcome, results: Results, committer: _BatchCommitter | None, on_lan
 
 # -- url-tar ---------------------------------------------------------------------------------------
 def extract_tar(tar_path: str | os.PathLike, members: Mapping[str, FileTask], root: str | os.PathLike,
-                *, on_landed: Callable[[Landed], None] | None = None) -> Results:
+                *, on_landed: Callable[[Landed], None] | None = None,
+                storage_options: dict | None = None) -> Results:
     """Extract the regular-file members named in ``members`` (tar member name -> task) into the layout.
 
     The layout decides every path: a member is only ever written to its task's ``dest``. Members
     that are links, devices, absolute, contain ``..``, or are not expected are skipped (and logged).
     """
     results = Results()
-    target = _Target(root)
+    target = _Target(root, storage_options)
     found: set[str] = set()
     try:
         with tarfile.open(tar_path, "r:*") as archive:

@@ -292,6 +292,8 @@ def publish(catalog: Catalog, config, *, force: bool = False, storage_options: d
     the process's, so a publish beside a running writer passes None and shares the writer's.
     """
     start = time.perf_counter()
+    if storage_options is None:
+        storage_options = config.storage_options()
     store = _Store(config.read_root, storage_options)
     try:  # (a publish only reads the catalog and ends with a rollback: no commit, so no step)
         if memory_limit is None:  # beside a running writer: one snapshot, one connection

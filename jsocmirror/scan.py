@@ -94,6 +94,19 @@ def open_root(root: str, storage_options: dict | None = None):
     return None, os.path.abspath(os.path.expanduser(local))
 
 
+def _check_container(fs, root: str, root_path: str) -> None:
+    """A missing prefix of an object store is an empty root (object stores have no directories: a
+    new bucket prefix exists only once a file is under it); its bucket must exist, though."""
+    container = root_path.strip("/").split("/", 1)[0]
+    try:
+        found = bool(container) and container != root_path.strip("/") and fs.exists(container)
+    except OSError as exc:
+        raise ScanError(f"cannot list data root {root}: {exc}") from None
+    if not found:
+        raise ScanError(f"data root {root} does not exist" + (f" (no bucket {container!r})" if container else ""))
+    log.info("data root %s holds nothing yet (an empty prefix of bucket %s)", root, container)
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -353,7 +366,7 @@ def scan_tree(
     if fs is None and not os.path.isdir(root_path):
         raise ScanError(f"data root {root_path} is not a directory (create it, or fix 'data' in jsocmirror.toml)")
     if fs is not None and not fs.exists(root_path):
-        raise ScanError(f"data root {root} does not exist")
+        _check_container(fs, root, root_path)
     _adopt_root(catalog, root_id)
     result = ScanResult(root=root_id)
     skip_set = {s.strip("/") for s in skip} | set(MIRROR_OWNED)

@@ -284,7 +284,7 @@ def _scan(config, catalog, layout, summary, progress) -> None:
     root = config.data_root
     if "://" not in root:
         Path(root).mkdir(parents=True, exist_ok=True)
-    result = scan_mod.scan_tree(catalog, root, layout)
+    result = scan_mod.scan_tree(catalog, root, layout, storage_options=config.storage_options())
     summary.scan = {"files": result.files, "added": result.added, "removed": result.removed}
     # the nightly job keeps the <slug>_files views as current as `jsocmirror scan` does
     refresh_file_views(catalog, [entry.series for entry in config.series])
@@ -425,7 +425,7 @@ def _download_batch(batch, governor: Governor, root: str, connections: int, poli
         results = _download_tar(batch, root, policy, on_landed, on_bytes, config)
     else:
         results = dl.download_files(batch.tasks, root, connections=connections, policy=policy,
-                                    on_landed=on_landed, on_bytes=on_bytes)
+                                    on_landed=on_landed, on_bytes=on_bytes, storage_options=config.storage_options())
     for failed in results.errors:
         summary.failures.append({"series": failed.task.series, "record_key": failed.task.record_key,
                                  "segment": failed.task.segment, "reason": failed.error, "kind": "download"})
@@ -448,7 +448,8 @@ def _download_tar(batch, root: str, policy: RetryPolicy, on_landed, on_bytes, co
             for task in batch.tar_members.values():
                 out.errors.append(dl.FailedFile(task, f"tar {batch.source}: {fetched.errors[0].error}", 1))
             return out
-        return dl.extract_tar(workdir / "export.tar", batch.tar_members, root, on_landed=on_landed)
+        return dl.extract_tar(workdir / "export.tar", batch.tar_members, root, on_landed=on_landed,
+                              storage_options=config.storage_options())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

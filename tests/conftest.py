@@ -62,6 +62,13 @@ def quick_emulator():
         yield emu
 
 
+@pytest.fixture(scope="module")
+def emu():
+    """One quick_emulator() per test module (a module that mutates its world defines its own)."""
+    with quick_emulator() as emulator:
+        yield emulator
+
+
 @pytest.fixture
 def emulator(tmp_path):
     """A started Emulator with its world persisted under tmp_path/emu (clock 2024.07.01_00:00:00_TAI)."""

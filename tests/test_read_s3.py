@@ -21,7 +21,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import moto_s3, quick_emulator
+from conftest import moto_s3
 from click.testing import CliRunner
 
 pytest.importorskip("s3fs")
@@ -76,21 +76,12 @@ def s3():
 
 
 @pytest.fixture(scope="module")
-def emu():
-    with quick_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
 def mirror(s3, emu, tmp_path_factory):
     """test_update's two-series mirror with its data root and read root on S3, after one update."""
     config = make_mirror(tmp_path_factory.mktemp("s3-mirror") / "m", emu.url)
     config = dataclasses.replace(config, data=DATA, read=READ)
     cfg.save_config(config)
     config = cfg.load_config(config.mirror_dir)
-    # An S3 "directory" exists once it holds an object, and update scans before it downloads
-    # (a first update on an empty S3 data root stops at "data root does not exist").
-    s3.pipe(DATA.removeprefix("s3://") + "/.keep", b"")
     summary = update_mirror(config, emu.url, options())
     assert summary.exit_code == 0 and summary.files_downloaded == 31, summary.render()
     s3.invalidate_cache()

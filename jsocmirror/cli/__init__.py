@@ -24,6 +24,10 @@ import click
 from jsocmirror import __version__
 from jsocmirror.errors import JsocMirrorError
 
+#: Every option can also be set from the environment: JSOCMIRROR_<COMMAND>_<OPTION>
+#: (``JSOCMIRROR_UPDATE_CONNECTIONS``, ``JSOCMIRROR_SERIES_ADD_SEGMENTS``; see ``_name_envvars``).
+ENV_PREFIX = "JSOCMIRROR"
+
 
 class _Group(click.Group):
     """Turns library errors into one clean line (or one JSON object) and the documented exit code."""
@@ -69,7 +73,7 @@ _FILE_ONLY = {"file_only": True}
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": ENV_PREFIX})
 @click.version_option(__version__, prog_name="jsocmirror")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True,
@@ -263,6 +267,23 @@ def run_log(ctx: click.Context, mirror_dir: Path, command: str) -> Iterator[Path
         logger.setLevel(previous)
 
 
+def _mirror_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """-m, else JSOCMIRROR_MIRROR, else the first directory up from here holding jsocmirror.toml."""
+    if value is not None or ctx.resilient_parsing:
+        return value
+    from jsocmirror.config import find_mirror
+
+    return str(find_mirror())
+
+
+mirror_option = click.option(
+    "-m", "--mirror", "mirror_dir", default=None, envvar="JSOCMIRROR_MIRROR", show_envvar=True,
+    callback=_mirror_dir, type=click.Path(file_okay=False),
+    help="Mirror directory (holds jsocmirror.toml). Default: the current directory or the first one above it "
+         "that holds jsocmirror.toml.",
+)
+
+
 REAL_JSOC_URL = "http://jsoc.stanford.edu/"
 
 
@@ -290,6 +311,26 @@ def jsoc_server(server: str, mirror_dir: str | Path | None = None) -> Iterator[s
 def _register_commands() -> None:
     # Importing a command module adds its commands to ``cli``.
     from jsocmirror.cli import catalog, emulator, mirror, report, retention, transfer, upgrade  # noqa: F401
+
+    _name_envvars(cli, ENV_PREFIX)
+
+
+def _name_envvars(command: click.Command, prefix: str) -> None:
+    """Give each option its environment variable, JSOCMIRROR_<COMMAND>_<OPTION> named after the
+    long flag (click's automatic names follow the Python parameter: ``--json`` would be AS_JSON),
+    and show it in --help. --help and --version are never read from the environment (a stray
+    JSOCMIRROR_VERSION=1 would turn every command into a version print)."""
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.envvar == "JSOCMIRROR_MIRROR":
+            continue
+        if param.is_eager and not param.expose_value:
+            param.allow_from_autoenv = False
+            continue
+        longest = max(param.opts, key=len).lstrip("-")
+        param.envvar = f"{prefix}_{longest.upper().replace('-', '_')}"
+        param.show_envvar = True
+    for name, sub in getattr(command, "commands", {}).items():
+        _name_envvars(sub, f"{prefix}_{name.upper().replace('-', '_')}")
 
 
 _register_commands()

@@ -17,18 +17,12 @@ import click
 from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog, keyword_table, series_slug
 from jsocmirror.cli import (
-    bar_size, bars_on_screen, cli, echo_json, echo_report, format_option, jsoc_server, json_option, output_format, quiet, run_log,
-    show_progress, wait_option,
+    bar_size, bars_on_screen, cli, echo_json, echo_report, format_option, jsoc_server, json_option, mirror_option,
+    output_format, quiet, run_log, show_progress, wait_option,
 )
 from jsocmirror.errors import CatalogError, ConfigError, JsocMirrorError, UsageError
 from jsocmirror.jsoc import JsocClient, SeriesNotFound
 from jsocmirror.publish import publish
-
-mirror_option = click.option(
-    "-m", "--mirror", "mirror_dir", default=".", show_default=True, envvar="JSOCMIRROR_MIRROR",
-    type=click.Path(file_okay=False), help="Mirror directory (holds jsocmirror.toml); env JSOCMIRROR_MIRROR.",
-)
-
 
 # -- init -----------------------------------------------------------------------------------------
 @cli.command()
@@ -39,11 +33,15 @@ mirror_option = click.option(
 @click.option("--data-root", default=cfg.DEFAULT_DATA_ROOT, show_default=True,
               help="Where files go: a path (relative to ROOT) or any fsspec URL (s3://bucket/sdo).")
 @click.option("--offline", is_flag=True, help="Do not contact JSOC (skips the email check).")
+@click.option("--endpoint-url", default=None,
+              help="S3-compatible endpoint of an object-storage data root (written to [storage] endpoint_url).")
 @json_option
-def init(root: str, server: str, email: str | None, data_root: str, offline: bool, as_json: bool) -> None:
+def init(root: str, server: str, email: str | None, data_root: str, offline: bool, endpoint_url: str | None,
+         as_json: bool) -> None:
     """Create a mirror in ROOT: jsocmirror.toml, the DuckDB catalog, the data root and logs/."""
     path = Path(root).expanduser().resolve()
-    config = init_mirror(path, server=server, email=email, data_root=data_root, check_email=not offline)
+    config = init_mirror(path, server=server, email=email, data_root=data_root, check_email=not offline,
+                         storage=cfg.StorageConfig(endpoint_url=endpoint_url))
     if as_json:
         echo_json({"code": 0, "mirror": str(path), "config": str(config.config_path),
                    "catalog": str(config.catalog_path), "data": config.data_root, "logs": str(path / "logs")})
@@ -56,11 +54,13 @@ def init(root: str, server: str, email: str | None, data_root: str, offline: boo
                 f"next: jsocmirror series add -m {root} SERIES --start ...; then jsocmirror sync -m {root}")
 
 
-def init_mirror(path: Path, *, server: str, email: str | None, data_root: str, check_email: bool) -> cfg.MirrorConfig:
+def init_mirror(path: Path, *, server: str, email: str | None, data_root: str, check_email: bool,
+                storage: cfg.StorageConfig | None = None) -> cfg.MirrorConfig:
     """Validate everything first, then create; on failure remove what was created."""
     if (path / cfg.CONFIG_NAME).exists():
         raise UsageError(f"{path} is already a mirror ({cfg.CONFIG_NAME} exists)")
-    config = cfg.MirrorConfig(mirror_dir=path, server=server, email=email, data=data_root)
+    config = cfg.MirrorConfig(mirror_dir=path, server=server, email=email, data=data_root,
+                              storage=storage or cfg.StorageConfig())
     cfg.validate_config(config)
     if email and check_email:
         with jsoc_server(server, path) as url:
@@ -95,7 +95,7 @@ def init_mirror(path: Path, *, server: str, email: str | None, data_root: str, c
             import fsspec
 
             try:
-                fs, root_path = fsspec.core.url_to_fs(config.data_root)
+                fs, root_path = fsspec.core.url_to_fs(config.data_root, **config.storage_options())
                 fs.makedirs(root_path, exist_ok=True)
             except Exception as exc:  # fsspec backends raise their own types
                 raise JsocMirrorError(f"cannot create data root {config.data_root}: {exc}") from None
@@ -181,15 +181,22 @@ def fetch_definition(client: JsocClient, name: str):
 @click.option("--layout", help="File layout template (default: the layout's default).")
 @click.option("--method", type=click.Choice(cfg.METHODS), help="Export method (default: [transfer] method).")
 @click.option("--protocol", type=click.Choice(cfg.PROTOCOLS), help="Export protocol (default: [transfer] protocol).")
+@click.option("--header-fill/--no-header-fill", default=None,
+              help="Write the catalog's keywords into as-is FITS headers (default: [transfer] header_fill).")
 @json_option
 def series_add(mirror_dir, name, segments, start, end, cadence, keys, filter_, keywords, layout, method, protocol,
-               as_json):
-    """Add NAME to the mirror (or replace its entry), checked against JSOC's definition."""
+               header_fill, as_json):
+    """Add NAME to the mirror (or replace its entry), checked against JSOC's definition.
+
+    Without --segments the entry is keywords only: sync fills its catalog table, no file is
+    downloaded, and status/diff do not list it. The download settings (--method, --protocol,
+    --layout, --header-fill) need --segments.
+    """
     config = cfg.load_config(mirror_dir)
     entry = cfg.SeriesConfig(
         series=name.strip(), segments=_csv_list(segments) or [], start=start, end=end, cadence=cadence,
         keys=_parse_key_options(keys), filter=filter_, keywords=_csv_list(keywords), layout=layout,
-        method=method, protocol=protocol,
+        method=method, protocol=protocol, header_fill=header_fill,
     )
     cfg.validate_series_entry(entry)  # local checks first: no request for a malformed entry
     with jsoc_server(config.server, config.mirror_dir) as url:
@@ -197,14 +204,19 @@ def series_add(mirror_dir, name, segments, start, end, cadence, keys, filter_, k
     entry.series = canonical
     entry.segments = [sdef.segment(s).name if sdef.segment(s) else s for s in entry.segments]
     entry.keys = {sdef.keyword(k).name if sdef.keyword(k) else k: v for k, v in entry.keys.items()}
+    if entry.keywords is not None:
+        entry.keywords = [sdef.keyword(k).name if sdef.keyword(k) else k for k in entry.keywords]
     cfg.validate_series_entry(entry, sdef)
+    cfg.check_download_settings(entry, sdef)
     replaced = any(s.series.lower() == canonical.lower() for s in config.series)
     cfg.save_config(cfg.with_series(config, entry))
     if as_json:
         echo_json({"code": 0, "action": "updated" if replaced else "added", "series": canonical,
-                   "config": str(config.config_path), "entry": _entry_dict(entry)})
+                   "config": str(config.config_path), "entry": _entry_dict(entry),
+                   "keywords_only": not entry.segments})
         return
-    echo_report(f"{'updated' if replaced else 'added'} {canonical} in {config.config_path}")
+    echo_report(f"{'updated' if replaced else 'added'} {canonical} in {config.config_path}"
+                + ("" if entry.segments else " (keywords only: no --segments, so no files are downloaded)"))
 
 
 @series.command("remove")

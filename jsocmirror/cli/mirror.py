@@ -12,7 +12,8 @@ import click
 from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog
 from jsocmirror.cli import (
-    cli, echo_json, echo_report, format_option, json_option, output_format, run_log, show_progress, wait_option,
+    cli, echo_json, echo_report, format_option, json_option, mirror_option, output_format, run_log, show_progress,
+    wait_option,
 )
 from jsocmirror.diff import (
     GAP_STATES, STATES, _check_states, export_catalog, layout_for_config, mirror_status,
@@ -21,12 +22,6 @@ from jsocmirror.diff import (
 from jsocmirror.lock import mirror_lock
 from jsocmirror.publish import publishing
 from jsocmirror.scan import scan_tree
-
-mirror_option = click.option(
-    "-m", "--mirror", "mirror_dir", default=".", show_default=True, envvar="JSOCMIRROR_MIRROR",
-    type=click.Path(file_okay=False), help="Mirror directory (holds jsocmirror.toml); env JSOCMIRROR_MIRROR.",
-)
-
 
 #: Lines ``diff`` prints by default: a person reads the first screens; a program asks for csv/json.
 DIFF_TABLE_LIMIT = 100
@@ -81,7 +76,8 @@ def scan(ctx, mirror_dir: str, verify: bool, names_only: bool, full: bool, probl
 
         try:
             result = scan_tree(catalog, config.data_root, layout, stat=not names_only, verify=verify, full=full,
-                               skip=_skip_paths(config), progress=progress)
+                               skip=_skip_paths(config), progress=progress,
+                               storage_options=config.storage_options())
         finally:
             if bar is not None:
                 bar.close()
@@ -207,7 +203,8 @@ def export_catalog_cmd(mirror_dir: str, dest: str | None, as_json: bool) -> None
     config, mirror = _read(mirror_dir)
     target = dest or (config.data_root.rstrip("/") + "/_catalog")
     with mirror:
-        written = export_catalog(mirror.catalog, target, tables=sorted(mirror.manifest().get("tables", {})))
+        written = export_catalog(mirror.catalog, target, tables=sorted(mirror.manifest().get("tables", {})),
+                                 storage_options=config.storage_options())
     if as_json:
         echo_json({"code": 0, "dest": target, "tables": written})
         return

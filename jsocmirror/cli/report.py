@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from jsocmirror import config as cfg
-from jsocmirror.cli import cli, echo_json, echo_report, json_option
-from jsocmirror.cli.catalog import mirror_option
+from jsocmirror.cli import cli, echo_json, echo_report, json_option, mirror_option
 
 
 @cli.command("report")

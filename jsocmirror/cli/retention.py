@@ -9,8 +9,8 @@ import click
 
 from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog
-from jsocmirror.cli import cli, echo_json, json_option, quiet, run_log, wait_option
-from jsocmirror.cli.mirror import _skip_paths, mirror_option
+from jsocmirror.cli import cli, echo_json, json_option, mirror_option, quiet, run_log, wait_option
+from jsocmirror.cli.mirror import _skip_paths
 from jsocmirror.lock import mirror_lock
 from jsocmirror.publish import publishing
 from jsocmirror.sync import mark_dead_runs

@@ -12,12 +12,8 @@ import click
 
 from jsocmirror import config as cfg
 from jsocmirror.cli import (
-    bar_size, bars_on_screen, cli, echo_json, echo_report, jsoc_server, json_option, run_log, show_progress, wait_option,
-)
-
-mirror_option = click.option(
-    "-m", "--mirror", "mirror_dir", default=".", show_default=True, envvar="JSOCMIRROR_MIRROR",
-    type=click.Path(file_okay=False), help="Mirror directory (holds jsocmirror.toml); env JSOCMIRROR_MIRROR.",
+    bar_size, bars_on_screen, cli, echo_json, echo_report, jsoc_server, json_option, mirror_option, run_log,
+    show_progress, wait_option,
 )
 
 

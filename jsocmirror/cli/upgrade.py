@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from jsocmirror import config as cfg
-from jsocmirror.cli import cli, echo_json, echo_report, json_option, wait_option
-from jsocmirror.cli.catalog import mirror_option
+from jsocmirror.cli import cli, echo_json, echo_report, json_option, mirror_option, wait_option
+
 from jsocmirror.upgrade import migrate_mirror
 
 

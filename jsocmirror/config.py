@@ -34,6 +34,8 @@ DEFAULT_DATA_ROOT = "data"
 DEFAULT_READ_ROOT = "read"
 
 METHODS = ("url_quick", "url", "url-tar")
+#: The [section] tables of jsocmirror.toml, each a dataclass field of MirrorConfig, in file order.
+SECTIONS = ("sync", "transfer", "verify", "retention", "storage")
 PROTOCOLS = ("as-is", "fits")
 ORPHAN_POLICIES = ("keep", "trash", "delete")
 DEFAULT_TRASH = "trash"
@@ -366,7 +368,7 @@ def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfi
     retention_raw = raw.pop("retention", {})
     storage_raw = raw.pop("storage", {})
     top = _take_fields(MirrorConfig, raw, "top level",
-                       skip={"mirror_dir", "series", "sync", "transfer", "verify", "retention", "storage"})
+                       skip={"mirror_dir", "series", *SECTIONS})
     if not isinstance(series_raw, list):
         raise ConfigError("'series' must be a list of [[series]] tables")
     config = MirrorConfig(
@@ -860,7 +862,7 @@ def config_to_toml(config: MirrorConfig) -> str:
         value = getattr(config, name)
         out.append(f"# {_COMMENTS[name]}")
         out.append(f"{name} = {_toml_value(value)}" if value is not None else f'# {name} = "you@example.org"')
-    for section in ("sync", "transfer", "verify", "retention", "storage"):
+    for section in SECTIONS:
         out.append(f"\n[{section}]")
         obj = getattr(config, section)
         if section == "storage":
@@ -1021,7 +1023,7 @@ def _edited_toml(path: Path, config: MirrorConfig) -> str:
     old = config_from_dict(doc.unwrap(), config.mirror_dir)
     for name in ("server", "email", "catalog", "data", "read"):
         _set_key(doc, name, getattr(old, name), getattr(config, name), getattr(MirrorConfig, name, None))
-    for section in ("sync", "transfer", "storage"):
+    for section in SECTIONS:
         old_obj, new_obj = getattr(old, section), getattr(config, section)
         if old_obj == new_obj:
             continue

@@ -270,8 +270,10 @@ def _fingerprints(catalog: Catalog, table: str) -> list[_Part]:
     key_sql, where_of, fp_cols = _partitioning(table, columns)
     schema = ",".join(f"{n}:{t}" for n, t in columns.items())
     hashed = ", ".join(quote_ident(c) for c in fp_cols)
+    # hash(a, b, c) XORs its last column's hash in, so a bit_xor of it over rows cancels a value an
+    # even number of rows share (two records synced again at once looked unchanged): hash it again.
     rows = catalog.execute(
-        f"SELECT {key_sql} AS part, count(*), bit_xor(hash({hashed})) FROM {quote_ident(table)} GROUP BY ALL"
+        f"SELECT {key_sql} AS part, count(*), bit_xor(hash(hash({hashed}))) FROM {quote_ident(table)} GROUP BY ALL"
     ).fetchall()
     parts = [_Part(table, _part_name(table, key), where_of(key), key, f"{schema}|{n}|{h}", n) for key, n, h in rows]
     if not parts:  # an empty table still needs one (empty) file: its schema

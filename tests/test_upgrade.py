@@ -25,6 +25,8 @@ from jsocmirror.publish import publish
 
 PY = sys.executable
 OLD_SCHEMA = 20  # the last migration before 0030_catalog_meta
+NEW = [name for number, name, _ in migrations() if number > OLD_SCHEMA]  # what an upgrade from it applies
+LATEST = max(number for number, _, _ in migrations())
 
 
 def jm(*args) -> subprocess.CompletedProcess:
@@ -69,7 +71,7 @@ def old_mirror(root: Path) -> cfg.MirrorConfig:
     config = cfg.load_config(root)
     write_old_catalog(config.catalog_path)
     with Catalog(config.catalog_path, migrate=False) as catalog:  # publish as the old jsocmirror did
-        assert catalog.schema_version() == OLD_SCHEMA and catalog.pending == ["0030_catalog_meta"]
+        assert catalog.schema_version() == OLD_SCHEMA and catalog.pending == NEW
         publish(catalog, config)
     return config
 
@@ -112,21 +114,21 @@ def test_migrate_backs_up_the_old_catalog_then_migrates_and_republishes(tmp_path
     backups = sorted((config.mirror_dir / "backups").glob("*.duckdb"))
     assert len(backups) == 1 and backups[0].name.startswith("catalog-schema0020-")
     assert f"backed up {catalog_path} (schema 0020) to {backups[0]}" in done.stdout
-    assert "applied 0030_catalog_meta" in done.stdout and "is at schema 0030" in done.stdout
+    assert "applied 0030_catalog_meta" in done.stdout and f"is at schema {LATEST:04d}" in done.stdout
     # the backup is the old catalog, byte for byte: it opens and holds the old data at the old schema
     assert digest(backups[0]) == before
     assert schema_of(backups[0]) == (OLD_SCHEMA, False, 300)
-    assert schema_of(catalog_path) == (30, True, 300)
+    assert schema_of(catalog_path) == (LATEST, True, 300)
     assert not os.path.samefile(backups[0], catalog_path)
     with Catalog(catalog_path) as catalog:
         meta = catalog.meta()
         catalog.execute("DELETE FROM runs")  # later writes never reach the backup
-    assert meta["schema_version"] == "0030" and meta["jsocmirror_version"] == jsocmirror.__version__
+    assert meta["schema_version"] == f"{LATEST:04d}" and meta["jsocmirror_version"] == jsocmirror.__version__
     assert meta["duckdb_version"] == duckdb.__version__ and meta["storage_version"].startswith("v")
     assert digest(backups[0]) == before
     # the readers' copy was published again: it has the new table, and no warning any more
     read = jm("sql", "-m", config.mirror_dir, "SELECT value FROM catalog_meta WHERE key = 'schema_version'")
-    assert read.returncode == 0 and "0030" in read.stdout and "pending" not in read.stderr, read.stderr
+    assert read.returncode == 0 and f"{LATEST:04d}" in read.stdout and "pending" not in read.stderr, read.stderr
 
     again = jm("migrate", "-m", config.mirror_dir)
     assert again.returncode == 0 and "no migration pending" in again.stdout, again.stderr
@@ -158,7 +160,7 @@ def test_a_writing_command_backs_up_and_migrates_by_itself(tmp_path):
     assert len(backups) == 1 and digest(backups[0]) == before
     assert "WARNING" in result.stderr and f"backed up to {backups[0]}" in result.stderr
     assert "applied 0030_catalog_meta" in result.stderr
-    assert schema_of(config.catalog_path) == (30, True, 300)
+    assert schema_of(config.catalog_path) == (LATEST, True, 300)
     assert "published generation" in result.stdout
     read = jm("sql", "-m", config.mirror_dir, "SELECT count(*) FROM catalog_meta")
     assert read.returncode == 0 and "pending" not in read.stderr, read.stderr
@@ -182,7 +184,7 @@ def test_the_nightly_update_after_an_upgrade_migrates_logs_it_and_runs_its_night
     assert digest(backup) == before
     (log_file,) = (config.mirror_dir / "logs").glob("update-*.log")
     logged = log_file.read_text()
-    assert f"backed up to {backup}, then applied 0030_catalog_meta" in logged and "WARNING" in logged
+    assert f"backed up to {backup}, then applied {', '.join(NEW)}" in logged and "WARNING" in logged
     with Catalog(config.catalog_path, read_only=True) as catalog:
         assert catalog.pending == [] and catalog.q("sync_state_list").fetchall()  # the night synced
 
@@ -215,7 +217,11 @@ def test_a_newer_catalog_is_refused_with_one_line_and_left_unchanged(tmp_path):
                  ["status"], ["sql", "SELECT 1"]):
         one_line_error(jm(*args, "-m", config.mirror_dir), 2, "schema 9990", "jsocmirror 9.9.0",
                        f"({jsocmirror.__version__}, schemas up to {newest:04d})", "pip install -U jsocmirror")
-    assert tree(config.mirror_dir) == before  # catalog, readers' copy, no backups/
+    after = tree(config.mirror_dir)
+    logs = [name for name in after if name.startswith("logs/")]  # the run log of the refused scan says why
+    assert [name for name in logs if "scan-" in name] == logs and len(logs) == 1
+    assert "schema 9990" in (config.mirror_dir / logs[0]).read_text()
+    assert {k: v for k, v in after.items() if k not in logs} == before  # catalog, readers' copy, no backups/
 
 
 # -- a migration that fails ---------------------------------------------------------------------------
@@ -223,14 +229,14 @@ def test_a_failed_migration_leaves_the_catalog_as_it_was_and_the_backup_stays(tm
     config = old_mirror(tmp_path / "m")
     before = digest(config.catalog_path)
     real = migrations()
-    broken = (31, "0031_broken", "CREATE TABLE half_done (a INTEGER);\nSELECT * FROM no_such_table;")
+    broken = (9999, "9999_broken", "CREATE TABLE half_done (a INTEGER);\nSELECT * FROM no_such_table;")
     monkeypatch.setattr(catalog_mod, "migrations", lambda: [*real, broken])
     result = CliRunner().invoke(cli, ["migrate", "-m", str(config.mirror_dir)], catch_exceptions=False)
     assert result.exit_code == 1, result.output
     line = result.stderr.strip()
-    assert "\n" not in line and line.startswith("Error: migration 0031_broken failed")
+    assert "\n" not in line and line.startswith("Error: migration 9999_broken failed")
     assert "no_such_table" in line and "is as it was (schema 0020)" in line
-    # 0030 had succeeded on the working copy: none of it reached the catalog
+    # the real ones had succeeded on the working copy: none of it reached the catalog
     assert digest(config.catalog_path) == before
     assert schema_of(config.catalog_path) == (OLD_SCHEMA, False, 300)
     backups = list((config.mirror_dir / "backups").glob("*.duckdb"))
@@ -242,13 +248,13 @@ def test_a_failed_migration_leaves_the_catalog_as_it_was_and_the_backup_stays(tm
     # night after night, and the catalog it did not change keeps its one backup
     for _night in range(2):
         publish_result = CliRunner().invoke(cli, ["publish", "-m", str(config.mirror_dir)], catch_exceptions=False)
-        assert publish_result.exit_code == 1 and "0031_broken failed" in publish_result.stderr
+        assert publish_result.exit_code == 1 and "9999_broken failed" in publish_result.stderr
         assert f"its backup {backups[0]} stays" in publish_result.stderr
     assert digest(config.catalog_path) == before
     assert list((config.mirror_dir / "backups").glob("*.duckdb")) == backups
     monkeypatch.setattr(catalog_mod, "migrations", lambda: real)
     assert run("migrate", "-m", config.mirror_dir).exit_code == 0
-    assert schema_of(config.catalog_path) == (30, True, 300)
+    assert schema_of(config.catalog_path) == (LATEST, True, 300)
     assert all(digest(b) == before for b in backups)
 
 
@@ -311,4 +317,4 @@ def test_the_backup_holds_what_a_crashed_run_left_in_the_write_ahead_log(tmp_pat
     assert done.returncode == 0, done.stderr
     (backup,) = (config.mirror_dir / "backups").glob("*.duckdb")
     assert schema_of(backup) == (OLD_SCHEMA, False, 301) and not Path(f"{backup}.wal").exists()
-    assert schema_of(config.catalog_path) == (30, True, 301)
+    assert schema_of(config.catalog_path) == (LATEST, True, 301)

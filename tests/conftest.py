@@ -62,6 +62,43 @@ def quick_emulator():
         yield emu
 
 
+def hold_lock(mirror_dir, seconds: float = 60, command: str = "test-holder", record: dict | None = None):
+    """Another process holding the mirror's lock (it is re-entrant within one process), started and
+    holding when this returns; kill() it to let go.
+
+    With ``record``, the process takes the bare flock and writes ``record`` as the lock file's
+    holder record (a dead pid, another boot id): the cases where the kernel cannot say who holds it.
+    """
+    import subprocess
+    import sys
+
+    if record is None:
+        code = ("import sys, time; from jsocmirror.lock import mirror_lock\n"
+                f"with mirror_lock({str(mirror_dir)!r}, {command!r}):\n"
+                "    print('held', flush=True); time.sleep(float(sys.argv[1]))\n")
+    else:
+        from jsocmirror.lock import LOCK_NAME
+
+        code = ("import fcntl, json, os, sys, time\n"
+                f"fd = os.open({str(Path(mirror_dir) / LOCK_NAME)!r}, os.O_RDWR | os.O_CREAT)\n"
+                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                f"record = {record!r}\n"
+                "record.setdefault('pid', os.getpid())\n"
+                "os.write(fd, json.dumps(record).encode())\n"
+                "print('held', flush=True); time.sleep(float(sys.argv[1]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.fixture
+def clean_faults(emu):
+    """Every fault switch of the module's ``emu`` off before and after the test."""
+    emu.faults.clear()
+    yield
+    emu.faults.clear()
+
+
 @pytest.fixture(scope="module")
 def emu():
     """One quick_emulator() per test module (a module that mutates its world defines its own)."""

@@ -19,27 +19,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import quick_emulator
+from conftest import hold_lock
 from test_update import make_mirror, wanted_state
 
 from jsocmirror.catalog import Catalog
 from jsocmirror.cli import cli
-from jsocmirror.lock import LOCK_NAME, boot_id, mirror_lock
+from jsocmirror.lock import boot_id, mirror_lock
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-@pytest.fixture(scope="module")
-def emu():
-    with quick_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(autouse=True)
-def _clean_faults(emu):
-    emu.faults.clear()
-    yield
-    emu.faults.clear()
+pytestmark = pytest.mark.usefixtures("clean_faults")
 
 
 def jsocmirror(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120):
@@ -175,16 +165,9 @@ def test_a_dead_holder_recorded_in_the_lock_never_blocks(tmp_path, emu):
     """A live process holds the flock but its record names a dead pid (an NFS lock left by a crashed
     client, or a descriptor a stray child inherited): the next run replaces the lock and goes on."""
     config = make_mirror(tmp_path / "m", emu.url)
-    dead_pid = _dead_pid()
-    code = ("import fcntl, json, os, socket, sys, time\n"
-            f"fd = os.open({str(config.mirror_dir / LOCK_NAME)!r}, os.O_RDWR | os.O_CREAT)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-            f"os.write(fd, json.dumps({{'pid': {dead_pid}, 'command': 'update', 'host': socket.gethostname(),"
-            f" 'boot_id': {boot_id()!r}, 'since': 'then'}}).encode())\n"
-            "print('held', flush=True); time.sleep(60)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(config.mirror_dir, record={"pid": _dead_pid(), "command": "update",
+                                                  "host": socket.gethostname(), "boot_id": boot_id(), "since": "then"})
     try:
-        assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
         result = CliRunner().invoke(cli, ["fetch", "-m", str(config.mirror_dir)])
         assert result.exit_code == 0, result.output
@@ -199,17 +182,11 @@ def test_a_dead_holder_recorded_in_the_lock_never_blocks(tmp_path, emu):
 
 def test_a_holder_from_before_a_reboot_never_blocks(tmp_path, emu):
     config = make_mirror(tmp_path / "m", emu.url)
-    code = ("import fcntl, json, os, socket, time\n"
-            f"fd = os.open({str(config.mirror_dir / LOCK_NAME)!r}, os.O_RDWR | os.O_CREAT)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-            "os.write(fd, json.dumps({'pid': os.getpid(), 'command': 'update', 'host': socket.gethostname(),"
-            " 'boot_id': 'a-boot-long-ago', 'since': 'then'}).encode())\n"
-            "print('held', flush=True); time.sleep(60)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    if not boot_id():
+        pytest.skip("this kernel does not expose a boot id")
+    holder = hold_lock(config.mirror_dir, record={"command": "update", "host": socket.gethostname(),
+                                                  "boot_id": "a-boot-long-ago", "since": "then"})
     try:
-        assert holder.stdout.readline().strip() == "held"
-        if not boot_id():
-            pytest.skip("this kernel does not expose a boot id")
         result = jsocmirror("fetch", "-m", str(config.mirror_dir))
         assert result.returncode == 0, result.stderr
     finally:
@@ -219,12 +196,8 @@ def test_a_holder_from_before_a_reboot_never_blocks(tmp_path, emu):
 
 def test_a_live_holder_blocks_until_wait_runs_out_then_exit_3(tmp_path, emu):
     config = make_mirror(tmp_path / "m", emu.url)
-    code = ("import time; from jsocmirror.lock import mirror_lock\n"
-            f"with mirror_lock({str(config.mirror_dir)!r}, 'long-night'):\n"
-            "    print('held', flush=True); time.sleep(60)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(config.mirror_dir, command="long-night")
     try:
-        assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
         result = jsocmirror("-q", "update", "-m", str(config.mirror_dir), "--wait", "2")
         waited = time.monotonic() - started

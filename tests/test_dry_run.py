@@ -4,12 +4,10 @@ the mirror, JSOC's export queue) and still shows the plan the real run then carr
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import quick_emulator
+from conftest import hold_lock, quick_emulator
 from test_update import make_mirror, options
 
 from jsocmirror import config as cfg
@@ -117,12 +115,8 @@ def test_dry_run_refuses_to_migrate_and_says_so(tmp_path, emu):
 
 def test_dry_run_waits_for_no_one_but_refuses_while_a_run_holds_the_mirror(tmp_path, emu):
     config = night_with_gaps(tmp_path, emu)
-    code = ("import sys, time; from jsocmirror.lock import mirror_lock\n"
-            f"with mirror_lock({str(config.mirror_dir)!r}, 'update'):\n"
-            "    print('held', flush=True); time.sleep(30)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(config.mirror_dir, 30, command="update")
     try:
-        assert holder.stdout.readline().strip() == "held"
         before = tree(config)
         with pytest.raises(LockedError, match="another jsocmirror run 'update'"):
             update_mirror(config, emu.url, options(dry_run=True, sync=False))

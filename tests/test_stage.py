@@ -28,11 +28,7 @@ def emu():
         yield emulator
 
 
-@pytest.fixture(autouse=True)
-def _clean_faults(emu):
-    emu.faults.clear()
-    yield
-    emu.faults.clear()
+pytestmark = pytest.mark.usefixtures("clean_faults")
 
 
 def path_for(definition, key, segment):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import quick_emulator, sync_mirror
+from conftest import hold_lock, quick_emulator, sync_mirror
 from click.testing import CliRunner
 
 from jsocmirror import config as cfg
@@ -161,7 +159,7 @@ def test_update_json_summary_and_exit_code_on_missing_server_files(tmp_path, emu
 def test_update_lock_refuses_a_second_run_or_waits(tmp_path, emu):
     config = make_mirror(tmp_path / "m", emu.url)
     runner = CliRunner()
-    holder = _hold_lock(config.mirror_dir, 30)
+    holder = hold_lock(config.mirror_dir, 30)
     try:
         with pytest.raises(LockedError, match="another jsocmirror run"):
             update_mirror(config, emu.url, options())
@@ -174,7 +172,7 @@ def test_update_lock_refuses_a_second_run_or_waits(tmp_path, emu):
     finally:
         holder.kill()
         holder.wait()
-    holder = _hold_lock(config.mirror_dir, 1.5)
+    holder = hold_lock(config.mirror_dir, 1.5)
     started = time.monotonic()
     result = runner.invoke(cli, ["fetch", "-m", str(config.mirror_dir), "--wait"])
     holder.wait()
@@ -182,16 +180,6 @@ def test_update_lock_refuses_a_second_run_or_waits(tmp_path, emu):
     assert time.monotonic() - started >= 0.5
     log = max((config.mirror_dir / "logs").glob("fetch-*.log")).read_text()
     assert "waiting up to 3600 s" in log and "test-holder" in log
-
-
-def _hold_lock(mirror_dir: Path, seconds: float):
-    """Another process holding the mirror's lock (the lock is re-entrant within one process)."""
-    code = ("import sys, time; from jsocmirror.lock import mirror_lock\n"
-            f"with mirror_lock({str(mirror_dir)!r}, 'test-holder'):\n"
-            "    print('held', flush=True); time.sleep(float(sys.argv[1]))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(seconds)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    return proc
 
 
 def test_update_usage_errors_exit_2(tmp_path, emu):

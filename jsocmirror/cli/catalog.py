@@ -440,8 +440,8 @@ def publish_command(mirror_dir, full, as_json, wait):
         echo_report(f"generation {result.generation} at {result.root} is current (nothing changed)")
         return
     echo_report(f"published generation {result.generation} to {result.root}: {result.parts_written} parts written "
-               f"({result.rows_written} rows), {result.parts_kept} kept, {result.files_removed} old files removed, "
-               f"{result.seconds:.2f} s")
+                f"({result.rows_written} rows), {result.parts_kept} kept, {result.files_removed} old files removed, "
+                f"{result.seconds:.2f} s")
 
 
 # -- sql ------------------------------------------------------------------------------------------

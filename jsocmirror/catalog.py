@@ -163,6 +163,10 @@ def _catalog_now():
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+#: The runs this process has started and not finished (``Catalog.start_run``).
+_LIVE_RUNS: set[str] = set()
+
+
 class Catalog:
     """An open DuckDB catalog. Use as a context manager, or call ``close()``."""
 
@@ -610,6 +614,22 @@ class Catalog:
         ).fetchall()[0][0]
 
     # -- user SQL (``jsocmirror sql``) -------------------------------------------------------
+    # -- runs ------------------------------------------------------------------------------
+    def start_run(self, run_id: str, command: str) -> None:
+        """Record a run's start; first mark 'died' the rows of runs that never finished.
+
+        The caller holds the mirror lock, so no other process runs: an unfinished row is a killed
+        run's, unless this process started it (update's row while its sync runs inside it).
+        """
+        for dead, what, started in self.q("runs_mark_died", live=sorted(_LIVE_RUNS)).fetchall():
+            log.warning("run %s (%s, started %s UTC) died without finishing; marked 'died'", dead, what, started)
+        self.q("run_start", run_id=run_id, command=command).fetchall()
+        _LIVE_RUNS.add(run_id)
+
+    def finish_run(self, run_id: str, status: str, summary: str) -> None:
+        _LIVE_RUNS.discard(run_id)
+        self.q("run_finish", run_id=run_id, status=status, summary=summary).fetchall()
+
     def run_user_sql(self, sql: str) -> tuple[list[str], list[tuple]]:
         """Run a user's statement(s); returns the last statement's column names and rows."""
         from jsocmirror.errors import UsageError

@@ -983,7 +983,12 @@ def _refuse_read_only(path: Path) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` whole to a temporary beside ``path``, keep the old file's mode and owner, rename."""
+    """Write ``text`` whole to a temporary beside ``path``, keep the old file's mode and owner, rename.
+
+    A symlinked config (kept in /etc, or by configuration management) is written where it points,
+    so the link stays a link.
+    """
+    path = path.resolve() if path.is_symlink() else path
     try:
         old = path.stat()
     except FileNotFoundError:

@@ -23,7 +23,7 @@ from urllib.parse import quote_plus, urlencode
 import numpy as np
 import orjson
 
-from jsocmirror.errors import ConfigError, JsocError, SourceUnavailable
+from jsocmirror.errors import EXIT_USAGE, ConfigError, JsocError, SourceUnavailable
 
 log = logging.getLogger("jsocmirror.jsoc")
 
@@ -37,7 +37,7 @@ RECORD_SPECIALS = ("*recnum*", "*sunum*", "*size*", "*online*")
 class SeriesNotFound(JsocError):
     """JSOC does not know the series (``Invalid series name`` / ``series not found``)."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class JsocClient:

@@ -76,6 +76,14 @@ def boot_id() -> str:
         return ""
 
 
+def pid_namespace() -> int | None:
+    """This process's pid namespace (Linux): a pid means something only inside its own."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def holder_is_dead(info: dict | None) -> bool:
     """True when the recorded holder provably no longer runs (same host: pid gone or host rebooted)."""
     if not info or info.get("host") != socket.gethostname():
@@ -83,6 +91,8 @@ def holder_is_dead(info: dict | None) -> bool:
     recorded_boot = info.get("boot_id")
     if recorded_boot and boot_id() and recorded_boot != boot_id():
         return True
+    if info.get("pidns") is not None and info.get("pidns") != pid_namespace():
+        return False  # a container sharing this host name: its pids are not ours to look up
     try:
         os.kill(int(info.get("pid")), 0)
     except ProcessLookupError:
@@ -92,10 +102,15 @@ def holder_is_dead(info: dict | None) -> bool:
     return False
 
 
-def _replace_dead_lock(path: Path) -> None:
-    fresh = path.with_name(f"{path.name}.{os.getpid()}.new")
-    fresh.write_text("", encoding="utf-8")
-    os.replace(fresh, path)
+def _replace_dead_lock(path: Path, dead: dict) -> None:
+    """Replace the lock file of a dead holder, once: two runs that both saw it dead take turns
+    here, and the second finds the record changed (the first run's own) and leaves it."""
+    with wait_for_file_lock(path.with_name(path.name + ".replace")):
+        if holder(path.parent) != dead:
+            return
+        fresh = path.with_name(f"{path.name}.{os.getpid()}.new")
+        fresh.write_text("", encoding="utf-8")
+        os.replace(fresh, path)
 
 
 @contextmanager
@@ -122,7 +137,8 @@ def mirror_lock(mirror_dir: str | Path, command: str, *, wait: float = 0.0) -> I
                 _held[key] = (fd, depth - 1)
         return
     record = json.dumps({"pid": os.getpid(), "command": command, "host": socket.gethostname(),
-                         "boot_id": boot_id(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                         "boot_id": boot_id(), "pidns": pid_namespace(),
+                         "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     fd = _acquire(path, wait, record.encode())
     try:
         with _guard:
@@ -167,7 +183,7 @@ def _acquire(path: Path, wait: float, record: bytes) -> int:
             if holder_is_dead(info):
                 log.warning("the run that holds %s (pid %s on %s) is dead; replacing its lock", path,
                             info.get("pid"), info.get("host"))
-                _replace_dead_lock(path)
+                _replace_dead_lock(path, info)
                 continue
             if time.monotonic() >= deadline:
                 raise LockedError(_locked_message(path, info or {}, wait)) from None

@@ -469,7 +469,7 @@ class _Target:
     def __init__(self, config):
         from jsocmirror.scan import open_root
 
-        self.fs, self.root = open_root(config.data_root)
+        self.fs, self.root = open_root(config.data_root, config.storage_options())
         self.real_root = os.path.realpath(self.root) if self.fs is None else None
         self.trash = os.path.realpath(config.trash_root)
 

@@ -1012,8 +1012,7 @@ def _sync_series(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, serie
     threading.Thread(target=_warm_arrow_scan, name="jsocmirror-warmup", daemon=True).start()
     progress = progress or Progress()
     started, req0, bytes0 = time.monotonic(), jsoc.requests, jsoc.bytes_received
-    mark_dead_runs(catalog)
-    catalog.q("run_start", run_id=run_id, command=command).fetchall()
+    catalog.start_run(run_id, command)
     log.info("%s run %s: %s", command, run_id, ", ".join(e.series for e in entries))
     status = "failed"
     try:
@@ -1031,16 +1030,10 @@ def _sync_series(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, serie
         summary = {"series": [s.as_dict() for s in result.series], "requests": result.requests,
                    "seconds": round(result.seconds, 3)}
         try:
-            catalog.q("run_finish", run_id=run_id, status=status, summary=orjson.dumps(summary).decode()).fetchall()
+            catalog.finish_run(run_id, status, orjson.dumps(summary).decode())
         except Exception:  # the run row is bookkeeping: never mask the real error
             log.warning("could not record the end of run %s", run_id)
     return result
-
-
-def mark_dead_runs(catalog: Catalog) -> None:
-    """Mark the runs rows of killed runs 'died' (the caller holds the mirror lock, so none is alive)."""
-    for run_id, command, started in catalog.q("runs_mark_died").fetchall():
-        log.warning("run %s (%s, started %s UTC) died without finishing; marked 'died'", run_id, command, started)
 
 
 __all__ = ["sync", "SyncResult", "SeriesSummary", "Progress", "Window", "resolve_selection", "rows_to_arrow",

@@ -36,10 +36,9 @@ from jsocmirror.lock import mirror_lock
 from jsocmirror.plan import Gap, PlanLimits, plan_gaps
 from jsocmirror.publish import publishing
 from jsocmirror.recordset import split_record_key
-from jsocmirror.retention import run_retention
+from jsocmirror.retention import human_bytes, run_retention
 from jsocmirror.series import SeriesDef
 from jsocmirror.stage import Governor, StagePolicy, StageResult, Transfer
-from jsocmirror.sync import mark_dead_runs
 
 log = logging.getLogger("jsocmirror.update")
 
@@ -106,6 +105,12 @@ class UpdateSummary:
     def exit_code(self) -> int:
         return 1 if self.failures else 0
 
+    @property
+    def needs_a_person(self) -> bool:
+        """Something to tell even with -q: failures, or retention that was refused, failed or did not run."""
+        retention = self.retention or {}
+        return bool(self.failures or retention.get("refused") or retention.get("failures") or retention.get("error"))
+
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
         out["exit_code"] = self.exit_code
@@ -126,11 +131,11 @@ class UpdateSummary:
             lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
         if self.dry_run:
             for item in self.plan:
-                lines.append(f"    {item['recordset']}  ({item['records']} records, ~{_human(item['est_bytes'])})")
+                lines.append(f"    {item['recordset']}  ({item['records']} records, ~{human_bytes(item['est_bytes'])})")
         else:
             lines.append(f"  staged: {self.listings} listings, {self.exports_submitted} exports submitted, "
                          f"{self.exports_resumed} resumed")
-            lines.append(f"  downloaded: {self.files_downloaded} files, {_human(self.bytes_downloaded)}")
+            lines.append(f"  downloaded: {self.files_downloaded} files, {human_bytes(self.bytes_downloaded)}")
         if self.retention:
             lines.append("  retention: " + self.retention.get("summary", ""))
         for note in self.notes[:20]:
@@ -146,7 +151,7 @@ class UpdateSummary:
 
 
 def _verify_text(verify: dict[str, Any], dry_run: bool) -> str:
-    size = _human(verify.get("bytes"))
+    size = human_bytes(verify.get("bytes"))
     if dry_run:
         text = f"would verify {verify.get('files', 0)} files ({size}) within {verify.get('budget_seconds', 0):g} s"
     else:
@@ -158,15 +163,6 @@ def _verify_text(verify: dict[str, Any], dry_run: bool) -> str:
     never = verify.get("never_verified", 0)
     return text + (f"; every file verified since {since}" if since else
                    f"; {never} files not verified yet" if never else "")
-
-
-def _human(n: int | None) -> str:
-    value = float(n or 0)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
 
 
 # -- entry points ---------------------------------------------------------------------------------
@@ -203,37 +199,11 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
     client = JsocClient(url, email=config.email)
     # readers see each committed step (sync transactions, scan, batches of landed files, the end)
     with Catalog(config.catalog_path) as catalog, publishing(catalog, config) as publisher:
-        phase = time.monotonic()
-        if options.sync:
-            _sync(config, catalog, client, options, summary, progress)
-            phase = _lap(summary, "sync", phase)
-        from jsocmirror import diff as diff_mod
-
-        registry = diff_mod.series_definitions(catalog)
-        layout = diff_mod.layout_for_config(config, registry)
-        _scan(config, catalog, layout, summary, progress)
-        publisher.step()
-        phase = _lap(summary, "scan", phase)
-        if _verify_enabled(config, options, command):
-            _verify(config, catalog, layout, options, summary)
-            publisher.step()
-            phase = _lap(summary, "verify", phase)
-        gaps = _gaps(config, catalog, options, summary, registry)
-        phase = _lap(summary, "diff", phase)
-        definitions = registry
-        options = replace(options, limits=_planning_limits(catalog, definitions, gaps, options.limits))
-        mark_dead_runs(catalog)
-        catalog.q("run_start", run_id=summary.run_id, command=command).fetchall()
+        # the run's row first, so a run killed in any stage is marked 'died' by the next one
+        catalog.start_run(summary.run_id, command)
         status = "failed"
         try:
-            _stage_and_download(config, catalog, client, layout, definitions, gaps, options, summary, progress)
-            phase = _lap(summary, "stage_download", phase)
-            if summary.verify:  # the files landed tonight count as verified at landing
-                _coverage(catalog, summary)
-            summary.retention = run_retention(catalog, config, series=options.series, had_errors=bool(summary.failures),
-                                              run_id=summary.run_id, registry=registry, layout=layout)
-            if summary.retention:
-                _lap(summary, "retention", phase)
+            _stages(config, catalog, publisher, client, options, summary, progress)
             status = "ok" if not summary.failures else "failed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -242,11 +212,43 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
             summary.seconds = time.monotonic() - started
             summary.jsoc_requests = client.requests
             try:
-                catalog.q("run_finish", run_id=summary.run_id, status=status,
-                          summary=json.dumps(_short(summary))).fetchall()
+                catalog.finish_run(summary.run_id, status, json.dumps(_short(summary)))
             except Exception:  # bookkeeping must never hide the real outcome
                 log.warning("could not record the end of run %s", summary.run_id)
     return summary
+
+
+def _stages(config: MirrorConfig, catalog: Catalog, publisher, client: JsocClient, options: UpdateOptions,
+            summary: UpdateSummary, progress: Any) -> None:
+    command = summary.command
+    phase = time.monotonic()
+    if options.sync:
+        _sync(config, catalog, client, options, summary, progress)
+        phase = _lap(summary, "sync", phase)
+    from jsocmirror import diff as diff_mod
+
+    registry = diff_mod.series_definitions(catalog)
+    layout = diff_mod.layout_for_config(config, registry)
+    _scan(config, catalog, layout, summary, progress)
+    publisher.step()
+    phase = _lap(summary, "scan", phase)
+    if _verify_enabled(config, options, command):
+        _verify(config, catalog, layout, options, summary)
+        publisher.step()
+        phase = _lap(summary, "verify", phase)
+    gaps = _gaps(config, catalog, options, summary, registry)
+    phase = _lap(summary, "diff", phase)
+    options = replace(options, limits=_planning_limits(catalog, registry, gaps, options.limits))
+    _stage_and_download(config, catalog, client, layout, registry, gaps, options, summary, progress)
+    phase = _lap(summary, "stage_download", phase)
+    if summary.verify:  # the files landed tonight count as verified at landing
+        _coverage(catalog, summary)
+    # retention is the nightly job's: a fetch (or the sunpy client's fetch of a few gaps) never deletes
+    if command == "update" and options.only is None:
+        summary.retention = run_retention(catalog, config, series=options.series, had_errors=bool(summary.failures),
+                                          run_id=summary.run_id, registry=registry, layout=layout)
+        if summary.retention:
+            _lap(summary, "retention", phase)
 
 
 def _lap(summary: UpdateSummary, name: str, since: float) -> float:
@@ -407,9 +409,9 @@ def _stage_and_download(config, catalog, client, layout: Layout, definitions, ga
 
 def _log_plan(plan) -> None:
     log.info("plan: %d queries for %d records, ~%s", len(plan.queries), plan.n_records,
-             _human(sum(q.est_bytes or 0 for q in plan.queries)))
+             human_bytes(sum(q.est_bytes or 0 for q in plan.queries)))
     for query in plan.queries:
-        log.info("plan: %s (%d records, ~%s)", query.recordset, query.n_records, _human(query.est_bytes))
+        log.info("plan: %s (%d records, ~%s)", query.recordset, query.n_records, human_bytes(query.est_bytes))
 
 
 def summary_failed_tasks(summary: UpdateSummary) -> list:
@@ -622,7 +624,7 @@ def _verify(config: MirrorConfig, catalog: Catalog, layout: Layout, options: Upd
     settings = config.verify
     result = scan_mod.verify_rotation(catalog, config.data_root, layout, cycle_days=settings.cycle_days,
                                       budget_seconds=settings.budget_seconds, now=(options.clock or _utc_now)(),
-                                      coverage=False)  # _run asks once the night's files have landed
+                                      storage_options=config.storage_options(), coverage=False)  # _run asks once the night's files have landed
     summary.verify = {"files": result.files, "bytes": result.bytes, "damaged": result.damaged,
                       "seconds": round(result.seconds, 3), "due": result.due, "left": result.left}
     for path, state, problem in result.problems:
@@ -680,7 +682,7 @@ def _dry_plan(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, su
     layout = diff_mod.layout_for_config(config, registry)
     root = config.data_root
     if "://" in root or os.path.isdir(root):
-        result = scan_mod.scan_tree(catalog, root, layout)
+        result = scan_mod.scan_tree(catalog, root, layout, storage_options=config.storage_options())
         summary.scan = {"files": result.files, "added": result.added, "removed": result.removed}
     else:  # the real run creates it empty: the inventory it then finds
         for table in _INVENTORY:
@@ -697,7 +699,8 @@ def _dry_plan(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, su
     _lap(summary, "diff", phase)
     options = replace(options, limits=_planning_limits(catalog, registry, gaps, options.limits))
     _dry_run(gaps, registry, options, summary)
-    summary.retention = run_retention(catalog, config, series=options.series, dry_run=True, registry=registry)
+    if summary.command == "update" and options.only is None:
+        summary.retention = run_retention(catalog, config, series=options.series, dry_run=True, registry=registry)
 
 
 #: The tables a scan writes: a read-only dry run scans into temporary copies of them.

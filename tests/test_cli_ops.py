@@ -384,3 +384,66 @@ def test_update_report_writes_the_page_after_the_run_and_a_bad_path_stops_it_fir
     text = page.read_text()
     assert downloaded > 0 and text.startswith("<!DOCTYPE html>") and "hmi.M_720s" in text
     assert f"downloaded {downloaded} files" in text  # the page shows this very run
+
+
+def test_series_add_again_keeps_the_retention_settings_it_has_no_option_for(tmp_path, emu):
+    from dataclasses import replace
+
+    from jsocmirror import config as cfg
+
+    config = make_mirror(tmp_path / "m", emu.url)
+    entry = replace(config.get_series("hmi.M_720s"), keep="30d", max_bytes="2 GB", orphans="trash")
+    cfg.save_config(cfg.with_series(config, entry))
+    result = CliRunner().invoke(cli, ["series", "add", "-m", str(config.mirror_dir), "hmi.M_720s",
+                                      "--segments", "magnetogram", "--start", "2024.06.30_22:00:00_TAI"])
+    assert result.exit_code == 0, result.output
+    again = cfg.load_config(config.mirror_dir).get_series("hmi.M_720s")
+    assert again.start == "2024.06.30_22:00:00_TAI"  # what the command said changed
+    assert (again.keep, again.max_bytes, again.orphans) == ("30d", "2 GB", "trash")  # the rest stayed
+
+
+def test_a_run_log_that_cannot_be_made_is_one_line_or_one_json_object_with_code_1(tmp_path, emu):
+    config = make_mirror(tmp_path / "m", emu.url)
+    logs = config.mirror_dir / "logs"
+    if logs.exists():
+        import shutil
+
+        shutil.rmtree(logs)
+    logs.write_text("not a directory")
+    plain = jsocmirror("scan", "-m", str(config.mirror_dir))
+    assert plain.returncode == 1 and plain.stderr.strip().count("\n") == 0, plain.stderr
+    assert plain.stderr.startswith("Error: cannot create the log directory") and "Traceback" not in plain.stderr
+    answer = json.loads(jsocmirror("scan", "-m", str(config.mirror_dir), "--json").stdout)
+    assert answer["code"] == 1 and "log directory" in answer["message"]
+
+
+def test_a_symlinked_config_stays_a_link_after_an_edit(tmp_path, emu):
+    config = make_mirror(tmp_path / "m", emu.url)
+    real = tmp_path / "etc" / "jsocmirror.toml"
+    real.parent.mkdir()
+    (config.mirror_dir / "jsocmirror.toml").rename(real)
+    (config.mirror_dir / "jsocmirror.toml").symlink_to(real)
+    result = CliRunner().invoke(cli, ["series", "remove", "-m", str(config.mirror_dir), "aia.lev1_euv_12s"])
+    assert result.exit_code == 0, result.output
+    assert (config.mirror_dir / "jsocmirror.toml").is_symlink() and "aia.lev1_euv_12s" not in real.read_text()
+
+
+def test_an_unexpected_exception_is_one_line_with_code_1_and_a_traceback_only_with_vv():
+    from jsocmirror.cli import json_option
+
+    @cli.command("boom-test")
+    @json_option
+    def boom(as_json):
+        """A command with a bug."""
+        raise KeyError("no such thing")
+
+    try:
+        plain = CliRunner().invoke(cli, ["boom-test"])
+        assert plain.exit_code == 1 and plain.stderr.strip().splitlines() == [
+            "Error: unexpected KeyError: 'no such thing' (this is a bug in jsocmirror; -vv shows the traceback)"]
+        answer = json.loads(CliRunner().invoke(cli, ["boom-test", "--json"]).stdout)
+        assert answer["code"] == 1 and answer["error"] == "internal"
+        loud = CliRunner().invoke(cli, ["-vv", "boom-test"])
+        assert isinstance(loud.exception, KeyError)  # -vv: the traceback, for a bug report
+    finally:
+        cli.commands.pop("boom-test", None)

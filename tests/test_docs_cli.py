@@ -40,10 +40,14 @@ got. Commands with a table/csv/json choice keep `--format`; `--json` is its shor
 
 `-q` prints nothing when a run is all done, and only the failures, the summary and errors
 otherwise; there are no progress bars with `-q`, with `--json`, or when stdout or stderr is not a
-terminal. The commands that change the mirror (`update`, `fetch`, `sync`, `scan`) log each run to
+terminal. The commands that change the mirror (`update`, `fetch`, `sync`, `scan`, `prune`) log each run to
 `<mirror>/logs/<command>-<UTC time>.log` at `--log-level` (default info): the plan, a line per
 stage with its figures, every failed file with its reason, and the final summary or error.
 `--log-file FILE` appends the same log to FILE for any command.
+
+`--wait` takes an optional number of seconds: `--wait` alone waits an hour, but only where no
+argument follows it (`update --wait SERIES` reads SERIES as the seconds): write `--wait 3600
+SERIES`, or put `--wait` last.
 """
 
 

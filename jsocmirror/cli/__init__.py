@@ -54,6 +54,18 @@ class _Group(click.Group):
             if not wants_json(ctx):
                 raise
             _report_error(ctx, exc.exit_code, "usage", exc.format_message(), None)
+        except (click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug, or a failure the library does not know yet: still one line
+            logging.getLogger("jsocmirror").debug("unexpected error", exc_info=True)
+            if _verbosity(ctx) >= 2:
+                raise
+            _report_error(ctx, 1, "internal", f"unexpected {type(exc).__name__}: {exc} "
+                          "(this is a bug in jsocmirror; -vv shows the traceback)", None)
+
+
+def _verbosity(ctx: click.Context) -> int:
+    return int(((ctx.find_root().obj or {}).get("verbose")) or 0)
 
 
 def _report_error(ctx: click.Context, code: int, kind: str, message: str, summary) -> None:
@@ -87,6 +99,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_file: str | None, log
     """Mirror SDO data from JSOC: catalog, diff, stage and download; and a JSOC emulator."""
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
+    ctx.obj["verbose"] = verbose
     ctx.obj["log_level"] = getattr(logging, log_level.upper())
     terminal = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logger = logging.getLogger("jsocmirror")
@@ -243,7 +256,10 @@ def run_log(ctx: click.Context, mirror_dir: Path, command: str) -> Iterator[Path
     path = logs / f"{command}-{stamp}.log"
     logger = logging.getLogger("jsocmirror")
     level = (ctx.find_root().obj or {}).get("log_level", logging.INFO)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise JsocMirrorError(f"cannot write the run log {path}: {exc.strerror}") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(level)
     logger.addHandler(handler)

@@ -202,6 +202,7 @@ def series_add(mirror_dir, name, segments, start, end, cadence, keys, filter_, k
     with jsoc_server(config.server, config.mirror_dir) as url:
         canonical, sdef = fetch_definition(JsocClient(url, email=config.email), entry.series)
     entry.series = canonical
+    _keep_what_the_options_cannot_say(config, entry)
     entry.segments = [sdef.segment(s).name if sdef.segment(s) else s for s in entry.segments]
     entry.keys = {sdef.keyword(k).name if sdef.keyword(k) else k: v for k, v in entry.keys.items()}
     if entry.keywords is not None:
@@ -233,6 +234,22 @@ def series_remove(mirror_dir, name, as_json):
                    "table_kept": keyword_table(entry.series)})
         return
     echo_report(f"removed {entry.series} from {config.config_path} (table {keyword_table(entry.series)} kept)")
+
+
+#: Entry settings ``series add`` has no option for: replacing an entry keeps them (dropping a
+#: max_bytes silently would bring back, the next night, every file its quota had removed).
+_NOT_OPTIONS = ("keep", "max_bytes", "orphans")
+
+
+def _keep_what_the_options_cannot_say(config: cfg.MirrorConfig, entry: cfg.SeriesConfig) -> None:
+    old = next((s for s in config.series if s.series.lower() == entry.series.lower()), None)
+    if old is None:
+        return
+    for name in _NOT_OPTIONS:
+        if getattr(entry, name) is None and getattr(old, name) is not None:
+            setattr(entry, name, getattr(old, name))
+    if entry.header_fill is None:
+        entry.header_fill = old.header_fill
 
 
 def _entry_dict(entry: cfg.SeriesConfig) -> dict:

@@ -35,7 +35,7 @@ def _read(mirror_dir: str):
     return config, Mirror(config.read_root, config=config)
 
 
-def _skip_paths(config) -> list[str]:
+def skip_paths(config) -> list[str]:
     """Files of the mirror itself that may live under a local data root (the catalog)."""
     root = os.path.abspath(config.data_root) if "://" not in config.data_root else None
     out = []
@@ -76,7 +76,7 @@ def scan(ctx, mirror_dir: str, verify: bool, names_only: bool, full: bool, probl
 
         try:
             result = scan_tree(catalog, config.data_root, layout, stat=not names_only, verify=verify, full=full,
-                               skip=_skip_paths(config), progress=progress,
+                               skip=skip_paths(config), progress=progress,
                                storage_options=config.storage_options())
         finally:
             if bar is not None:

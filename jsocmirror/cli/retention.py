@@ -10,10 +10,9 @@ import click
 from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog
 from jsocmirror.cli import cli, echo_json, json_option, mirror_option, quiet, run_log, wait_option
-from jsocmirror.cli.mirror import _skip_paths
+from jsocmirror.cli.mirror import skip_paths
 from jsocmirror.lock import mirror_lock
 from jsocmirror.publish import publishing
-from jsocmirror.sync import mark_dead_runs
 from jsocmirror.retention import RetentionPlan, RetentionResult, apply_retention, human_bytes, plan_retention
 
 
@@ -63,15 +62,14 @@ def _prune(catalog: Catalog, config: cfg.MirrorConfig, names, force: bool) -> tu
     from jsocmirror.scan import scan_tree
 
     run_id = uuid.uuid4().hex[:12]
-    mark_dead_runs(catalog)
-    catalog.q("run_start", run_id=run_id, command="prune").fetchall()
+    catalog.start_run(run_id, "prune")
     status, summary = "failed", {}
     try:
         registry = series_definitions(catalog)
         layout = layout_for_config(config, registry)
         if "://" not in config.data_root:
             Path(config.data_root).mkdir(parents=True, exist_ok=True)
-        scan_tree(catalog, config.data_root, layout, skip=_skip_paths(config))
+        scan_tree(catalog, config.data_root, layout, skip=skip_paths(config), storage_options=config.storage_options())
         plan = plan_retention(catalog, config, names, registry=registry, force=force)
         result = apply_retention(catalog, config, plan, run_id=run_id, layout=layout)
         refresh_file_views(catalog, [e.series for e in config.series])
@@ -79,7 +77,7 @@ def _prune(catalog: Catalog, config: cfg.MirrorConfig, names, force: bool) -> tu
         status = "ok" if not _exit_code(result) else "failed"
         return plan, result
     finally:
-        catalog.q("run_finish", run_id=run_id, status=status, summary=json.dumps(summary, default=str)).fetchall()
+        catalog.finish_run(run_id, status, json.dumps(summary, default=str))
 
 
 def _exit_code(result: RetentionResult) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from jsocmirror import config as cfg
+from jsocmirror.errors import JsocMirrorError, LockedError
 from jsocmirror.cli import (
     bar_size, bars_on_screen, cli, echo_json, echo_report, jsoc_server, json_option, mirror_option, run_log,
     show_progress, wait_option,
@@ -20,7 +21,6 @@ from jsocmirror.cli import (
 def _write_report(config: cfg.MirrorConfig, path: str) -> None:
     """The coverage page after the run (it shows this run); a failure to write it is said, and
     leaves the run's exit code alone: the mirror itself is fine."""
-    from jsocmirror.errors import JsocMirrorError
     from jsocmirror.report import write_report
 
     try:
@@ -118,6 +118,10 @@ def _run(ctx: click.Context, command: str, mirror_dir: str, series_names, dry_ru
         with jsoc_server(config.server, config.mirror_dir) as url:
             try:
                 summary = update_mirror(config, url, options, progress=bars, command=command, wait=wait)
+            except JsocMirrorError as exc:
+                if report and not dry_run and not isinstance(exc, LockedError):
+                    _write_report(config, report)  # the page shows the failed night too
+                raise
             finally:
                 bars.close()
         logging.getLogger("jsocmirror.update").info("summary:\n%s", summary.render())
@@ -129,7 +133,7 @@ def _run(ctx: click.Context, command: str, mirror_dir: str, series_names, dry_ru
         out["log"] = str(log_path) if log_path else None
         echo_json(out)
     else:
-        ok = summary.exit_code == 0
+        ok = not summary.needs_a_person
         echo_report(summary.render() + (f"\n  log: {log_path}" if log_path else ""), ok=ok)
     ctx.exit(summary.exit_code)
 

@@ -35,8 +35,8 @@ def migrate_command(mirror_dir: str, dry_run: bool, as_json: bool, wait: float) 
             click.echo(f"  {name}")
         return
     if result.backup:
-        click.echo(f"backed up {result.catalog} (schema {result.from_schema:04d}) to {result.backup}")
+        echo_report(f"backed up {result.catalog} (schema {result.from_schema:04d}) to {result.backup}")
     for name in result.applied:
-        click.echo(f"applied {name}")
+        echo_report(f"applied {name}")
     echo_report(f"catalog {result.catalog} is at schema {result.to_schema:04d}; "
                 f"published generation {result.generation} to {result.read_root}")

@@ -171,7 +171,7 @@ def test_report_figures_gaps_and_runs(world):
     assert f"<code>jsocmirror fetch -m {mirror} {SERIES}</code>" in text
     assert f"<code>jsocmirror fetch -m {mirror} --include-offline {SERIES}</code>" in text
     runs = re.findall(r'<tr class="run"><td>([\w-]+)</td>.*?<td class="status-(\w+)">', text)
-    assert runs == [("sync", "ok"), ("update", "ok"), ("update-sync", "ok")]
+    assert runs == [("sync", "ok"), ("update-sync", "ok"), ("update", "ok")]  # newest first: update-sync began inside update
     assert "sync: new 0, reprocessed 2, gone 0" in text and "downloaded " in text
 
 

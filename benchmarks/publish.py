@@ -245,7 +245,9 @@ def apply_night(catalog_path: str, worst: bool = False) -> dict:
                 f"WHERE T_REC_index >= {s0 + del_first} AND T_REC_index < {s0 + del_first + DELETED}")
         # the downloader lands the new records' files, in batches of 1000 as its commits go
         for first in range(newest + 1, newest + 1 + NEW, 1000):
-            batch = catalog.con.sql(files_select(first, 1000)).to_arrow_table()
+            # what the downloader's batch holds besides: the file's sums were checked as it was written
+            batch = catalog.con.sql(f"SELECT *, NULL::VARCHAR AS checksum, TRUE AS verified "
+                                    f"FROM ({files_select(first, 1000)})").to_arrow_table()
             catalog.con.register("landed_batch", batch)
             try:
                 with catalog.transaction():

@@ -208,3 +208,29 @@ def _locked_message(path: Path, info: dict, wait: float) -> str:
     who = f"'{info.get('command', '?')}' (pid {info.get('pid', '?')}{where}, since {info.get('since', '?')})"
     waited = f" (waited {wait:.0f} s)" if wait > 0 else ""
     return f"another jsocmirror run {who} is using the mirror {path.parent}{waited}; try again later or use --wait SECONDS"
+
+
+@contextmanager
+def reading_lock(mirror_dir: str | Path, *, wait: float = 0.0) -> Iterator[None]:
+    """Keep writers out while a dry run reads the catalog, without writing anything: a shared
+    ``flock`` on the lock file (never created here: no file, no writer yet). A writer holding it:
+    poll up to ``wait`` seconds, then LockedError (exit code 3)."""
+    path = lock_path(mirror_dir)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield
+        return
+    deadline = time.monotonic() + max(wait, 0.0)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockedError(_locked_message(path, holder(mirror_dir) or {}, wait)) from None
+                time.sleep(min(1.0, max(deadline - time.monotonic(), 0.05)))
+        yield
+    finally:
+        os.close(fd)

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jsocmirror import drmstime, fitsheader
-from jsocmirror.catalog import Catalog
+from jsocmirror.catalog import Catalog, quote_ident
 from jsocmirror.errors import ScanError
 from jsocmirror.layout import DirectoryMatcher, Layout, ParsedPath, directory_matcher
 
@@ -338,6 +338,19 @@ class _Classifier:
 
 
 # -- the walk ------------------------------------------------------------------------------------
+#: The tables a scan writes: a dry run scans into temporary copies of them (``shadow_inventory``).
+INVENTORY_TABLES = ("local_files", "file_checks", "scan_dirs", "scan_state")
+
+
+def shadow_inventory(catalog: Catalog) -> None:
+    """Temporary copies of the inventory tables, which a scan's unqualified names then resolve to
+    (DuckDB looks in ``temp`` first): a read-only catalog can be scanned into, and nothing is kept."""
+    database = catalog.execute("SELECT current_database()").fetchall()[0][0]
+    for table in INVENTORY_TABLES:
+        catalog.execute(f"CREATE TEMP TABLE {quote_ident(table)} AS "
+                        f"SELECT * FROM {quote_ident(database)}.main.{quote_ident(table)}")
+
+
 def scan_tree(
     catalog: Catalog,
     root: str,

@@ -32,10 +32,11 @@ from jsocmirror.download import FileTask, Landed, Results, RetryPolicy
 from jsocmirror.errors import JsocMirrorError
 from jsocmirror.jsoc import ExportClient, JsocClient
 from jsocmirror.layout import Layout, relative_path
-from jsocmirror.lock import mirror_lock
+from jsocmirror.lock import mirror_lock, reading_lock
 from jsocmirror.plan import Gap, PlanLimits, plan_gaps
 from jsocmirror.publish import publishing
 from jsocmirror.recordset import split_record_key
+from jsocmirror.scan import INVENTORY_TABLES, shadow_inventory
 from jsocmirror.retention import human_bytes, run_retention
 from jsocmirror.series import SeriesDef
 from jsocmirror.stage import Governor, StagePolicy, StageResult, Transfer
@@ -174,7 +175,7 @@ def update_mirror(config: MirrorConfig, url: str, options: UpdateOptions | None 
     """
     options = options or UpdateOptions()
     if options.dry_run:
-        return _dry_run_update(config, url, options, progress, command)
+        return _dry_run_update(config, url, options, progress, command, wait)
     summary = UpdateSummary(run_id=uuid.uuid4().hex[:12], command=command, dry_run=options.dry_run,
                             started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     with mirror_lock(config.mirror_dir, command, wait=wait):
@@ -644,7 +645,7 @@ def _coverage(catalog: Catalog, summary: UpdateSummary) -> None:
 
 # -- the dry run (issue 12, item 4): the plan, and nothing changed anywhere ------------------------
 def _dry_run_update(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any,
-                    command: str) -> UpdateSummary:
+                    command: str, wait: float = 0.0) -> UpdateSummary:
     """The plan a real run would make now, from the catalog as it is (and, with ``sync``, from
     what JSOC would add), changing nothing: the catalog is opened read-only with the disk's
     inventory in temporary tables, or, to sync, copied to a scratch file that is removed after.
@@ -652,7 +653,7 @@ def _dry_run_update(config: MirrorConfig, url: str, options: UpdateOptions, prog
     started = time.monotonic()
     summary = UpdateSummary(run_id=uuid.uuid4().hex[:12], command=command, dry_run=True,
                             started_at=_utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"))
-    with _no_writer(config):
+    with reading_lock(config.mirror_dir, wait=wait):
         _refuse_pending_migrations(config, sync=options.sync)
         if options.sync:
             client = JsocClient(url, email=config.email)
@@ -667,7 +668,7 @@ def _dry_run_update(config: MirrorConfig, url: str, options: UpdateOptions, prog
             summary.jsoc_requests = client.requests
         else:
             with Catalog(config.catalog_path, read_only=True) as catalog:
-                _shadow_inventory(catalog)
+                shadow_inventory(catalog)
                 _dry_plan(config, catalog, options, summary, time.monotonic())
     summary.seconds = time.monotonic() - started
     return summary
@@ -685,7 +686,7 @@ def _dry_plan(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, su
         result = scan_mod.scan_tree(catalog, root, layout, storage_options=config.storage_options())
         summary.scan = {"files": result.files, "added": result.added, "removed": result.removed}
     else:  # the real run creates it empty: the inventory it then finds
-        for table in _INVENTORY:
+        for table in INVENTORY_TABLES:
             catalog.execute(f"DELETE FROM {quote_ident(table)}")
         summary.scan = {"files": 0, "added": 0, "removed": 0}
     phase = _lap(summary, "scan", phase)
@@ -701,19 +702,6 @@ def _dry_plan(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, su
     _dry_run(gaps, registry, options, summary)
     if summary.command == "update" and options.only is None:
         summary.retention = run_retention(catalog, config, series=options.series, dry_run=True, registry=registry)
-
-
-#: The tables a scan writes: a read-only dry run scans into temporary copies of them.
-_INVENTORY = ("local_files", "file_checks", "scan_dirs", "scan_state")
-
-
-def _shadow_inventory(catalog: Catalog) -> None:
-    """Temporary copies of the inventory tables, which the scan's unqualified names then resolve to
-    (DuckDB looks in ``temp`` first); a read-only connection may write temporary tables."""
-    database = catalog.execute("SELECT current_database()").fetchall()[0][0]
-    for table in _INVENTORY:
-        catalog.execute(f"CREATE TEMP TABLE {quote_ident(table)} AS "
-                        f"SELECT * FROM {quote_ident(database)}.main.{quote_ident(table)}")
 
 
 def _refuse_pending_migrations(config: MirrorConfig, *, sync: bool) -> None:
@@ -758,29 +746,3 @@ def _catalog_copy(config: MirrorConfig) -> Iterator[Catalog]:
                 scratch.rmdir()
 
 
-@contextmanager
-def _no_writer(config: MirrorConfig) -> Iterator[None]:
-    """Refuse (LockedError) while another run holds the mirror; never creates the lock file.
-
-    A shared ``flock`` on an existing lock file conflicts with a writer's exclusive one, and keeps a
-    run from starting while this dry run reads the catalog."""
-    import fcntl
-
-    from jsocmirror.errors import LockedError
-    from jsocmirror.lock import holder
-
-    try:
-        fd = os.open(config.lock_path, os.O_RDONLY)
-    except FileNotFoundError:
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            info = holder(config.mirror_dir) or {}
-            raise LockedError(f"another jsocmirror run '{info.get('command', '?')}' (pid {info.get('pid', '?')}) "
-                              f"is using the mirror {config.mirror_dir}; wait for it to finish") from None
-        yield
-    finally:
-        os.close(fd)

@@ -447,3 +447,19 @@ def test_an_unexpected_exception_is_one_line_with_code_1_and_a_traceback_only_wi
         assert isinstance(loud.exception, KeyError)  # -vv: the traceback, for a bug report
     finally:
         cli.commands.pop("boom-test", None)
+
+
+def test_a_dry_run_waits_for_a_run_with_wait_and_never_creates_the_lock_file(tmp_path, emu):
+    config = make_mirror(tmp_path / "m", emu.url)
+    lock = config.mirror_dir / ".jsocmirror.lock"
+    lock.unlink(missing_ok=True)
+    fresh = jsocmirror("update", "-m", str(config.mirror_dir), "--dry-run")
+    assert fresh.returncode == 0 and not lock.exists(), fresh.stderr
+    holder = hold_lock(config.mirror_dir, 1.5, command="short-night")
+    try:
+        started = time.monotonic()
+        waited = jsocmirror("update", "-m", str(config.mirror_dir), "--dry-run", "--wait", "30")
+        assert waited.returncode == 0 and time.monotonic() - started >= 1.0, waited.stderr
+    finally:
+        holder.kill()
+        holder.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import click
@@ -11,7 +12,8 @@ from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog
 from jsocmirror.cli import cli, echo_json, json_option, mirror_option, quiet, run_log, wait_option
 from jsocmirror.cli.mirror import skip_paths
-from jsocmirror.lock import mirror_lock
+from jsocmirror.lock import mirror_lock, reading_lock
+from jsocmirror.scan import shadow_inventory
 from jsocmirror.publish import publishing
 from jsocmirror.retention import RetentionPlan, RetentionResult, apply_retention, human_bytes, plan_retention
 
@@ -37,10 +39,10 @@ def prune(ctx, mirror_dir, series_names, dry_run, force, list_files, as_json, wa
     """
     config = cfg.load_config(mirror_dir)
     names = list(series_names) or None
-    if dry_run:  # under the lock (a consistent catalog), read-only: a dry run changes nothing
-        with mirror_lock(config.mirror_dir, "prune --dry-run", wait=wait), \
-                Catalog(config.catalog_path, read_only=True) as catalog:
-            plan = plan_retention(catalog, config, names, force=force)
+    if dry_run:  # as the real run plans (after a scan), but read-only, the scan in temporary tables
+        with reading_lock(config.mirror_dir, wait=wait), Catalog(config.catalog_path, read_only=True) as catalog:
+            shadow_inventory(catalog)
+            plan = _scan_and_plan(catalog, config, names, force)
             result = apply_retention(catalog, config, plan, dry_run=True)
     else:
         with run_log(ctx, config.mirror_dir, "prune"), mirror_lock(config.mirror_dir, "prune", wait=wait), \
@@ -59,25 +61,34 @@ def _prune(catalog: Catalog, config: cfg.MirrorConfig, names, force: bool) -> tu
     from pathlib import Path
 
     from jsocmirror.diff import layout_for_config, refresh_file_views, series_definitions
-    from jsocmirror.scan import scan_tree
 
     run_id = uuid.uuid4().hex[:12]
     catalog.start_run(run_id, "prune")
     status, summary = "failed", {}
     try:
-        registry = series_definitions(catalog)
-        layout = layout_for_config(config, registry)
         if "://" not in config.data_root:
             Path(config.data_root).mkdir(parents=True, exist_ok=True)
-        scan_tree(catalog, config.data_root, layout, skip=skip_paths(config), storage_options=config.storage_options())
-        plan = plan_retention(catalog, config, names, registry=registry, force=force)
-        result = apply_retention(catalog, config, plan, run_id=run_id, layout=layout)
+        plan = _scan_and_plan(catalog, config, names, force)
+        result = apply_retention(catalog, config, plan, run_id=run_id, layout=layout_for_config(
+            config, series_definitions(catalog)))
         refresh_file_views(catalog, [e.series for e in config.series])
         summary = result.as_dict()
         status = "ok" if not _exit_code(result) else "failed"
         return plan, result
     finally:
         catalog.finish_run(run_id, status, json.dumps(summary, default=str))
+
+
+def _scan_and_plan(catalog: Catalog, config: cfg.MirrorConfig, names, force: bool) -> RetentionPlan:
+    """The plan from the data root as it is now (a scan first; a missing local root has no files)."""
+    from jsocmirror.diff import layout_for_config, series_definitions
+    from jsocmirror.scan import scan_tree
+
+    registry = series_definitions(catalog)
+    if "://" in config.data_root or os.path.isdir(config.data_root):
+        scan_tree(catalog, config.data_root, layout_for_config(config, registry), skip=skip_paths(config),
+                  storage_options=config.storage_options())
+    return plan_retention(catalog, config, names, registry=registry, force=force)
 
 
 def _exit_code(result: RetentionResult) -> int:

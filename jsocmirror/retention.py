@@ -521,7 +521,11 @@ class _Target:
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            shutil.move(path, final)  # the trash is on another filesystem: copy, then remove
+            # a copy of every trashed file onto another filesystem (the catalog's, say) could fill
+            # it: the file stays where it is, and the summary says why
+            raise _Refused(f"the trash {self.trash} is on another filesystem than the data root (each file "
+                           "would be copied, not moved): use orphans = \"delete\", or keep the mirror "
+                           "directory and its data root on one filesystem") from None
 
     def _prune_dirs(self, directory: str) -> None:
         """Remove directories the removal left empty, up to (never including) the data root."""

@@ -31,11 +31,11 @@ def emu():
         yield emulator
 
 
-def hmi_mirror(path: Path, url: str, **retention_settings) -> cfg.MirrorConfig:
+def hmi_mirror(path: Path, url: str, data: str = cfg.DEFAULT_DATA_ROOT, **retention_settings) -> cfg.MirrorConfig:
     """One series, 16 records of hmi.M_720s straight from SUMS paths, downloaded once."""
     path.mkdir(parents=True, exist_ok=True)
     config = cfg.MirrorConfig(
-        mirror_dir=path.resolve(), server=url, email="mirror@example.org",
+        mirror_dir=path.resolve(), server=url, email="mirror@example.org", data=data,
         series=[cfg.SeriesConfig(series=SERIES, segments=["magnetogram"], start=HMI_START)],
         transfer=cfg.TransferConfig(max_connections=4, poll_interval=0.05),
         retention=cfg.RetentionConfig(**retention_settings),
@@ -176,6 +176,28 @@ def test_orphans_are_kept_trashed_or_deleted(tmp_path, emu, policy):
         assert (second.retention["trashed"], second.retention["deleted"]) == ((1, 0) if policy == "trash" else (0, 1))
     third = nightly(config, emu.url)
     assert third.files_downloaded == 0 and "missing" not in third.gaps
+
+
+def test_a_trash_on_another_filesystem_keeps_the_orphan_and_says_why(tmp_path, emu):
+    """Moving into a trash on another filesystem is a copy of every file (onto the catalog's disk,
+    say): the orphan stays where it is, and the night's summary says why, even with -q."""
+    import shutil
+
+    other = Path("/dev/shm")
+    if not other.is_dir() or os.stat(other).st_dev == os.stat(tmp_path).st_dev or not os.access(other, os.W_OK):
+        pytest.skip("no second writable filesystem (/dev/shm) here")
+    data = other / f"jsocmirror-test-{os.getpid()}-{tmp_path.name}"
+    try:
+        config = hmi_mirror(tmp_path / "m", emu.url, data=str(data), orphans="trash")
+        key = sorted(record_times(config))[5]
+        (path,) = [p for p in inventory(config) if record_key_of(config, p) == key]
+        delete_upstream(emu, key)
+        night = nightly(config, emu.url)
+        assert night.exit_code == 0 and night.needs_a_person, night.render()
+        assert "another filesystem" in night.retention["failures"][0]["reason"]
+        assert (data / path).is_file() and not list(Path(config.trash_root).rglob("*.fits"))
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def delete_upstream(emu, key: str) -> None:

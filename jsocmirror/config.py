@@ -21,7 +21,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from jsocmirror import drmstime
 from jsocmirror.errors import ConfigError
@@ -1185,6 +1185,28 @@ def _blank_comments_before(body: list, end: int) -> None:
     while i >= 0 and body[i][0] is None and isinstance(body[i][1], Comment):
         body[i] = (None, Whitespace(""))
         i -= 1
+
+
+def edit_config(mirror_dir: str | Path, change: Callable[[MirrorConfig], MirrorConfig]) -> MirrorConfig:
+    """Load jsocmirror.toml, ``change`` it and save it, one editor at a time: two ``series add`` run
+    at once both land (each applies its change to what the other saved), never one over the other.
+
+    The lock is an ``flock`` on the mirror directory itself: it needs no file of its own, and the
+    config file's inode changes with every save.
+    """
+    import fcntl
+
+    try:
+        fd = os.open(mirror_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise ConfigError(f"cannot open the mirror directory {mirror_dir}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        changed = change(load_config(mirror_dir))
+        save_config(changed)
+        return changed
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 def with_series(config: MirrorConfig, entry: SeriesConfig) -> MirrorConfig:

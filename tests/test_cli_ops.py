@@ -463,3 +463,23 @@ def test_a_dry_run_waits_for_a_run_with_wait_and_never_creates_the_lock_file(tmp
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_two_config_edits_at_once_both_land(tmp_path, emu):
+    """Each edit holds the mirror directory's flock from load to save: the second applies its
+    change to what the first saved, where before it could write over it."""
+    from jsocmirror import config as cfg
+
+    config = make_mirror(tmp_path / "m", emu.url)
+    code = ("import sys, time; from dataclasses import replace; from jsocmirror import config as cfg\n"
+            "def change(fresh):\n"
+            "    entry = replace(fresh.get_series(sys.argv[2]), end=sys.argv[3])\n"
+            "    time.sleep(1.0)  # both editors are inside at once unless the lock keeps one out\n"
+            "    return cfg.with_series(fresh, entry)\n"
+            "cfg.edit_config(sys.argv[1], change)\n")
+    edits = [subprocess.Popen([sys.executable, "-c", code, str(config.mirror_dir), series, end])
+             for series, end in (("hmi.M_720s", "2024.07.01_00:00:00_TAI"), ("aia.lev1_euv_12s", "2024-07-01T00:00:00Z"))]
+    assert [p.wait(timeout=60) for p in edits] == [0, 0]
+    after = cfg.load_config(config.mirror_dir)
+    assert after.get_series("hmi.M_720s").end == "2024.07.01_00:00:00_TAI"
+    assert after.get_series("aia.lev1_euv_12s").end == "2024-07-01T00:00:00Z"

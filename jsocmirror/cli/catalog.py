@@ -210,7 +210,7 @@ def series_add(mirror_dir, name, segments, start, end, cadence, keys, filter_, k
     cfg.validate_series_entry(entry, sdef)
     cfg.check_download_settings(entry, sdef)
     replaced = any(s.series.lower() == canonical.lower() for s in config.series)
-    cfg.save_config(cfg.with_series(config, entry))
+    cfg.edit_config(config.mirror_dir, lambda fresh: cfg.with_series(fresh, entry))
     if as_json:
         echo_json({"code": 0, "action": "updated" if replaced else "added", "series": canonical,
                    "config": str(config.config_path), "entry": _entry_dict(entry),
@@ -228,7 +228,7 @@ def series_remove(mirror_dir, name, as_json):
     """Remove NAME from the config (its catalog table stays; drop it with `sql --write`)."""
     config = cfg.load_config(mirror_dir)
     entry = config.get_series(name)
-    cfg.save_config(cfg.without_series(config, name))
+    cfg.edit_config(config.mirror_dir, lambda fresh: cfg.without_series(fresh, name))
     if as_json:
         echo_json({"code": 0, "action": "removed", "series": entry.series, "config": str(config.config_path),
                    "table_kept": keyword_table(entry.series)})

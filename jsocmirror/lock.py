@@ -204,9 +204,12 @@ def _acquire(path: Path, wait: float, record: bytes) -> int:
 
 
 def _locked_message(path: Path, info: dict, wait: float) -> str:
+    waited = f" (waited {wait:.0f} s)" if wait > 0 else ""
+    if not info.get("pid"):  # a shared holder writes no record: a dry run, or something outside jsocmirror
+        return (f"the lock of the mirror {path.parent} is held by a process that left no record (a dry run, "
+                f"or a tool outside jsocmirror){waited}; try again later or use --wait SECONDS")
     where = f" on {info['host']}" if info.get("host") and info.get("host") != socket.gethostname() else ""
     who = f"'{info.get('command', '?')}' (pid {info.get('pid', '?')}{where}, since {info.get('since', '?')})"
-    waited = f" (waited {wait:.0f} s)" if wait > 0 else ""
     return f"another jsocmirror run {who} is using the mirror {path.parent}{waited}; try again later or use --wait SECONDS"
 
 

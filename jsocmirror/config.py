@@ -284,10 +284,6 @@ class MirrorConfig:
         path.mkdir(parents=True, exist_ok=True)
         return str(path)
 
-    @property
-    def lock_path(self) -> Path:
-        return self.mirror_dir / ".jsocmirror.lock"
-
     def get_series(self, name: str) -> SeriesConfig:
         """The entry of a configured series (case-insensitive), or a ConfigError listing them."""
         for entry in self.series:

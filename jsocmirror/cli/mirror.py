@@ -21,6 +21,7 @@ from jsocmirror.diff import (
 )
 from jsocmirror.lock import mirror_lock
 from jsocmirror.publish import publishing
+from jsocmirror.report import human_bytes
 from jsocmirror.scan import scan_tree
 
 #: Lines ``diff`` prints by default: a person reads the first screens; a program asks for csv/json.
@@ -87,7 +88,7 @@ def scan(ctx, mirror_dir: str, verify: bool, names_only: bool, full: bool, probl
         out["problems"] = [{"path": p, "state": st, "reason": why} for p, st, why in result.problems[:problems]]
         echo_json(out)
         return
-    lines = [f"{result.files} files, {_human(result.bytes)} under {result.root} "
+    lines = [f"{result.files} files, {human_bytes(result.bytes)} under {result.root} "
              f"({result.dirs_listed} directories listed, {result.dirs_unchanged} unchanged, {result.elapsed:.2f} s)"]
     lines += [f"  {state:<12} {n}" for state, n in sorted(result.by_state.items())]
     if verify:
@@ -178,8 +179,8 @@ def status(mirror_dir: str, by: str, fmt: str, as_json: bool) -> None:
     click.echo(f"last scan: {last[0][1]:%Y-%m-%d %H:%M:%S} UTC of {last[0][0]}" if last else "never scanned ('jsocmirror scan')")
     for st in statuses:
         c = st.counts
-        quota = f" of max_bytes {_human(st.quota)} ({st.bytes / st.quota:.0%})" if st.quota else ""
-        click.echo(f"{st.series}: {st.files} files, {_human(st.bytes)}{quota}; "
+        quota = f" of max_bytes {human_bytes(st.quota)} ({st.bytes / st.quota:.0%})" if st.quota else ""
+        click.echo(f"{st.series}: {st.files} files, {human_bytes(st.bytes)}{quota}; "
                    + ", ".join(f"{s} {c.get(s, 0)}" for s in STATES))
         for period, present, expected, fraction in st.coverage:
             click.echo(f"  {period}  {present:>8}/{expected:<8} {fraction:7.1%}")
@@ -209,12 +210,3 @@ def export_catalog_cmd(mirror_dir: str, dest: str | None, as_json: bool) -> None
         echo_json({"code": 0, "dest": target, "tables": written})
         return
     echo_report(f"wrote {len(written)} tables to {target}")
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"

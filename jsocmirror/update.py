@@ -706,7 +706,6 @@ def _dry_plan(config: MirrorConfig, catalog: Catalog, options: UpdateOptions, su
 
 def _refuse_pending_migrations(config: MirrorConfig, *, sync: bool) -> None:
     """A dry run applies no migration: it says which ones the catalog lacks, and stops."""
-    from jsocmirror.catalog import migrations
     from jsocmirror.errors import CatalogError
 
     path = config.catalog_path
@@ -716,7 +715,7 @@ def _refuse_pending_migrations(config: MirrorConfig, *, sync: bool) -> None:
         raise CatalogError(f"no catalog at {path} yet: a dry run without sync has nothing to plan from "
                            "(add sync, or run 'jsocmirror sync' first)")
     with Catalog(path, read_only=True) as catalog:
-        pending = [name for number, name, _ in migrations() if number not in catalog.applied_migrations()]
+        pending = catalog.pending
     if pending:
         raise CatalogError(f"catalog {path} needs migration {', '.join(pending)}; a dry run changes nothing, so it "
                            "stops here (a run without --dry-run applies it)")

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable
 
 from jsocmirror import drmstime
 from jsocmirror.errors import ConfigError
+from jsocmirror.net import NetPolicy
 
 log = logging.getLogger("jsocmirror.config")
 
@@ -35,7 +36,7 @@ DEFAULT_READ_ROOT = "read"
 
 METHODS = ("url_quick", "url", "url-tar")
 #: The [section] tables of jsocmirror.toml, each a dataclass field of MirrorConfig, in file order.
-SECTIONS = ("sync", "transfer", "verify", "retention", "storage")
+SECTIONS = ("sync", "transfer", "network", "verify", "retention", "storage")
 PROTOCOLS = ("as-is", "fits")
 ORPHAN_POLICIES = ("keep", "trash", "delete")
 DEFAULT_TRASH = "trash"
@@ -244,6 +245,8 @@ class MirrorConfig:
     series: list[SeriesConfig] = field(default_factory=list)
     sync: SyncConfig = field(default_factory=SyncConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    #: Timeouts, deadlines and the redirect rule of every request (net.py's NetPolicy).
+    network: NetPolicy = field(default_factory=NetPolicy)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -360,6 +363,7 @@ def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfi
     series_raw = raw.pop("series", [])
     sync_raw = raw.pop("sync", {})
     transfer_raw = raw.pop("transfer", {})
+    network_raw = raw.pop("network", {})
     verify_raw = raw.pop("verify", {})
     retention_raw = raw.pop("retention", {})
     storage_raw = raw.pop("storage", {})
@@ -372,6 +376,7 @@ def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfi
         series=[_series_from_dict(item, i) for i, item in enumerate(series_raw)],
         sync=SyncConfig(**_take_fields(SyncConfig, _table(sync_raw, "sync"), "[sync]")),
         transfer=TransferConfig(**_take_fields(TransferConfig, _table(transfer_raw, "transfer"), "[transfer]")),
+        network=NetPolicy(**_take_fields(NetPolicy, _table(network_raw, "network"), "[network]")),
         verify=VerifyConfig(**_take_fields(VerifyConfig, _table(verify_raw, "verify"), "[verify]")),
         retention=RetentionConfig(**_take_fields(RetentionConfig, _table(retention_raw, "retention"), "[retention]")),
         storage=StorageConfig(**_take_fields(StorageConfig, _table(storage_raw, "storage"), "[storage]")),
@@ -423,6 +428,7 @@ def validate_config(config: MirrorConfig) -> None:
             raise ConfigError(f"'{name}' must be a non-empty string")
     validate_sync(config.sync)
     validate_transfer(config.transfer)
+    validate_network(config.network)
     validate_verify(config.verify)
     validate_retention(config)
     validate_storage(config.storage)
@@ -460,6 +466,23 @@ def validate_transfer(transfer: TransferConfig) -> None:
         raise ConfigError(f"[transfer] max_pending_exports {transfer.max_pending_exports!r} must be an integer from 1 to 10")
     if not isinstance(transfer.header_fill, bool):
         raise ConfigError(f"[transfer] header_fill {transfer.header_fill!r} must be true or false")
+
+
+_NETWORK_BOUNDS = {  # name: (lowest, highest) accepted
+    "connect_timeout": (0.1, 600), "idle_timeout": (0.1, 3600), "metadata_seconds": (1, 86400),
+    "poll_seconds": (1, 3600), "file_seconds": (1, 86400), "file_min_rate": (1, 10**12),
+    "max_redirects": (0, 10), "max_json_bytes": (1 << 20, 1 << 40), "max_retry_after": (0, 3600),
+}
+
+
+def validate_network(network: NetPolicy) -> None:
+    for name, (low, high) in _NETWORK_BOUNDS.items():
+        value = getattr(network, name)
+        integral = name in ("max_redirects", "max_json_bytes")
+        kinds = int if integral else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not (low <= value <= high):
+            what = "an integer" if integral else "a number"
+            raise ConfigError(f"[network] {name} {value!r} must be {what} from {low:g} to {high:g}")
 
 
 def validate_verify(verify: VerifyConfig) -> None:

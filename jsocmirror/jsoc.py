@@ -1,9 +1,9 @@
 """The only module that talks to JSOC (or the emulator): series info, record lists, email checks.
 
-Metadata calls (``series_struct``, ``rs_list``, series lists) use plain ``urllib`` and decode
-with ``orjson``: ``drms.Client.query`` builds a pandas frame per call, which is the slow path
-the sync benchmark compares against. drms is used for what it adds: the email check and (in
-the export section, below) export requests. Every JSOC reply with ``status != 0`` becomes a
+Every call is a GET through the network policy (net.py: redirects within the host only,
+deadlines, checked lengths) and is decoded with ``orjson``: ``drms.Client.query`` builds a
+pandas frame per call, which is the slow path the sync benchmark compares against. The export
+calls send the parameters drms sends. Every JSOC reply with ``status != 0`` becomes a
 ``JsocError`` with JSOC's own message.
 
 A server is named by its base URL ending in ``/`` (architecture.md): CGI programs live under
@@ -13,22 +13,19 @@ A server is named by its base URL ending in ``/`` (architecture.md): CGI program
 from __future__ import annotations
 
 import logging
-import socket
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Iterable
 from urllib.parse import quote_plus, urlencode
 
 import numpy as np
 import orjson
 
+from jsocmirror import net
 from jsocmirror.errors import EXIT_USAGE, ConfigError, JsocError, SourceUnavailable
 
 log = logging.getLogger("jsocmirror.jsoc")
 
 REAL_JSOC_URL = "http://jsoc.stanford.edu/"
-USER_AGENT = "jsocmirror (+https://github.com/jsocmirror/jsocmirror)"
 
 #: Specials that rs_list accepts in ``key=`` (the record's bookkeeping, not keywords).
 RECORD_SPECIALS = ("*recnum*", "*sunum*", "*size*", "*online*")
@@ -47,49 +44,63 @@ class JsocClient:
     Transient network failures are retried ``retries`` times with backoff; JSOC errors are not.
     """
 
-    def __init__(self, url: str, *, email: str | None = None, timeout: float = 300.0, retries: int = 2):
+    def __init__(self, url: str, *, email: str | None = None, policy: net.NetPolicy | None = None,
+                 retries: int = 2):
         self.url = url if url.endswith("/") else url + "/"
         self.cgi = self.url + "cgi-bin/ajax/"
         self.email = email
-        self.timeout = timeout
+        self.policy = policy or net.DEFAULT_POLICY
         self.retries = retries
         self.requests = 0
         self.bytes_received = 0
-        self._drms = None
 
     def __repr__(self) -> str:
         return f"JsocClient({self.url!r})"
 
     # -- plumbing ---------------------------------------------------------------------------
-    def get_bytes(self, program: str, params: dict[str, Any]) -> bytes:
-        """GET ``<cgi><program>?<params>`` and return the body (retrying transient failures)."""
+    def get_bytes(self, program: str, params: dict[str, Any], *, poll: bool = False,
+                  retries: int | None = None) -> bytes:
+        """GET ``<cgi><program>?<params>`` and return the body (retrying transient failures).
+
+        The request runs under the network policy (net.py): redirects only within this host, a
+        deadline (``poll``: an export call's, else a metadata call's), the body checked against
+        its announced length. Every failure becomes one line naming this server.
+        """
         url = self.cgi + program + "?" + urlencode(params)
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        seconds = self.policy.poll_seconds if poll else self.policy.metadata_seconds
+        retries = self.retries if retries is None else retries
         delay = 1.0
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             self.requests += 1
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as reply:
-                    body = reply.read()
+                body = net.get_body(url, seconds=seconds, policy=self.policy, what=f"{program} at {self.url}")
                 self.bytes_received += len(body)
                 return body
-            except urllib.error.HTTPError as exc:
-                if exc.code < 500:
+            except net.HttpStatus as exc:
+                if not exc.retryable:
                     raise JsocError(f"JSOC at {self.url} answered HTTP {exc.code} to {program}") from None
-                if attempt == self.retries:
+                if attempt == retries:
                     raise SourceUnavailable(f"JSOC at {self.url} answered HTTP {exc.code} to {program} "
-                                            f"{self.retries + 1} times; try again later") from None
-            except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError) as exc:
-                if attempt == self.retries:
-                    reason = getattr(exc, "reason", exc)
-                    raise SourceUnavailable(f"cannot reach JSOC at {self.url}: {reason}") from None
-            log.info("retrying %s in %.0f s (%d more tries)", program, delay, self.retries - attempt)
-            time.sleep(delay)
+                                            f"{retries + 1} times; try again later") from None
+                wait = max(delay, exc.retry_after or 0.0)
+            except net.Unreachable as exc:
+                if attempt == retries:
+                    message = str(exc) if exc.proxy else f"cannot reach JSOC at {self.url}: {exc.reason}"
+                    raise SourceUnavailable(message) from None
+                wait = delay
+            except (net.DeadlineExceeded, net.ShortBody) as exc:
+                if attempt == retries:
+                    raise SourceUnavailable(f"{exc} ({retries + 1} tries)") from None
+                wait = delay
+            except net.NetError as exc:  # refused redirects, oversized replies: asking again cannot help
+                raise JsocError(str(exc)) from None
+            log.info("retrying %s in %.0f s (%d more tries)", program, wait, retries - attempt)
+            time.sleep(wait)
             delay *= 4
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def get_json(self, program: str, params: dict[str, Any]) -> dict[str, Any]:
-        body = self.get_bytes(program, params)
+    def get_json(self, program: str, params: dict[str, Any], **how) -> dict[str, Any]:
+        body = self.get_bytes(program, params, **how)
         return decode(body, program)
 
     # -- metadata ---------------------------------------------------------------------------
@@ -154,26 +165,6 @@ class JsocClient:
                 f"email {email!r} is not registered with JSOC at {self.url}; "
                 "register it at http://jsoc.stanford.edu/ajax/register_email.html"
             )
-
-    # -- drms (for exports) -----------------------------------------------------------------
-    def drms_client(self):
-        """A ``drms.Client`` pointed at this server (created once)."""
-        if self._drms is None:
-            import drms
-
-            if self.url == REAL_JSOC_URL:
-                config = "jsoc"
-            else:
-                config = drms.ServerConfig(
-                    name="JSOCMIRROR", cgi_baseurl=self.cgi, cgi_show_series="show_series",
-                    cgi_jsoc_info="jsoc_info", cgi_jsoc_fetch="jsoc_fetch", cgi_check_address="checkAddress.sh",
-                    cgi_show_series_wrapper="showextseries", show_series_wrapper_dbhost="hmidb2",
-                    http_download_baseurl=self.url,
-                )
-            self._drms = drms.Client(config)
-            if self.email:
-                self._drms.email = self.email
-        return self._drms
 
 
 def decode(body: bytes, what: str) -> dict[str, Any]:
@@ -362,70 +353,54 @@ def _arrays_via_orjson(body: bytes, ds: str):
 class ExportClient:
     """JSOC export calls for the export governor, over one ``JsocClient``.
 
-    ``exp_request``/``exp_status``/``export_from_id`` go through drms (its export API is what
-    JSOC supports for clients); ``rs_list_paths`` is the no-export route: ``rs_list`` with
-    ``seg=`` returns SUMS paths that download straight from ``<url>SUM...``. Every call returns
-    JSOC's reply as a dict (its ``status`` left for the governor to interpret); network and
-    HTTP failures become ``JsocError``.
+    ``exp_request``/``exp_status``/``export_from_id`` are the ``jsoc_fetch`` GETs drms sends
+    (same parameters), made here so that they run under the network policy like every other
+    call; ``rs_list_paths`` is the no-export route: ``rs_list`` with ``seg=`` returns SUMS paths
+    that download straight from ``<url>SUM...``. Every call returns JSOC's reply as a dict (its
+    ``status`` left for the governor to interpret); network and HTTP failures become ``JsocError``.
     """
+
+    METHODS = ("url_quick", "url", "url-tar")
+    PROTOCOLS = ("as-is", "fits")
 
     def __init__(self, client: JsocClient):
         self.client = client
         self.base_url = client.url
         self.calls = 0
 
-    def _drms_call(self, what: str, fn, *args, **kwargs) -> dict[str, Any]:
-        import drms
-
+    def _fetch(self, params: dict[str, Any], *, retries: int | None = None) -> dict[str, Any]:
         self.calls += 1
-        self.client.requests += 1
-        try:
-            return fn(*args, **kwargs)
-        except urllib.error.HTTPError as exc:
-            kind = SourceUnavailable if exc.code >= 500 else JsocError
-            raise kind(f"JSOC at {self.base_url} answered HTTP {exc.code} to {what}") from None
-        except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError, OSError) as exc:
-            raise SourceUnavailable(f"cannot reach JSOC at {self.base_url} for {what}: "
-                                    f"{getattr(exc, 'reason', exc)}") from None
-        except (ValueError, drms.DrmsError) as exc:
-            raise JsocError(f"{what}: {exc}") from None
-
-    def _drms(self):
-        import drms
-
-        client = self.client
-        if client._drms is None:
-            # No email on the client: its setter would ask checkAddress on every new client;
-            # the email goes with each export request instead (notify=).
-            config = "jsoc" if client.url == REAL_JSOC_URL else drms.ServerConfig(
-                name="JSOCMIRROR", cgi_baseurl=client.cgi, cgi_show_series="show_series",
-                cgi_jsoc_info="jsoc_info", cgi_jsoc_fetch="jsoc_fetch", cgi_check_address="checkAddress.sh",
-                cgi_show_series_wrapper="showextseries", show_series_wrapper_dbhost="hmidb2",
-                http_download_baseurl=client.url,
-            )
-            client._drms = drms.Client(config)
-        return client._drms
+        return self.client.get_json("jsoc_fetch", params, poll=True, retries=retries)
 
     def exp_request(self, ds: str, *, method: str, protocol: str, email: str,
                     filenamefmt: str | None) -> dict[str, Any]:
-        """``jsoc_fetch op=exp_request``: the raw reply (status 0 quick, 2 queued, 3/4/7 refused)."""
-        client = self._drms()
-        request = self._drms_call(
-            "exp_request", client.export, ds, method=method, protocol=protocol, email=email,
-            filenamefmt=filenamefmt if filenamefmt is not None else False,
-        )
-        return dict(request._d)  # drms keeps JSOC's raw reply here (stable since drms 0.5)
+        """``jsoc_fetch op=exp_request``: the raw reply (status 0 quick, 2 queued, 3/4/7 refused).
+
+        Never retried: a request whose reply was lost may exist at JSOC, and a second one would
+        trip the one-pending-export-per-email rule.
+        """
+        method, protocol = method.lower(), protocol.lower()
+        if method not in self.METHODS or protocol not in self.PROTOCOLS:
+            raise JsocError(f"export method {method!r} / protocol {protocol!r} not supported "
+                            f"(accepted: {', '.join(self.METHODS)} / {', '.join(self.PROTOCOLS)})")
+        if method == "url_quick" and protocol != "as-is":
+            method = "url"  # as drms does: url_quick only serves files as they are stored
+        params = {"op": "exp_request", "format": "json", "ds": ds, "notify": email, "method": method,
+                  "protocol": protocol}
+        if filenamefmt is not None:
+            params["filenamefmt"] = filenamefmt
+        params["process=n"] = "0"
+        params["requester"] = email.split("@")[0]
+        return self._fetch(params, retries=0)
 
     def exp_status(self, requestid: str) -> dict[str, Any]:
         """``jsoc_fetch op=exp_status``: the raw reply (1 pending, 0 with the index, 3-6 failures)."""
-        client = self._drms()
-        return dict(self._drms_call("exp_status", client._json.exp_status, requestid))
+        return self._fetch({"op": "exp_status", "requestid": requestid})
 
     def export_from_id(self, requestid: str) -> dict[str, Any]:
-        """Resume a request a previous run submitted (drms ``export_from_id``): its status reply."""
-        client = self._drms()
-        request = self._drms_call("export_from_id", client.export_from_id, requestid)
-        return dict(request._d)
+        """Resume a request a previous run submitted: its status reply (what drms's
+        ``export_from_id`` asks)."""
+        return self.exp_status(requestid)
 
     def rs_list_paths(self, ds: str, *, keys: Iterable[str], segments: Iterable[str]) -> dict[str, Any]:
         """``rs_list`` with ``seg=``: prime keys, ``*recnum*``/``*online*`` and each segment's SUMS path."""

@@ -29,6 +29,7 @@ from jsocmirror import download as dl
 from jsocmirror.catalog import Catalog, keyword_table, quote_ident
 from jsocmirror.config import MirrorConfig
 from jsocmirror.download import FileTask, Landed, Results, RetryPolicy
+from jsocmirror.net import NetPolicy
 from jsocmirror.errors import JsocMirrorError
 from jsocmirror.jsoc import ExportClient, JsocClient
 from jsocmirror.layout import Layout, relative_path
@@ -197,7 +198,7 @@ def fetch_mirror(config: MirrorConfig, url: str, options: UpdateOptions | None =
 def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, summary: UpdateSummary) -> UpdateSummary:
     started = time.monotonic()
     command = summary.command
-    client = JsocClient(url, email=config.email)
+    client = JsocClient(url, email=config.email, policy=config.network)
     # readers see each committed step (sync transactions, scan, batches of landed files, the end)
     with Catalog(config.catalog_path) as catalog, publishing(catalog, config) as publisher:
         # the run's row first, so a run killed in any stage is marked 'died' by the next one
@@ -381,13 +382,16 @@ def _stage_and_download(config, catalog, client, layout: Layout, definitions, ga
         if bytes_bar is not None:
             bytes_bar.update(n)
 
+    retry = options.retry_policy
+    if retry.net == NetPolicy():  # the caller did not choose: the mirror's [network] settings
+        retry = replace(retry, net=config.network)
     try:
         batches = list(governor.resume(pending, transfers, stage))
         for batch in batches:
-            _download_batch(batch, governor, root, connections, options.retry_policy, header_fill, catalog,
+            _download_batch(batch, governor, root, connections, retry, header_fill, catalog,
                             on_landed, on_bytes, summary, config, recorder)
         for batch in governor.stage(list(pending.values()), transfers, stage):
-            _download_batch(batch, governor, root, connections, options.retry_policy, header_fill, catalog,
+            _download_batch(batch, governor, root, connections, retry, header_fill, catalog,
                             on_landed, on_bytes, summary, config, recorder)
     finally:
         recorder.flush()
@@ -656,7 +660,7 @@ def _dry_run_update(config: MirrorConfig, url: str, options: UpdateOptions, prog
     with reading_lock(config.mirror_dir, wait=wait):
         _refuse_pending_migrations(config, sync=options.sync)
         if options.sync:
-            client = JsocClient(url, email=config.email)
+            client = JsocClient(url, email=config.email, policy=config.network)
             with _catalog_copy(config) as catalog:
                 from jsocmirror import sync as sync_mod
 

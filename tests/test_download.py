@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from jsocmirror.net import NetPolicy
 from jsocmirror.download import (
     FileTask, RetryPolicy, download_files, extract_tar, fill_header, fits_checksum_state, part_name, sweep_parts,
 )
 
-FAST = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05, timeout=5)
+FAST = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05, net=NetPolicy(idle_timeout=5))
 
 
 def make_fits(seed: int, shape=(64, 64)) -> bytes:

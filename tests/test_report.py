@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import quick_emulator
 
+from jsocmirror.net import NetPolicy
 from jsocmirror import config as cfg
 from jsocmirror import report as rp
 from jsocmirror.api import Mirror
@@ -61,7 +62,7 @@ def world(tmp_path_factory):
         Path(config.data_root).mkdir(parents=True)
         config = cfg.load_config(root)
         summary = update_mirror(config, emu.url, UpdateOptions(
-            retry_policy=RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05, timeout=10)))
+            retry_policy=RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05, net=NetPolicy(idle_timeout=10))))
         assert summary.exit_code == 0 and summary.gaps.get("offline") and summary.gaps.get("no_image"), summary.render()
         with Catalog(config.catalog_path) as catalog:
             rows = catalog.execute("SELECT k._key, f.path FROM hmi_m_720s AS k JOIN local_files AS f "

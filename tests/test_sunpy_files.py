@@ -24,6 +24,7 @@ from astropy.io import fits
 from astropy.time import Time
 from conftest import sync_mirror
 
+from jsocmirror.net import NetPolicy
 from jsocmirror import config as cfg
 from jsocmirror import fitsheader
 from jsocmirror.catalog import Catalog
@@ -62,7 +63,7 @@ def _options(**kw) -> UpdateOptions:
     from jsocmirror.download import RetryPolicy
     from jsocmirror.stage import StagePolicy
 
-    return UpdateOptions(retry_policy=RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, timeout=10),
+    return UpdateOptions(retry_policy=RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, net=NetPolicy(idle_timeout=10)),
                          stage_policy=StagePolicy(poll_interval=0.02, export_timeout=3.0, busy_wait=0.02), **kw)
 
 

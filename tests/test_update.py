@@ -11,6 +11,7 @@ import pytest
 from conftest import hold_lock, quick_emulator, sync_mirror
 from click.testing import CliRunner
 
+from jsocmirror.net import NetPolicy
 from jsocmirror import config as cfg
 from jsocmirror.catalog import Catalog
 from jsocmirror.cli import cli
@@ -20,7 +21,7 @@ from jsocmirror.stage import StagePolicy
 from jsocmirror.update import UpdateOptions, update_mirror
 
 EMAIL = "mirror@example.org"
-FAST_RETRY = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05, timeout=10)
+FAST_RETRY = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05, net=NetPolicy(idle_timeout=10))
 FAST_STAGE = StagePolicy(poll_interval=0.02, export_timeout=3.0, busy_wait=0.02, max_busy_wait=0.1, busy_retries=40)
 HMI_START = "2024.06.30_21:00:00_TAI"  # 3 hours of hmi.M_720s up to the emulator's "now": 16 slots
 AIA_START = "2024-06-30T23:45:00Z"  # 15 minutes of aia.lev1_euv_12s 171, every minute

@@ -200,7 +200,7 @@ def series_add(mirror_dir, name, segments, start, end, cadence, keys, filter_, k
     )
     cfg.validate_series_entry(entry)  # local checks first: no request for a malformed entry
     with jsoc_server(config.server, config.mirror_dir) as url:
-        canonical, sdef = fetch_definition(JsocClient(url, email=config.email), entry.series)
+        canonical, sdef = fetch_definition(JsocClient(url, email=config.email, policy=config.network), entry.series)
     entry.series = canonical
     _keep_what_the_options_cannot_say(config, entry)
     entry.segments = [sdef.segment(s).name if sdef.segment(s) else s for s in entry.segments]
@@ -404,7 +404,7 @@ def sync_command(ctx, mirror_dir, series_names, full, as_json, wait):
     screen = bars_on_screen() if progress.enabled else nullcontext()
     with run_log(ctx, config.mirror_dir, "sync"), mirror_lock(config.mirror_dir, "sync", wait=wait):
         with Catalog(config.catalog_path) as catalog, jsoc_server(config.server, config.mirror_dir) as url:
-            client = JsocClient(url, email=config.email)
+            client = JsocClient(url, email=config.email, policy=config.network)
             try:
                 with screen:
                     result = sync(config, catalog, client, list(series_names) or None, progress=progress, full=full)

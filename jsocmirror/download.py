@@ -774,21 +774,26 @@ def extract_tar(tar_path: str | os.PathLike, members: Mapping[str, FileTask], ro
     """
     results = Results()
     target = _Target(root, storage_options)
-    found: set[str] = set()
+    found: set[str] = set()  # dests landed or failed (each in ``results``)
     try:
         with tarfile.open(tar_path, "r:*") as archive:
             for info in archive:
                 name = info.name
                 clean = PurePosixPath(name)
-                if not info.isreg() or clean.is_absolute() or ".." in clean.parts:
+                if not info.isreg() or clean.is_absolute() or ".." in clean.parts or "\\" in name:
                     log.warning("tar %s: skipping unsafe member %r", tar_path, name)
                     continue
                 task = members.get(name) or members.get(clean.name)
-                if task is None:
+                if task is None or task.dest in found:
                     continue
-                found.add(task.dest)
-                _handle(_extract_member(archive, info, task, target), results, None, on_landed, None)
-    except (tarfile.TarError, OSError) as exc:
+                if task.size is not None and info.size != task.size:
+                    outcome = FailedFile(task, f"tar member {name!r} holds {info.size} bytes, "
+                                               f"the export listed {task.size}", 1)
+                else:
+                    outcome = _extract_member(archive, info, task, target)
+                found.add(task.dest)  # after the extraction: a member cut short is reported below
+                _handle(outcome, results, None, on_landed, None)
+    except (tarfile.TarError, OSError, EOFError) as exc:
         for task in members.values():
             if task.dest not in found:
                 results.errors.append(FailedFile(task, f"tar archive unreadable: {exc}", 1))
@@ -825,6 +830,9 @@ def _extract_member(archive: tarfile.TarFile, info: tarfile.TarInfo, task: FileT
     except _Retryable as exc:
         _unlink(part)
         return FailedFile(task, str(exc), 1)
+    except (tarfile.TarError, EOFError) as exc:  # the archive ends inside this member
+        _unlink(part)
+        return FailedFile(task, f"tar member cut short: {exc}", 1)
     except OSError as exc:
         _unlink(part)
         return FailedFile(task, f"cannot write: {exc}", 1)

@@ -37,6 +37,7 @@ class FitsCheck:
     hdus: list[HDUInfo] = field(default_factory=list)
     checksum: str = "absent"  # ok | bad | absent   (CHECKSUM of every HDU that has one)
     datasum: str = "absent"  # ok | bad | absent
+    fill: str | None = None  # what is wrong with the fill FITS prescribes (checked with sums)
 
     def value(self, key: str) -> str | None:
         """A keyword's raw value text, from the image HDU if it has it, else the primary."""
@@ -168,7 +169,7 @@ def _fold(total: int) -> int:
 
 
 _SUM_CARDS = {name.ljust(8).encode(): name for name in
-              ("BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "DATASUM", "CHECKSUM", *(f"NAXIS{i}" for i in range(1, 1000)))}
+              ("XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "DATASUM", "CHECKSUM", *(f"NAXIS{i}" for i in range(1, 1000)))}
 
 
 class FitsSums:
@@ -190,6 +191,8 @@ class FitsSums:
         self._cards: dict[str, str] = {}
         self._data_left = 0  # > 0 while reading a data unit
         self._data_padded = 0
+        self._data_fill = b"\0"  # what FITS fills the last data block with: zeros, spaces for ASCII tables
+        self._fill_from = 0  # where the fill starts in the last block of the data unit
         self._header_sum = self._data_sum = 0  # unfolded
         self._summed = False  # some HDU carried a sum
         self._padding = False  # zero blocks after the last HDU, which some writers leave
@@ -197,7 +200,7 @@ class FitsSums:
     def feed(self, piece: bytes | bytearray | memoryview) -> None:
         piece = memoryview(piece)
         self._size += len(piece)
-        if self._problem or self._padding:
+        if self._problem:
             return
         if self._partial:
             need = BLOCK - len(self._partial)
@@ -210,7 +213,7 @@ class FitsSums:
         whole = len(piece) - len(piece) % BLOCK
         if whole:
             self._run(piece[:whole])
-        if whole < len(piece) and not (self._problem or self._padding):
+        if whole < len(piece) and not self._problem:
             self._partial += piece[whole:]
 
     def finish(self) -> str:
@@ -230,14 +233,22 @@ class FitsSums:
         with several download threads each call's GIL release costs more than the sum itself."""
         block_sums = np.frombuffer(run, ">u4").reshape(-1, BLOCK // 4).sum(axis=1, dtype=np.uint64).tolist()
         i, count = 0, len(block_sums)
-        while i < count and not (self._problem or self._padding):
+        while i < count and not self._problem:
             if self._data_left:
                 take = min(self._data_left // BLOCK, count - i)
                 self._data_sum += sum(block_sums[i:i + take])
                 self._data_left -= take * BLOCK
                 i += take
                 if not self._data_left:
+                    if self._fill_from and run[(i - 1) * BLOCK + self._fill_from:i * BLOCK].tobytes().strip(self._data_fill):
+                        self._problem = (f"HDU {self._hdu}: the fill after the data is not "
+                                         f"{'spaces' if self._data_fill == b' ' else 'zeros'} (corrupt bytes)")
+                        return
                     self._end_hdu()
+            elif self._padding:  # blank blocks after the last HDU: each must stay blank
+                if run[i * BLOCK:(i + 1) * BLOCK].tobytes().strip(b"\0 "):
+                    self._problem = f"bytes after the last HDU (at {self._size - len(run) + i * BLOCK}) are not blank"
+                i += 1
             else:
                 self._header_block(run[i * BLOCK:(i + 1) * BLOCK], block_sums[i])
                 i += 1
@@ -257,6 +268,9 @@ class FitsSums:
         for i in range(0, BLOCK, CARD):
             key = raw[i:i + 8]
             if key == b"END     ":
+                if raw[i + 3:].strip(b" "):
+                    self._problem = f"HDU {self._hdu}: the header's fill after END is not spaces (corrupt bytes)"
+                    return
                 self._end_header()
                 return
             name = _SUM_CARDS.get(key)
@@ -270,6 +284,8 @@ class FitsSums:
             self._problem = f"HDU {self._hdu} has unreadable NAXIS/BITPIX cards"
             return
         self._data_padded = self._data_left = -(-size // BLOCK) * BLOCK
+        self._fill_from = size % BLOCK
+        self._data_fill = b" " if parse_value(self._cards.get("XTENSION")) == "TABLE" else b"\0"
         if not self._data_left:
             self._end_hdu()
 
@@ -322,6 +338,7 @@ def check_fits(f: BinaryIO, *, max_hdus: int = 2, sums: bool = True) -> FitsChec
         result.hdus.append(hdu)
         padded = -(-hdu.data_size // BLOCK) * BLOCK
         wants_sums = sums and ("DATASUM" in hdu.cards or "CHECKSUM" in hdu.cards)
+        fill = None  # the fill after the data (checked when verifying: FITS prescribes its bytes)
         if wants_sums:
             data = f.read(padded)
             if len(data) < padded:
@@ -329,16 +346,39 @@ def check_fits(f: BinaryIO, *, max_hdus: int = 2, sums: bool = True) -> FitsChec
                 return result
             hdu.data_sum = ones_complement_sum(data)
             _check_sums(hdu, sum_states)
+            fill = data[hdu.data_size:]
         else:
             here = f.tell()
             end = f.seek(0, 2)
             if end < here + padded:
                 result.problem, result.detail = "truncated", f"HDU {index} data has {end - here} of {padded} bytes"
                 return result
+            if sums and hdu.data_size % BLOCK:
+                f.seek(here + hdu.data_size)
+                fill = f.read(padded - hdu.data_size)
             f.seek(here + padded)
+        bad_fill = _fill_problem(hdu, fill) if sums else None
+        if bad_fill and result.fill is None:
+            result.fill = f"HDU {index}: {bad_fill}"
     for name, states in sum_states.items():
         setattr(result, name, "bad" if "bad" in states else ("ok" if states else "absent"))
     return result
+
+
+def _fill_problem(hdu: HDUInfo, data_fill: bytes | None) -> str | None:
+    """What is wrong with the fill FITS prescribes: spaces after the header's END card, zeros
+    after the data (spaces for an ASCII table). Flipped bytes there change no pixel, but they
+    are not JSOC's bytes, and a file without sums would otherwise keep them."""
+    raw = hdu.header_bytes
+    end = len(raw) - BLOCK
+    while end < len(raw) and raw[end:end + 8] != b"END     ":
+        end += CARD
+    if raw[end + 3:].strip(b" "):
+        return "the header's fill after END is not spaces"
+    blank = b" " if parse_value(hdu.cards.get("XTENSION")) == "TABLE" else b"\0"
+    if data_fill and data_fill.strip(blank):
+        return f"the fill after the data is not {'spaces' if blank == b' ' else 'zeros'}"
+    return None
 
 
 def _check_sums(hdu: HDUInfo, states: dict[str, list[str]]) -> None:

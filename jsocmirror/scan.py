@@ -830,7 +830,7 @@ def _summarise(catalog: Catalog, result: ScanResult) -> None:
 # -- verification ----------------------------------------------------------------------------
 @dataclass
 class VerifyOutcome:
-    verify_state: str  # ok | not_fits | truncated | bad_checksum | bad_datasum | header_mismatch | unreadable
+    verify_state: str  # ok | not_fits | truncated | bad_checksum | bad_datasum | bad_fill | header_mismatch | unreadable
     problem: str | None = None
     header_recnum: int | None = None
     checksum: str | None = None
@@ -848,6 +848,8 @@ def verify_file(f, parsed: ParsedPath | None, layout: Layout | None = None) -> V
         outcome.verify_state, outcome.problem = "bad_datasum", "DATASUM does not match the data"
     elif check.checksum == "bad":
         outcome.verify_state, outcome.problem = "bad_checksum", "CHECKSUM does not match the HDU"
+    elif check.fill:
+        outcome.verify_state, outcome.problem = "bad_fill", check.fill
     elif mismatch:
         outcome.verify_state, outcome.problem = "header_mismatch", mismatch
     return outcome

@@ -241,3 +241,109 @@ def test_a_contradicted_row_is_corrected_by_the_next_sync(tmp_path):
         prev = names.index("_prev_recnum")
         differing = {k for k in ours if ours[k][:prev] + ours[k][prev + 1:] != theirs[k][:prev] + theirs[k][prev + 1:]}
         assert differing == set()
+
+
+# -- the checks one by one, on replies made by hand -------------------------------------------------
+def _sdef():
+    from jsocmirror.series import SeriesDef
+
+    return SeriesDef.from_struct({
+        "primekeys": ["NAME", "T_REC"], "segments": [], "links": [],
+        "keywords": [
+            {"name": "NAME", "type": "string"},
+            {"name": "T_REC", "type": "time", "recscope": "ts_eq", "units": "TAI"},
+            {"name": "T_REC_epoch", "type": "time", "recscope": "constant", "defval": "1993.01.01_00:00:00_TAI",
+             "units": "TAI"},
+            {"name": "T_REC_step", "type": "float", "recscope": "constant", "defval": "720", "units": "secs"},
+            {"name": "QUALITY", "type": "int"}, {"name": "X", "type": "float"}, {"name": "T_OBS", "type": "time"},
+            {"name": "N", "type": "short"}, {"name": "S", "type": "string"},
+        ]}, name="su_test.named")
+
+
+def _reply(**changes):
+    base = {"NAME": ["a", "b"], "T_REC": ["2024.06.30_00:00:00_TAI", "2024.06.30_00:12:00_TAI"],
+            "T_REC_epoch": ["1993.01.01_00:00:00_TAI"] * 2, "T_REC_step": ["720"] * 2,
+            "QUALITY": ["0x00000000", "0x80000000"], "X": ["1.5", "2"], "T_OBS": ["2024.06.30_00:00:01_TAI"] * 2,
+            "N": ["1", "2"], "S": ["x", "y"],
+            "*recnum*": ["5", "6"], "*sunum*": ["7", "8"], "*size*": ["10", "20"], "*online*": ["Y", "N"]}
+    for name, (i, value) in changes.items():
+        base[name.replace("_star_", "*")][i] = value
+    return base
+
+
+def _convert(reply):
+    from jsocmirror.catalog import keyword_columns
+    from jsocmirror.sync import rows_to_arrow
+
+    sdef = _sdef()
+    return rows_to_arrow(reply, keyword_columns(sdef), sdef).to_pydict()
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", ".", "x\x00", "a\\b", "[x]", "a]b", "tab\there", "\x7f"])
+def test_string_prime_keys_that_are_no_safe_path_are_refused(name):
+    from jsocmirror.errors import JsocError
+
+    with pytest.raises(JsocError, match="refused JSOC's rs_list reply for su_test.named") as caught:
+        _convert(_reply(NAME=(1, name)))
+    text = str(caught.value)
+    assert "\n" not in text and repr(name) in text and "accepted: text without '/'" in text
+
+
+@pytest.mark.parametrize("name", ["with space", "caf\u00e9", "", "a.b", "...", "-1"])
+def test_string_prime_keys_that_are_safe_are_kept(name):
+    assert _convert(_reply(NAME=(1, name)))["_key"][1] == f"[{name}][2024.06.30_00:12:00_TAI]"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"T_REC": (1, "MISSING")}, "prime key T_REC value 'MISSING' is not a time"),
+    ({"T_REC": (0, "2024.06.30_00:00:00_TAI ; rm -rf")}, "is not a time"),
+    ({"QUALITY": (0, "0x100000000")}, "QUALITY value '0x100000000' does not fit its INTEGER"),
+    ({"QUALITY": (0, "1.5")}, "QUALITY value '1.5'"),
+    ({"N": (0, "32768")}, "N value '32768' does not fit its SMALLINT column (accepted: a whole number from -32768 to 32767"),
+    ({"X": (1, "1,5")}, "X value '1,5' does not fit its DOUBLE"),
+    ({"T_OBS": (0, "yesterday")}, "T_OBS value 'yesterday' does not fit its TIMESTAMP"),
+    ({"_star_recnum_star_": (0, "MISSING")}, "*recnum* value 'MISSING'"),
+    ({"_star_sunum_star_": (0, "1e3")}, "*sunum* value '1e3'"),
+    ({"NAME": (1, "a"), "T_REC": (1, "2024.06.30_00:00:00_TAI")},
+     "prime-key values '[a][2024.06.30_00:00:00_TAI]' occur 2 times (accepted: each record once)"),
+])
+def test_values_that_do_not_fit_refuse_the_reply(changes, message):
+    from jsocmirror.errors import JsocError
+
+    with pytest.raises(JsocError) as caught:
+        _convert(_reply(**changes))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_long_values_are_shown_truncated():
+    from jsocmirror.errors import JsocError
+
+    with pytest.raises(JsocError) as caught:
+        _convert(_reply(T_OBS=(0, "x" * 10_000)))
+    assert len(str(caught.value)) < 400 and "..." in str(caught.value)
+
+
+def test_missing_values_are_null_not_refused():
+    d = _convert(_reply(QUALITY=(0, "MISSING"), X=(0, "MISSING"), T_OBS=(0, "MISSING"), N=(1, "MISSING"), S=(0, "")))
+    assert d["QUALITY"] == [None, -2147483648] and d["X"] == [None, 2.0] and d["T_OBS"][0] is None
+    assert d["N"] == [1, None] and d["S"] == ["", "y"]
+    d = _convert(_reply(T_OBS=(1, "-4712.01.01_11:59:28_TAI"), X=(1, "nan")))
+    assert d["T_OBS"][1] is None and d["X"][1] is None
+
+
+def test_non_canonical_int_prime_keys_are_refused():
+    from jsocmirror.catalog import keyword_columns
+    from jsocmirror.errors import JsocError
+    from jsocmirror.series import SeriesDef
+    from jsocmirror.sync import rows_to_arrow
+
+    sdef = SeriesDef.from_struct({"primekeys": ["K"], "segments": [], "links": [],
+                                  "keywords": [{"name": "K", "type": "int"}]}, name="su_test.ints")
+    for bad in ("03", "+3", " 3", "0x3", "3.0", "MISSING", "2147483648"):
+        reply = {"K": ["1", bad], "*recnum*": ["1", "2"], "*sunum*": ["1", "2"], "*size*": ["0", "0"],
+                 "*online*": ["Y", "Y"]}
+        with pytest.raises(JsocError, match="prime key K value"):
+            rows_to_arrow(reply, keyword_columns(sdef), sdef)
+    reply = {"K": ["-2147483648", "0"], "*recnum*": ["1", "2"], "*sunum*": ["1", "2"], "*size*": ["0", "0"],
+             "*online*": ["Y", "Y"]}
+    assert rows_to_arrow(reply, keyword_columns(sdef), sdef).to_pydict()["_key"] == ["[-2147483648]", "[0]"]

@@ -455,6 +455,9 @@ def _float_checked(strings: pa.Array) -> tuple[pa.Array, int | None]:
     values = _try_cast_float(strings)
     bad = None
     if values is None:  # the usual culprit: DRMS's MISSING written out
+        values = _try_cast_float(pc.if_else(pc.is_in(strings, value_set=_MISSING_WORDS),
+                                            pa.scalar(None, pa.string()), strings))
+    if values is None:  # other words: refused unless MISSING (spaced), numbers kept
         numeric = pc.fill_null(pc.match_substring_regex(strings, _NUMBER_RE, ignore_case=True), False)
         words = pc.is_in(pc.utf8_trim_whitespace(strings), value_set=_MISSING_WORDS)
         bad = _first(pc.and_(pc.invert(numeric), pc.and_(pc.is_valid(strings), pc.invert(words))))
@@ -515,7 +518,8 @@ def _check_prime_keys(sdef: SeriesDef, columns: list[Column], prime_raw: list[pa
         what = f"prime key {kw.name} value"
         if raw.null_count:
             raise refused(sdef.name, f"{what} null (accepted: a value for every record)")
-        bad_chars = _first(pc.match_substring_regex(raw, _BAD_KEY_CHARS))
+        # (ints are checked below against a stricter pattern; times parse loosely, '/' included)
+        bad_chars = None if sql_type in _SQL_INT_BITS else _first(pc.match_substring_regex(raw, _BAD_KEY_CHARS))
         if bad_chars is not None or sql_type == "VARCHAR":
             dots = _first(pc.is_in(raw, value_set=pa.array([".", ".."])))
             i = bad_chars if bad_chars is not None else dots
@@ -684,12 +688,10 @@ def check_reply_shape(series: str, keywords: dict[str, Any], count: int, body: b
         if len(values) != count:
             raise refused(series, f"keyword {_clip(name)} has {len(values)} values for a count of {count} "
                                   "(accepted: one value per record)")
-    for part in ("segments", "links", "recinfo"):
+    for part in ("segments", "links"):
         items = _reply_part(body, part)
         if items is None:
             continue
-        if part == "recinfo":
-            items = [{"name": "recinfo", "values": items}]
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise refused(series, f"{part} {_clip(items)} (accepted: a list of objects)")
         for item in items:
@@ -698,7 +700,7 @@ def check_reply_shape(series: str, keywords: dict[str, Any], count: int, body: b
                     continue
                 if len(values) == count or (field_name != "values" and not values):
                     continue  # per-record lists have a value per record (cparms, bzeros... may be empty)
-                raise refused(series, f"{part[:-1] if part != 'recinfo' else part} {_clip(item.get('name'))} "
+                raise refused(series, f"{part[:-1]} {_clip(item.get('name'))} "
                                       f"has {len(values)} {field_name} for a count of {count} "
                                       "(accepted: one per record)")
 

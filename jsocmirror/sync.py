@@ -1331,5 +1331,6 @@ def _sync_series(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, serie
 
 
 __all__ = ["sync", "SyncResult", "SeriesSummary", "Progress", "Window", "resolve_selection", "rows_to_arrow",
+           "check_reply_shape", "refused",
            "parse_times", "tai_to_utc_timestamps", "struct_definition"]
 

@@ -349,3 +349,29 @@ def test_non_canonical_int_prime_keys_are_refused():
     reply = {"K": ["-2147483648", "0"], "*recnum*": ["1", "2"], "*sunum*": ["1", "2"], "*size*": ["0", "0"],
              "*online*": ["Y", "Y"]}
     assert rows_to_arrow(reply, keyword_columns(sdef), sdef).to_pydict()["_key"] == ["[-2147483648]", "[0]"]
+
+
+def test_a_wrong_recnum_older_than_the_recheck_window_is_corrected_by_full(tmp_path):
+    """Outside the re-check window nothing re-fetches a fitting lie, except ``--full``'s RECNUM compare."""
+    with quick_emulator() as emu, HostileProxy(emu.url) as proxy:
+        config = make_mirror(tmp_path / "m", proxy.url, recheck="1h")
+
+        def lie(reply):
+            recnums = values(reply, "*recnum*")
+            recnums[0] = int(recnums[0]) + 10_000_000
+
+        proxy.add(FULL_FETCH, "json", rewrite(lie), times=1)
+        assert run(["sync"], config).exit_code == 0
+        emu.world.next_night(seconds=3 * 3600)
+        assert run(["sync"], config).exit_code == 0
+        fresh = make_mirror(tmp_path / "fresh", emu.url)
+        assert run(["sync"], fresh).exit_code == 0
+        with Catalog(config.catalog_path, read_only=True) as catalog:
+            names = [d[0] for d in catalog.execute("SELECT * EXCLUDE (_synced_at) FROM kw_hmi_m_720s LIMIT 0").description]
+        at = names.index("_recnum")
+        ours = {r[0]: r[at] for r in table_rows(config)}
+        theirs = {r[0]: r[at] for r in table_rows(fresh)}
+        assert len([k for k in ours if ours[k] != theirs[k]]) == 1  # the quick nightly sync cannot see it
+        assert run(["sync", "--full"], config).exit_code == 0
+        ours = {r[0]: r[at] for r in table_rows(config)}
+        assert ours == theirs

@@ -28,6 +28,13 @@ Python objects), and a writer thread commits the previous batch (DuckDB releases
 Values: rs_list sends every value as a string. Integer keywords become integers (hex
 ``0x...`` read as DRMS's signed value), floats DOUBLE with NaN and MISSING as NULL, times
 TIMESTAMP in UTC with DRMS's MISSING time as NULL; see docs/sql.md.
+
+Nothing a reply says is stored before all of it is checked (``check_reply_shape``, then
+``rows_to_arrow`` as it converts, column by column, vectorised): lists that disagree with the
+reply's ``count``, prime-key values not of their key's type or unsafe in a path, repeated keys,
+records outside the window asked for, values that do not fit their column (the table's own type:
+a column is never widened). A refused reply raises JsocError (``refused``: one line) before its
+rows reach the writer, so the open transaction rolls back and the watermark stays where it was.
 """
 
 from __future__ import annotations

@@ -375,3 +375,28 @@ def test_a_wrong_recnum_older_than_the_recheck_window_is_corrected_by_full(tmp_p
         assert run(["sync", "--full"], config).exit_code == 0
         ours = {r[0]: r[at] for r in table_rows(config)}
         assert ours == theirs
+
+
+def test_a_keyword_retyped_by_the_definition_keeps_its_column_type(tmp_path):
+    """JSOC's definition says DATAMEAN is a string now: the column stays DOUBLE, a word is refused,
+    numbers still land (the column is never widened to VARCHAR)."""
+    with quick_emulator() as emu, HostileProxy(emu.url) as proxy:
+        config = make_mirror(tmp_path / "m", proxy.url, recheck="1h")
+        assert run(["sync"], config).exit_code == 0
+
+        def retype(reply):
+            next(k for k in reply["keywords"] if k["name"] == "DATAMEAN")["type"] = "string"
+
+        proxy.add("op=series_struct", "json", rewrite(retype))  # from now on
+        emu.world.next_night(seconds=3600)
+        proxy.add(FULL_FETCH, "json", rewrite(set_value("DATAMEAN", 0, "abc")), times=1)
+        result = run(["sync"], config)
+        assert result.exit_code == 1 and "DATAMEAN value 'abc' does not fit its DOUBLE column" in result.output
+        assert run(["sync"], config).exit_code == 0
+        with Catalog(config.catalog_path, read_only=True) as catalog:
+            assert catalog.table_columns("kw_hmi_m_720s")["DATAMEAN"] == "DOUBLE"
+            assert catalog.execute("SELECT count(*), count(DATAMEAN) FROM hmi_m_720s").fetchall()[0][1] > 0
+        proxy.clear()
+        fresh = make_mirror(tmp_path / "fresh", emu.url)
+        assert run(["sync"], fresh).exit_code == 0
+        assert table_rows(config) == table_rows(fresh)

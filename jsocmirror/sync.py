@@ -680,7 +680,11 @@ def _check_window(sdef: SeriesDef, rows: pa.Table, window: Window) -> None:
         outside = _first(off)
     for column, values in sorted(window.key_lists.items()):
         if outside is None and column in rows.column_names:
-            outside = _first(pc.invert(pc.is_in(rows[column], value_set=pa.array(values, rows[column].type))))
+            try:
+                listed = pa.array(values, rows[column].type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                continue  # a list the column's type cannot hold (a time key listed by text): JSOC filtered it
+            outside = _first(pc.invert(pc.is_in(rows[column], value_set=listed)))
     if outside is not None:
         raise refused(sdef.name, f"record {_clip(rows['_key'][outside].as_py())} lies outside the record set "
                                  "asked for (accepted: records of the requested slots and key values)")

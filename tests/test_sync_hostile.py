@@ -400,3 +400,15 @@ def test_a_keyword_retyped_by_the_definition_keeps_its_column_type(tmp_path):
         fresh = make_mirror(tmp_path / "fresh", emu.url)
         assert run(["sync"], fresh).exit_code == 0
         assert table_rows(config) == table_rows(fresh)
+
+
+def test_records_of_key_values_not_asked_for_are_refused():
+    from jsocmirror.catalog import keyword_columns
+    from jsocmirror.errors import JsocError
+    from jsocmirror.sync import Window, rows_to_arrow
+
+    sdef = _sdef()
+    window = Window(None, None, None, key_lists={"NAME": ["a", "b"]})
+    assert rows_to_arrow(_reply(), keyword_columns(sdef), sdef, window).num_rows == 2
+    with pytest.raises(JsocError, match=r"record '\[c\]\[2024.06.30_00:12:00_TAI\]' lies outside the record set"):
+        rows_to_arrow(_reply(NAME=(1, "c")), keyword_columns(sdef), sdef, window)

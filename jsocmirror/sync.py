@@ -531,8 +531,10 @@ def _check_prime_keys(sdef: SeriesDef, columns: list[Column], prime_raw: list[pa
             dots = _first(pc.is_in(raw, value_set=pa.array([".", ".."])))
             i = bad_chars if bad_chars is not None else dots
             if i is not None:
-                accepted = _STRING_KEY_ACCEPTS if sql_type == "VARCHAR" else f"a {kw.type} value"
-                raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} (accepted: {accepted})")
+                if sql_type == "VARCHAR":
+                    raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} (accepted: {_STRING_KEY_ACCEPTS})")
+                accepted = _TIME_ACCEPTS if sql_type == "TIMESTAMP" else f"a {kw.type} value"
+                raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} is not a {kw.type} (accepted: {accepted})")
         if sql_type == "TIMESTAMP":
             i = _time_bad(raw, tai_of(kw.name), missing_ok=sdef.slotting(kw.name) is None)
             if i is not None:

@@ -297,7 +297,7 @@ def test_string_prime_keys_that_are_safe_are_kept(name):
 @pytest.mark.parametrize("changes, message", [
     ({"T_REC": (1, "MISSING")}, "prime key T_REC value 'MISSING' is not a time"),
     ({"T_REC": (0, "2024.06.30_00:00:00_TAI ; rm -rf")}, "is not a time"),
-    ({"T_REC": (1, "2024/06/30_00:12:00_TAI")}, "prime key T_REC value '2024/06/30_00:12:00_TAI' (accepted: a time"),
+    ({"T_REC": (1, "2024/06/30_00:12:00_TAI")}, "prime key T_REC value '2024/06/30_00:12:00_TAI' is not a time (accepted: a JSOC time"),
     ({"T_REC": (1, "2024.06.30_00:12:00_TAI\n")}, "prime key T_REC value '2024.06.30_00:12:00_TAI\\n'"),
     ({"QUALITY": (0, "0x100000000")}, "QUALITY value '0x100000000' does not fit its INTEGER"),
     ({"QUALITY": (0, "1.5")}, "QUALITY value '1.5'"),

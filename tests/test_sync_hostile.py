@@ -412,3 +412,31 @@ def test_records_of_key_values_not_asked_for_are_refused():
     assert rows_to_arrow(_reply(), keyword_columns(sdef), sdef, window).num_rows == 2
     with pytest.raises(JsocError, match=r"record '\[c\]\[2024.06.30_00:12:00_TAI\]' lies outside the record set"):
         rows_to_arrow(_reply(NAME=(1, "c")), keyword_columns(sdef), sdef, window)
+
+
+def test_a_bad_reply_in_the_deep_phase_is_refused_too(tmp_path):
+    """The older part of the window is checked with small replies (time key and RECNUM only): a
+    slot outside the window there would send the sync fetching records it was never asked for."""
+    with quick_emulator() as emu, HostileProxy(emu.url) as proxy:
+        config = make_mirror(tmp_path / "m", proxy.url, recheck="1h")
+        assert run(["sync"], config).exit_code == 0
+        keys = [r[0] for r in table_rows(config)]
+        emu.world.next_night(seconds=3 * 3600)
+        emu.world.reprocess(SERIES, keys[0])  # deep in the window: found by the RECNUM query
+        before = table_rows(config)
+        deep = "key=T_REC%2C%2Arecnum%2A"
+        rule = proxy.add(deep, "json", rewrite(set_value("T_REC", 0, "1999.01.01_00:00:00_TAI")), times=1)
+        result = run(["sync"], config)
+        assert rule.fired == 1 and result.exit_code == 1, result.output
+        assert "value '1999.01.01_00:00:00_TAI' lies outside the record set asked for" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not sync_state(config)[1]  # not complete: the next sync looks again
+        assert {r[0] for r in table_rows(config)} >= {r[0] for r in before}
+        assert run(["sync"], config).exit_code == 0
+        fresh = make_mirror(tmp_path / "fresh", emu.url)
+        assert run(["sync"], fresh).exit_code == 0
+        with Catalog(config.catalog_path, read_only=True) as catalog:
+            names = [d[0] for d in catalog.execute("SELECT * EXCLUDE (_synced_at) FROM kw_hmi_m_720s LIMIT 0").description]
+        prev = names.index("_prev_recnum")
+        strip = lambda rows: [r[:prev] + r[prev + 1:] for r in rows]  # noqa: E731 (the re-sync keeps the old RECNUM there)
+        assert strip(table_rows(config)) == strip(table_rows(fresh))

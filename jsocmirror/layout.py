@@ -44,6 +44,7 @@ _SAFE_LITERAL = re.compile(r"^[A-Za-z0-9._+-]*$")
 _SAFE_VALUE_CHARS = frozenset(string.ascii_letters + string.digits + "_+-")
 _WINDOWS_RESERVED = re.compile(r"^(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])$", re.I)
 _MAX_COMPONENT = 255
+_UNSAFE_COMPONENT = re.compile(r"[/\\\x00-\x1f\x7f]")
 _TIME_PARTS = {"%Y": ("y", r"\d{4}"), "%m": ("mo", r"\d\d"), "%d": ("d", r"\d\d"), "%H": ("h", r"\d\d")}
 _PRINTED_TIME = re.compile(
     r"^(?P<y>\d{4})[.-](?P<mo>\d\d)[.-](?P<d>\d\d)[_T](?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)(?P<f>\.\d+)?"
@@ -115,6 +116,14 @@ class Template:
             part = "".join(tok if isinstance(tok, str) else self._field_text(tok, typed, texts, segment) for tok in comp)
             if len(part.encode()) > _MAX_COMPONENT:
                 raise LayoutError(f"path component {part[:40]!r}... is longer than {_MAX_COMPONENT} bytes")
+            if part in ("", ".", "..") or _UNSAFE_COMPONENT.search(part):
+                # Values are escaped above, so this never happens; it is the last line of defence
+                # that a path made of a server's values stays inside its series' directory.
+                shown = repr(part) if len(part) <= 60 else repr(part[:56]) + "..."
+                raise LayoutError(
+                    f"{self.series_def.name}: refusing path component {shown} made from prime-key values "
+                    f"{_shown_values(typed)} (accepted: a name without '/', '\\' or control characters, "
+                    "other than '.' and '..')")
             out.append(part)
         return "/".join(out)
 
@@ -333,6 +342,11 @@ def _coerce(series: str, kw, value: Any) -> Any:
         raise LayoutError(
             f"{series}: prime key {kw.name} value {value!r} is not a valid {kw.type} ({exc})"
         ) from None
+
+
+def _shown_values(typed: dict[str, Any]) -> str:
+    text = repr(list(typed.values()))
+    return text if len(text) <= 80 else text[:76] + "...]"
 
 
 def _time_precision(t: float) -> int:

@@ -28,6 +28,13 @@ Python objects), and a writer thread commits the previous batch (DuckDB releases
 Values: rs_list sends every value as a string. Integer keywords become integers (hex
 ``0x...`` read as DRMS's signed value), floats DOUBLE with NaN and MISSING as NULL, times
 TIMESTAMP in UTC with DRMS's MISSING time as NULL; see docs/sql.md.
+
+Nothing a reply says is stored before all of it is checked (``check_reply_shape``, then
+``rows_to_arrow`` as it converts, column by column, vectorised): lists that disagree with the
+reply's ``count``, prime-key values not of their key's type or unsafe in a path, repeated keys,
+records outside the window asked for, values that do not fit their column (the table's own type:
+a column is never widened). A refused reply raises JsocError (``refused``: one line) before its
+rows reach the writer, so the open transaction rolls back and the watermark stays where it was.
 """
 
 from __future__ import annotations
@@ -51,10 +58,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jsocmirror import drmstime, recordset
-from jsocmirror.catalog import ROW_GROUP_ROWS, Catalog, Column
+from jsocmirror.catalog import DRMS_TO_DUCKDB, ROW_GROUP_ROWS, Catalog, Column, keyword_table
 from jsocmirror.config import MirrorConfig, SeriesConfig
 from jsocmirror.errors import JsocError, RecordSetError, SyncError
-from jsocmirror.jsoc import RECORD_SPECIALS, JsocClient, rs_list_arrays, rs_list_columns
+from jsocmirror.jsoc import RECORD_SPECIALS, JsocClient, decode, rs_list_arrays, rs_list_columns
 from jsocmirror.publish import publishing
 from jsocmirror.series import SeriesDef
 
@@ -343,55 +350,134 @@ def tai_to_utc_timestamps(tai: np.ndarray) -> pa.Array:
     return pa.array(micros, type=pa.timestamp("us"), mask=~ok)
 
 
-def _int_array(strings: pa.Array, drms_type: str) -> pa.Array:
-    bits = _INT_BITS.get(drms_type, 64)
+# -- checking and converting rs_list values -------------------------------------------------------
+# Nothing a reply says is stored unless every value fits: a prime key that is not of its key's
+# type (or would not make a safe path), a count that disagrees, a value that does not fit its
+# column refuses the whole reply (``refused``): one line, and the watermark stays put.
+_MISSING_WORDS = pa.array(["MISSING", ""])
+_SQL_INT_BITS = {"TINYINT": 8, "SMALLINT": 16, "INTEGER": 32, "BIGINT": 64}
+_DECIMAL_RE = re.compile(r"\s*[-+]?[0-9]+\s*", re.ASCII)
+_HEX_RE = re.compile(r"\s*-?0[xX][0-9a-fA-F]+\s*", re.ASCII)
+_CANONICAL_INT = r"^-?(0|[1-9][0-9]*)$"
+_BAD_KEY_CHARS = r"[/\\\[\]\x00-\x1f\x7f]"
+_STRING_KEY_ACCEPTS = "text without '/', '\\', '[', ']' or control characters, and not '.' or '..'"
+_TIME_ACCEPTS = "a JSOC time such as 2024.06.30_00:00:00_TAI or 2024-06-30T00:00:00Z"
+
+
+def _clip(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 4] + "...'"
+
+
+def refused(series: str, detail: str) -> JsocError:
+    """The one-line error of a refused rs_list reply (nothing of it is stored)."""
+    return JsocError(f"refused JSOC's rs_list reply for {series}, nothing of it stored: {detail}")
+
+
+def _first(mask) -> int | None:
+    """Index of the first true value of a boolean Arrow/numpy mask (nulls count as false), or None."""
+    if isinstance(mask, (pa.Array, pa.ChunkedArray)):
+        if not pc.any(mask).as_py():
+            return None
+        mask = pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if len(hits) else None
+
+
+def _value_at(strings, i: int):
+    return strings[i].as_py() if isinstance(strings, (pa.Array, pa.ChunkedArray)) else strings[i]
+
+
+def _int_range(bits: int) -> tuple[int, int]:
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def _int_accepts(bits: int, missing: bool) -> str:
+    lo, hi = _int_range(bits)
+    return f"a whole number from {lo} to {hi}" + (" (or hex), or MISSING" if missing else "")
+
+
+def _int_checked(strings: pa.Array, bits: int) -> tuple[pa.Array, int | None]:
+    """int64 values of an int keyword (MISSING -> NULL) and the index of the first value that is
+    neither MISSING nor an integer of ``bits`` bits (hex read as DRMS's signed value), or None."""
+    i64 = pa.int64()
     try:
-        values = pc.cast(strings, pa.int64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        values = pa.array([_int_or_none(v) for v in strings.to_pylist()], type=pa.int64())
-    if bits < 64:
-        # DRMS prints some ints (QUALITY) as the hex of their bits: 0x80000000 is -2147483648.
-        i64 = pa.int64()
-        hexes = pc.fill_null(pc.starts_with(strings, "0x"), False)
-        high = pc.fill_null(pc.greater_equal(values, pa.scalar(2 ** (bits - 1), i64)), False)
-        values = pc.if_else(pc.and_(hexes, high), pc.subtract(values, pa.scalar(2 ** bits, i64)), values)
-        in_range = pc.and_(pc.greater_equal(values, pa.scalar(-(2 ** (bits - 1)), i64)),
-                           pc.less_equal(values, pa.scalar(2 ** (bits - 1) - 1, i64)))
-        values = pc.if_else(in_range, values, pa.scalar(None, i64))
-    return values
+        values = pc.cast(strings, i64)  # decimals (and hex, in recent Arrow): no Python objects
+        if bits < 64:
+            # DRMS prints some ints (QUALITY) as the hex of their bits: 0x80000000 is -2147483648.
+            hexes = pc.fill_null(pc.starts_with(strings, "0x"), False)
+            high = pc.and_(pc.greater_equal(values, pa.scalar(2 ** (bits - 1), i64)),
+                           pc.less(values, pa.scalar(2 ** bits, i64)))
+            values = pc.if_else(pc.and_(hexes, pc.fill_null(high, False)),
+                                pc.subtract(values, pa.scalar(2 ** bits, i64)), values)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # MISSING, spaces, overflow
+        values = pa.array([_int_or_none(v, bits) for v in strings.to_pylist()], type=i64)
+    lo, hi = _int_range(bits)
+    bad = pc.or_kleene(pc.less(values, pa.scalar(lo, i64)), pc.greater(values, pa.scalar(hi, i64)))
+    if values.null_count > strings.null_count:  # some values did not parse: fine only if MISSING
+        unparsed = pc.and_(pc.is_null(values), pc.is_valid(strings))
+        words = pc.is_in(pc.utf8_trim_whitespace(strings), value_set=_MISSING_WORDS)
+        bad = pc.or_kleene(bad, pc.and_(unparsed, pc.invert(words)))
+    return values, _first(bad)
+
+
+def _int_array(strings: pa.Array, drms_type: str) -> pa.Array:
+    """int64 values of an int keyword of DRMS type ``drms_type``; anything not an integer is NULL."""
+    values, _ = _int_checked(strings, _INT_BITS.get(drms_type, 64))
+    lo, hi = _int_range(_INT_BITS.get(drms_type, 64))
+    i64 = pa.int64()
+    in_range = pc.and_(pc.greater_equal(values, pa.scalar(lo, i64)), pc.less_equal(values, pa.scalar(hi, i64)))
+    return pc.if_else(in_range, values, pa.scalar(None, i64))
 
 
 def recnum_array(values: list) -> pa.Array:
     """int64 Arrow array of ``*recnum*`` values (JSON numbers from JSOC, or strings)."""
     try:
         return pa.array(values, type=pa.int64())
-    except (pa.ArrowTypeError, pa.ArrowInvalid):
+    except (pa.ArrowTypeError, pa.ArrowInvalid, OverflowError):
         return _int_array(pa.array([None if v is None else str(v) for v in values], type=pa.string()), "longlong")
 
 
-def _int_or_none(text: str | None) -> int | None:
+def _int_or_none(text: str | None, bits: int = 64) -> int | None:
+    """An integer as DRMS prints it (decimal, or hex of the value's ``bits`` bits); None otherwise."""
     if text is None:
         return None
-    try:
-        return int(text, 16) if text.lower().startswith(("0x", "-0x")) else int(text)
-    except ValueError:  # not an integer (JSOC should never send one for an int keyword): NULL
+    if _DECIMAL_RE.fullmatch(text):
+        value = int(text)
+    elif _HEX_RE.fullmatch(text):
+        value = int(text, 16)
+        if 2 ** (bits - 1) <= value < 2 ** bits:  # the bits of a negative value: 0x80000000 is INT_MIN
+            value -= 2 ** bits
+    else:
         return None
+    return value if -(2 ** 63) <= value < 2 ** 63 else None
 
 
 _NUMBER_RE = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|nan|inf|infinity)\s*$"
 
 
+def _float_checked(strings: pa.Array) -> tuple[pa.Array, int | None]:
+    """DOUBLE values of a float keyword (NaN and MISSING -> NULL) and the index of the first value
+    that is neither a number nor MISSING, or None."""
+    values = _try_cast_float(strings)
+    bad = None
+    if values is None:  # the usual culprit: DRMS's MISSING written out
+        values = _try_cast_float(pc.if_else(pc.is_in(strings, value_set=_MISSING_WORDS),
+                                            pa.scalar(None, pa.string()), strings))
+    if values is None:  # other words: refused unless MISSING (spaced), numbers kept
+        numeric = pc.fill_null(pc.match_substring_regex(strings, _NUMBER_RE, ignore_case=True), False)
+        words = pc.is_in(pc.utf8_trim_whitespace(strings), value_set=_MISSING_WORDS)
+        bad = _first(pc.and_(pc.invert(numeric), pc.and_(pc.is_valid(strings), pc.invert(words))))
+        kept = pc.if_else(numeric, strings, pa.scalar(None, pa.string()))
+        values = _try_cast_float(kept)
+        if values is None:  # numbers Arrow does not read (spaces around them...)
+            values = pa.array([_float_or_none(v) for v in kept.to_pylist()], type=pa.float64())
+    return pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values), bad
+
+
 def _float_array(strings: pa.Array) -> pa.Array:
     """DOUBLE values of a float keyword: NaN and words (DRMS's MISSING) become NULL."""
-    values = _try_cast_float(strings)
-    if values is None:  # the usual culprit: DRMS's MISSING written out
-        values = _try_cast_float(pc.if_else(pc.equal(strings, "MISSING"), pa.scalar(None, pa.string()), strings))
-    if values is None:  # other words: keep what looks like a number
-        numeric = pc.match_substring_regex(strings, _NUMBER_RE, ignore_case=True)
-        values = _try_cast_float(pc.if_else(numeric, strings, pa.scalar(None, pa.string())))
-    if values is None:
-        values = pa.array([_float_or_none(v) for v in strings.to_pylist()], type=pa.float64())
-    return pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
+    return _float_checked(strings)[0]
 
 
 def _try_cast_float(strings):
@@ -410,18 +496,90 @@ def _float_or_none(text: str | None) -> float | None:
         return None
 
 
-def rows_to_arrow(keywords: dict[str, Any], columns: list[Column], sdef: SeriesDef) -> pa.Table:
-    """An Arrow table with the keyword table's columns from one rs_list reply.
+def _time_bad(strings: pa.Array, tai: np.ndarray, *, missing_ok: bool) -> int | None:
+    """Index of the first value that is not a JSOC time (nor, if ``missing_ok``, DRMS's MISSING)."""
+    nan = np.isnan(tai)
+    if not nan.any():
+        return None
+    for i in np.flatnonzero(nan).tolist():
+        text = strings[i].as_py()
+        if not (missing_ok and (text is None or _is_missing_time(text))):
+            return i
+    return None
+
+
+def _is_missing_time(text: str) -> bool:
+    if text.strip() in ("MISSING", ""):
+        return True
+    try:
+        return drmstime.is_missing(drmstime.parse_time(text))
+    except ValueError:
+        return False
+
+
+def _check_prime_keys(sdef: SeriesDef, columns: list[Column], prime_raw: list[pa.Array], tai_of) -> None:
+    """Refuse a reply whose prime-key values are not of their column's type or not safe in a path."""
+    types = {c.keyword.lower(): c.sql_type for c in columns if c.kind == "keyword"}
+    for kw, raw in zip(sdef.primekey_keywords, prime_raw):
+        sql_type = types.get(kw.name.lower(), DRMS_TO_DUCKDB.get(kw.type, "VARCHAR"))
+        what = f"prime key {kw.name} value"
+        if raw.null_count:
+            raise refused(sdef.name, f"{what} null (accepted: a value for every record)")
+        # (ints are checked below against a stricter pattern; times parse loosely, '/' included)
+        bad_chars = None if sql_type in _SQL_INT_BITS else _first(pc.match_substring_regex(raw, _BAD_KEY_CHARS))
+        if bad_chars is not None or sql_type == "VARCHAR":
+            dots = _first(pc.is_in(raw, value_set=pa.array([".", ".."])))
+            i = bad_chars if bad_chars is not None else dots
+            if i is not None:
+                if sql_type == "VARCHAR":
+                    raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} (accepted: {_STRING_KEY_ACCEPTS})")
+                accepted = _TIME_ACCEPTS if sql_type == "TIMESTAMP" else f"a {kw.type} value"
+                raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} is not a {kw.type} (accepted: {accepted})")
+        if sql_type == "TIMESTAMP":
+            i = _time_bad(raw, tai_of(kw.name), missing_ok=sdef.slotting(kw.name) is None)
+            if i is not None:
+                raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} is not a time (accepted: {_TIME_ACCEPTS})")
+        elif sql_type in _SQL_INT_BITS:
+            bits = _SQL_INT_BITS[sql_type]
+            i = _first(pc.invert(pc.match_substring_regex(raw, _CANONICAL_INT)))
+            if i is None:
+                _, i = _int_checked(raw, bits)
+            if i is not None:
+                raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} (accepted: {_int_accepts(bits, False)})")
+        elif sql_type == "DOUBLE":
+            values, i = _float_checked(raw)
+            if i is None:
+                i = _first(pc.is_null(values))
+            if i is not None:
+                raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} (accepted: a finite number)")
+
+
+def _check_unique_keys(series: str, keys: pa.Array) -> None:
+    if pc.count_distinct(keys).as_py() == len(keys):
+        return
+    counts = pc.value_counts(keys)
+    twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]
+    raise refused(series, f"prime-key values {_clip(twice['values'].as_py())} occur "
+                          f"{twice['counts'].as_py()} times (accepted: each record once)")
+
+
+def rows_to_arrow(keywords: dict[str, Any], columns: list[Column], sdef: SeriesDef,
+                  window: Window | None = None) -> pa.Table:
+    """An Arrow table with the keyword table's columns from one rs_list reply, every value checked.
 
     ``keywords`` maps each keyword of the reply to its values: an Arrow string array (from
-    ``jsoc.rs_list_arrays``) or a list of strings.
+    ``jsoc.rs_list_arrays``) or a list of strings. Values are converted to the columns' SQL
+    types (``Column.sql_type``: the table's own, never widened); a value that does not fit, a
+    prime-key value not of its type or unsafe in a path, a repeated prime-key tuple, or (with
+    ``window``) a record outside the window asked for raises JsocError (``refused``).
     """
+    series = sdef.name
     names = {name.lower(): name for name in keywords}
 
     def raw(name: str) -> pa.Array:
         key = names.get(name.lower())
         if key is None:
-            raise SyncError(f"JSOC's rs_list reply for {sdef.name} lacks {name!r}")
+            raise refused(series, f"keyword {name} is missing (accepted: a reply listing every keyword asked for)")
         values = keywords[key]
         if isinstance(values, (pa.Array, pa.ChunkedArray)):
             return values
@@ -430,19 +588,28 @@ def rows_to_arrow(keywords: dict[str, Any], columns: list[Column], sdef: SeriesD
         except (pa.ArrowTypeError, pa.ArrowInvalid):  # JSOC sends *recnum*/*sunum* as JSON numbers
             return pa.array([None if v is None else str(v) for v in keywords[key]], type=pa.string())
 
-    def special(name: str) -> pa.Array:
+    def special(name: str, nullable: bool) -> pa.Array:
         key = names.get(name.lower())
-        if key is None:
-            raise SyncError(f"JSOC's rs_list reply for {sdef.name} lacks {name!r}")
-        values = keywords[key]
-        if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+        values = keywords[key] if key is not None else None
+        if values is not None and not isinstance(values, (pa.Array, pa.ChunkedArray)):
             try:
                 return pa.array(values, type=pa.int64())
-            except (pa.ArrowTypeError, pa.ArrowInvalid):
+            except (pa.ArrowTypeError, pa.ArrowInvalid, OverflowError):
                 pass
-        return _int_array(raw(name), "longlong")
+        strings = raw(name)
+        out, bad = _int_checked(strings, 64)
+        if bad is None and not nullable:
+            bad = _first(pc.is_null(out))
+        if bad is not None:
+            raise refused(series, f"{name} value {_clip(_value_at(strings, bad))} "
+                                  f"(accepted: {_int_accepts(64, nullable)})")
+        return out
 
     n = len(next(iter(keywords.values()))) if keywords else 0
+    for name, values in keywords.items():
+        if len(values) != n:
+            raise refused(series, f"keyword {_clip(name)} has {len(values)} values, "
+                                  f"{_clip(next(iter(keywords)))} has {n} (accepted: one value per record)")
     out: dict[str, pa.Array] = {}
     time_cache: dict[str, np.ndarray] = {}
 
@@ -452,6 +619,7 @@ def rows_to_arrow(keywords: dict[str, Any], columns: list[Column], sdef: SeriesD
         return time_cache[name]
 
     prime_raw = [raw(k) for k in sdef.primekeys]
+    _check_prime_keys(sdef, columns, prime_raw, tai_of)
     for col in columns:
         if col.kind == "key":
             if prime_raw:
@@ -461,6 +629,7 @@ def rows_to_arrow(keywords: dict[str, Any], columns: list[Column], sdef: SeriesD
                 out["_key"] = pc.binary_join_element_wise(*parts, "]", "")
             else:
                 out["_key"] = pc.binary_join_element_wise(pa.scalar("[:#"), raw("*recnum*"), "]", "")
+            _check_unique_keys(series, out["_key"])
         elif col.kind == "slot":
             kw = sdef.keyword(col.keyword)
             slotting = sdef.slotting(col.keyword)
@@ -471,26 +640,96 @@ def rows_to_arrow(keywords: dict[str, Any], columns: list[Column], sdef: SeriesD
             ok = ~np.isnan(idx)
             out[col.name] = pa.array(np.where(ok, idx, 0).astype(np.int64), type=pa.int64(), mask=~ok)
         elif col.kind == "keyword":
-            t = col.drms_type
-            if t == "time":
-                out[col.name] = tai_to_utc_timestamps(tai_of(col.keyword))
-            elif t in _INT_BITS:
-                out[col.name] = _int_array(raw(col.keyword), t)
-            elif t in ("float", "double"):
-                out[col.name] = _float_array(raw(col.keyword))
+            strings = raw(col.keyword)
+            t = col.sql_type
+            bad, accepted = None, ""
+            if t == "TIMESTAMP":
+                tai = tai_of(col.keyword)
+                out[col.name] = tai_to_utc_timestamps(tai)
+                bad, accepted = _time_bad(strings, tai, missing_ok=True), f"{_TIME_ACCEPTS}, or MISSING"
+            elif t in _SQL_INT_BITS:
+                out[col.name], bad = _int_checked(strings, _SQL_INT_BITS[t])
+                accepted = _int_accepts(_SQL_INT_BITS[t], True)
+            elif t == "DOUBLE":
+                out[col.name], bad = _float_checked(strings)
+                accepted = "a number, NaN or MISSING"
             else:
-                out[col.name] = raw(col.keyword)
+                out[col.name] = strings
+            if bad is not None:
+                raise refused(series, f"{col.keyword} value {_clip(_value_at(strings, bad))} does not fit "
+                                      f"its {t} column (accepted: {accepted})")
         elif col.kind == "time_str":
             out[col.name] = raw(col.keyword)
-    out["_recnum"] = special("*recnum*")
-    out["_sunum"] = special("*sunum*")
-    out["_size"] = special("*size*")
+    out["_recnum"] = special("*recnum*", nullable=False)
+    out["_sunum"] = special("*sunum*", nullable=True)
+    out["_size"] = special("*size*", nullable=True)
     online = pc.utf8_upper(raw("*online*"))
     out["_online"] = pc.is_in(online, value_set=pa.array(["Y", "1", "YES", "T", "TRUE"]))
     table = pa.table(out)
-    if table.num_rows != n:  # pragma: no cover - Arrow keeps lengths
-        raise SyncError("rs_list columns have different lengths")
+    if window is not None:
+        _check_window(sdef, table, window)
     return _cast_to_sql_types(table, columns)
+
+
+def _check_window(sdef: SeriesDef, rows: pa.Table, window: Window) -> None:
+    """Refuse records outside the window asked for: they would sit where no later sync looks."""
+    outside = None
+    if window.slot_column is not None and window.lo is not None and window.hi is not None and rows.num_rows:
+        slots = rows[window.slot_column].to_numpy()
+        off = (slots < window.lo) | (slots >= window.hi)
+        if window.every > 1:
+            off |= (slots - window.anchor) % window.every != 0
+        outside = _first(off)
+    for column, values in sorted(window.key_lists.items()):
+        if outside is None and column in rows.column_names:
+            try:
+                listed = pa.array(values, rows[column].type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                continue  # a list the column's type cannot hold (a time key listed by text): JSOC filtered it
+            outside = _first(pc.invert(pc.is_in(rows[column], value_set=listed)))
+    if outside is not None:
+        raise refused(sdef.name, f"record {_clip(rows['_key'][outside].as_py())} lies outside the record set "
+                                 "asked for (accepted: records of the requested slots and key values)")
+
+
+def check_reply_shape(series: str, keywords: dict[str, Any], count: int, body: bytes) -> None:
+    """Refuse an rs_list reply whose lists disagree with its ``count``: every keyword's values, and
+    each segment's and link's per-record lists (segments and links are small unless asked for)."""
+    if not isinstance(count, int) or count < 0:
+        raise refused(series, f"count {_clip(count)} (accepted: a whole number of records)")
+    for name, values in keywords.items():
+        if len(values) != count:
+            raise refused(series, f"keyword {_clip(name)} has {len(values)} values for a count of {count} "
+                                  "(accepted: one value per record)")
+    for part in ("segments", "links"):
+        items = _reply_part(body, part)
+        if items is None:
+            continue
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise refused(series, f"{part} {_clip(items)} (accepted: a list of objects)")
+        for item in items:
+            for field_name, values in item.items():
+                if not isinstance(values, list):
+                    continue
+                if len(values) == count or (field_name != "values" and not values):
+                    continue  # per-record lists have a value per record (cparms, bzeros... may be empty)
+                raise refused(series, f"{part[:-1]} {_clip(item.get('name'))} "
+                                      f"has {len(values)} {field_name} for a count of {count} "
+                                      "(accepted: one per record)")
+
+
+def _reply_part(body: bytes, name: str):
+    """The top-level ``name`` member of a reply (None when absent), decoded on its own."""
+    key = b'"' + name.encode() + b'"'
+    pos = body.rfind(key)
+    while pos >= 0 and not body[pos + len(key):pos + len(key) + 16].lstrip().startswith(b":"):
+        pos = body.rfind(key, 0, pos)  # a value or a keyword's name, not the member
+    if pos < 0:
+        return None
+    try:
+        return decode(b"{" + body[pos:], "rs_list").get(name)
+    except JsocError:  # not at the top level after all (rs_list_arrays decoded the whole reply)
+        return decode(body, "rs_list").get(name)
 
 
 _ARROW_TYPES = {
@@ -571,9 +810,10 @@ class _SeriesSync:
         interval = struct.get("Interval") or {}
         sdef, struct_json, struct_hash = struct_definition(struct, entry.series)
         self.sdef = sdef
+        self._check_definition(sdef)
         with self.catalog.transaction():
             self.catalog.put_series_def(entry.series, struct_json, struct_hash, orjson.dumps(interval).decode())
-            self.columns = self.catalog.ensure_keyword_table(sdef, entry.keywords)
+            self.columns = self._table_columns(self.catalog.ensure_keyword_table(sdef, entry.keywords))
         self.keys = _fetch_keys(sdef, entry)
         sel = self.sel = resolve_selection(sdef, entry, interval)
         probe = _probe(interval)
@@ -611,6 +851,50 @@ class _SeriesSync:
                        first_recnum=probe["FirstRecnum"], last_recnum=probe["LastRecnum"],
                        max_recnum=probe["MaxRecnum"], last_record=probe["LastRecord"]).fetchall()
         self.progress.series_done(self.summary)
+
+    def _check_definition(self, sdef: SeriesDef) -> None:
+        """Refuse a definition whose prime keys differ from those the catalog was built with.
+
+        The record keys, slots and file paths of every stored row follow from the prime keys and
+        their types: a definition that changes them (a key drifting to strings, say) would make
+        the stored rows unreachable, so it is not stored and the sync stops here.
+        """
+        series = self.entry.series
+        existing = {name.lower(): dtype for name, dtype in self.catalog.table_columns(keyword_table(series)).items()}
+        stored = self.catalog.q("series_def_get", series=series).fetchall()
+        if not existing or not stored:
+            return
+        try:
+            old_keys = list(orjson.loads(stored[0][1]).get("primekeys") or [])
+        except (orjson.JSONDecodeError, AttributeError, TypeError):
+            return
+        problem = None
+        if [k.lower() for k in old_keys] != [k.lower() for k in sdef.primekeys]:
+            problem = f"prime keys {_clip(list(sdef.primekeys))} instead of {_clip(old_keys)}"
+        else:
+            for kw in sdef.primekey_keywords:
+                have, want = existing.get(kw.name.lower()), DRMS_TO_DUCKDB.get(kw.type, "VARCHAR")
+                if have is not None and have != want:
+                    problem = f"prime key {kw.name} of type {_clip(kw.type)} where the catalog's column is {have}"
+                    break
+        if problem is not None:
+            raise JsocError(
+                f"refused JSOC's definition of {series}, nothing of it stored: {problem} (accepted: the prime "
+                "keys and types the mirror's rows were stored under; if JSOC really redefined the series, "
+                "remove it from the mirror and add it again)")
+
+    def _table_columns(self, columns: list[Column]) -> list[Column]:
+        """The columns with the keyword table's own SQL types: a value must fit the column it has (a
+        definition that changed a keyword's type never widens the column; misfits are refused)."""
+        actual = {name.lower(): dtype for name, dtype in
+                  self.catalog.table_columns(keyword_table(self.entry.series)).items()}
+        out = []
+        for col in columns:
+            have = actual.get(col.name.lower())
+            if col.kind == "keyword" and have != col.sql_type and have in _ARROW_TYPES:
+                col = Column(col.name, have, col.kind, keyword=col.keyword, drms_type=col.drms_type)
+            out.append(col)
+        return out
 
     def _state(self) -> dict[str, Any] | None:
         rows = self.catalog.q("sync_state_get", series=self.entry.series).fetchall()
@@ -786,8 +1070,9 @@ class _SeriesSync:
     def _decode(self, window: Window, body: bytes) -> pa.Table:
         t0 = time.perf_counter()
         keywords, count = rs_list_arrays(body, self.sel.recordset(window))
+        check_reply_shape(self.entry.series, keywords, count, body)
         t1 = time.perf_counter()
-        rows = rows_to_arrow(keywords, self.columns, self.sdef) if keywords and count else self._empty_rows()
+        rows = rows_to_arrow(keywords, self.columns, self.sdef, window) if keywords and count else self._empty_rows()
         self.summary.timings["decode"] += t1 - t0
         self.summary.timings["convert"] += time.perf_counter() - t1
         self.summary.chunks += 1
@@ -896,8 +1181,7 @@ class _SeriesSync:
             if int(new) > int(old):
                 ds = self.sel.recordset(window, recnums=(int(old) + 1, int(new)))
                 body = self.jsoc.rs_list_bytes(ds, [self.sel.time_key, "*recnum*"])
-                cols, count = rs_list_arrays(body, ds)
-                slots = self._slots_of(cols) if count else np.zeros(0, dtype=np.int64)
+                slots, _, _ = self._scan_reply(body, ds, window)
                 for a, b in _group_slots(slots.tolist(), self.sel.window.every, max_width=max(1, self.target)):
                     self._sync_range(a, b, advance=False)
             try:
@@ -909,14 +1193,40 @@ class _SeriesSync:
                 return
         self._deep_scan(lo, hi)
 
-    def _slots_of(self, cols: dict[str, Any]) -> np.ndarray:
-        """Slot indices of the time key values in an rs_list reply's columns."""
+    def _scan_reply(self, body: bytes, ds: str, window: Window) -> tuple[np.ndarray, pa.Array, int]:
+        """(slots, RECNUMs, count) of a reply listing the time key and ``*recnum*``, checked like
+        any reply: a time that is not one, a RECNUM that is not an integer or a slot outside
+        ``window`` refuses it (it would send the sync re-fetching slots it was never asked for)."""
+        series = self.entry.series
+        cols, count = rs_list_arrays(body, ds)
+        check_reply_shape(series, cols, count, body)
+        if not cols or not count:
+            return np.zeros(0, dtype=np.int64), pa.array([], pa.int64()), count
+        lowered = {name.lower(): v for name, v in cols.items()}
         key = self.sel.time_key
-        values = {name.lower(): v for name, v in cols.items()}[key.lower()]
+        values, recnums = lowered.get(key.lower()), lowered.get("*recnum*")
+        if values is None or recnums is None:
+            raise refused(series, f"keyword {key if values is None else '*recnum*'} is missing "
+                                  "(accepted: a reply listing every keyword asked for)")
         tai, _ = parse_times(values)
+        bad = _time_bad(values, tai, missing_ok=False)
+        if bad is not None:
+            raise refused(series, f"prime key {key} value {_clip(_value_at(values, bad))} is not a time "
+                                  f"(accepted: {_TIME_ACCEPTS})")
         slotting = self.sdef.slotting(key)
         rounding = slotting.step if slotting.kind == "ts_eq" else slotting.round
-        return np.floor((tai - slotting.epoch + rounding / 2.0) / slotting.step + 1e-9).astype(np.int64)
+        slots = np.floor((tai - slotting.epoch + rounding / 2.0) / slotting.step + 1e-9).astype(np.int64)
+        outside = _first((slots < window.lo) | (slots >= window.hi))
+        if outside is not None:
+            raise refused(series, f"prime key {key} value {_clip(_value_at(values, outside))} lies outside the "
+                                  "record set asked for (accepted: records of the requested slots)")
+        recnum_values, bad = _int_checked(recnums, 64)
+        if bad is None:
+            bad = _first(pc.is_null(recnum_values))
+        if bad is not None:
+            raise refused(series, f"*recnum* value {_clip(_value_at(recnums, bad))} "
+                                  f"(accepted: {_int_accepts(64, False)})")
+        return slots, recnum_values, count
 
     def _deep_scan(self, lo: int, hi: int) -> None:
         """Compare RECNUMs over slots [lo, hi) with the catalog; re-fetch only differing slots."""
@@ -927,15 +1237,12 @@ class _SeriesSync:
         try:
             window, _ = next(chunker)
             while True:
-                body = self.jsoc.rs_list_bytes(self.sel.recordset(window), [key, "*recnum*"])
-                cols, count = rs_list_arrays(body, "recnum scan")
-                if cols and count:
-                    upstream = pa.table({"slot": self._slots_of(cols),
-                                         "_recnum": _int_array(cols["*recnum*"], "longlong")})
-                else:
-                    upstream = pa.table({"slot": pa.array([], pa.int64()), "_recnum": pa.array([], pa.int64())})
+                ds = self.sel.recordset(window)
+                body = self.jsoc.rs_list_bytes(ds, [key, "*recnum*"])
+                slots, recnums, count = self._scan_reply(body, ds, window)
+                upstream = pa.table({"slot": pa.array(slots, pa.int64()), "_recnum": recnums})
                 changed += self.catalog.window_recnum_changes(self.entry.series, upstream, window)
-                del body, cols, upstream
+                del body, upstream
                 try:
                     window, _ = chunker.send(count)
                 except StopIteration:
@@ -1037,5 +1344,6 @@ def _sync_series(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, serie
 
 
 __all__ = ["sync", "SyncResult", "SeriesSummary", "Progress", "Window", "resolve_selection", "rows_to_arrow",
+           "check_reply_shape", "refused",
            "parse_times", "tai_to_utc_timestamps", "struct_definition"]
 

@@ -179,3 +179,19 @@ def test_directory_matcher_leaves_names_of_another_day_to_the_slow_path():
     assert matched == [right] and keys == ["[2012.01.02_00:00:45_TAI][2]"] and left == [wrong]
     matched, keys, segs, left = matcher.match([wrong])
     assert matched == [] and left == [wrong]
+
+
+@pytest.mark.parametrize("value", ["..", ".", "a/b", "../../etc", "a\\b", "x\x00y", "line\nbreak"])
+def test_a_path_that_would_leave_the_series_directory_is_refused_even_if_escaping_failed(monkeypatch, value):
+    """Defence in depth: were a value ever rendered unescaped, the path is refused, never used."""
+    import jsocmirror.layout as layout
+
+    sd = _string_series()
+    template = "{series}/{NAME}/{T_OBS}.{segment}"
+    safe = relative_path(sd, [value, "2020.01.01_00:00:00_UTC"], "data", template)
+    assert safe.split("/")[0] == "su_test.strkeys" and len(safe.split("/")) == 3  # escaped: stays inside
+    monkeypatch.setattr(layout, "_escape", lambda text: text)
+    layout.compile_template.cache_clear()
+    with pytest.raises(LayoutError, match="refusing path component") as caught:
+        relative_path(sd, [value, "2020.01.01_00:00:00_UTC"], "data", template)
+    assert "\n" not in str(caught.value) and "su_test.strkeys" in str(caught.value)

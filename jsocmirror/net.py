@@ -149,6 +149,8 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+# a forked child has the parent's heap but not its thread: it starts its own
+os.register_at_fork(after_in_child=lambda: _WATCHDOG.__init__())
 
 
 class _Deadline:

@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 
 from jsocmirror import drmstime, recordset
 from jsocmirror.catalog import ROW_GROUP_ROWS, Catalog, Column
-from jsocmirror.config import MirrorConfig, SeriesConfig
+from jsocmirror.config import MirrorConfig, SeriesConfig, validate_series_entry
 from jsocmirror.errors import JsocError, RecordSetError, SyncError
 from jsocmirror.jsoc import RECORD_SPECIALS, JsocClient, rs_list_arrays, rs_list_columns
 from jsocmirror.publish import publishing
@@ -571,6 +571,9 @@ class _SeriesSync:
         interval = struct.get("Interval") or {}
         sdef, struct_json, struct_hash = struct_definition(struct, entry.series)
         self.sdef = sdef
+        # A hand-edited entry naming a prime key or keyword the series lacks is a config error
+        # (exit 2, naming it and the known ones), found before anything of it is stored.
+        validate_series_entry(entry, sdef)
         with self.catalog.transaction():
             self.catalog.put_series_def(entry.series, struct_json, struct_hash, orjson.dumps(interval).decode())
             self.columns = self.catalog.ensure_keyword_table(sdef, entry.keywords)

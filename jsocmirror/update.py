@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from jsocmirror import download as dl
 from jsocmirror.catalog import Catalog, keyword_table, quote_ident
-from jsocmirror.config import MirrorConfig
+from jsocmirror.config import MirrorConfig, check_writable_root
 from jsocmirror.download import FileTask, Landed, Results, RetryPolicy
 from jsocmirror.errors import JsocMirrorError
 from jsocmirror.jsoc import ExportClient, JsocClient
@@ -176,6 +176,8 @@ def update_mirror(config: MirrorConfig, url: str, options: UpdateOptions | None 
     options = options or UpdateOptions()
     if options.dry_run:
         return _dry_run_update(config, url, options, progress, command, wait)
+    for name in ("data", "read"):  # an unwritable root is the config's fault: say so before the run starts
+        check_writable_root(getattr(config, f"{name}_root"), f"{name} = {getattr(config, name)!r}")
     summary = UpdateSummary(run_id=uuid.uuid4().hex[:12], command=command, dry_run=options.dry_run,
                             started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     with mirror_lock(config.mirror_dir, command, wait=wait):

@@ -62,6 +62,9 @@ def init_mirror(path: Path, *, server: str, email: str | None, data_root: str, c
     config = cfg.MirrorConfig(mirror_dir=path, server=server, email=email, data=data_root,
                               storage=storage or cfg.StorageConfig())
     cfg.validate_config(config)
+    cfg.check_local_root(str(path), f"mirror directory {str(path)!r}")  # under a file: exit 2 before anything is made
+    for name in ("data", "read"):
+        cfg.check_local_root(getattr(config, f"{name}_root"), f"{name} = {getattr(config, name)!r}")
     if email and check_email:
         with jsoc_server(server, path) as url:
             JsocClient(url).require_registered(email)
@@ -71,7 +74,8 @@ def init_mirror(path: Path, *, server: str, email: str | None, data_root: str, c
             try:
                 path.mkdir(parents=True)
             except OSError as exc:
-                raise JsocMirrorError(f"cannot create mirror directory {path}: {exc.strerror}") from None
+                raise UsageError(f"cannot create mirror directory {path}: {exc.strerror}; give a directory this user "
+                                 "can create") from None
             created.append(path)
         _check_writable(path)
         logs = path / "logs"  # the cron line in docs/nightly.md appends to logs/cron.out
@@ -117,7 +121,8 @@ def _check_writable(path: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise JsocMirrorError(f"mirror directory {path} is not writable: {exc.strerror}") from None
+        raise UsageError(f"mirror directory {path} is not writable: {exc.strerror}; give a directory this user "
+                         "can write") from None
 
 
 # -- series ---------------------------------------------------------------------------------------

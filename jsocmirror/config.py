@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from jsocmirror import drmstime
-from jsocmirror.errors import ConfigError
+from jsocmirror.errors import ConfigError, JsocMirrorError
 
 log = logging.getLogger("jsocmirror.config")
 
@@ -489,7 +489,8 @@ def check_local_root(root: str, where: str) -> None:
 
 def check_writable_root(root: str, where: str) -> None:
     """A local root that a run writes to: created if missing, and a file can be made in it
-    (tried with a temporary file, removed at once). ConfigError naming it otherwise."""
+    (tried with a temporary file, removed at once). A runtime error (exit 1) naming it otherwise:
+    permissions are the machine's state, not the config's (a path under a file is ConfigError)."""
     if _URL_RE.match(root) and not root.startswith("file://"):
         return
     import tempfile
@@ -501,8 +502,8 @@ def check_writable_root(root: str, where: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot write in {path} ({exc.strerror or exc}); give a directory this "
-                          "user can write") from None
+        raise JsocMirrorError(f"{where}: cannot write in {path} ({exc.strerror or exc}); give a directory this "
+                              "user can write, or change its permissions") from None
 
 
 def validate_sync(sync: SyncConfig) -> None:

@@ -21,6 +21,7 @@ from jsocmirror.cli import (
     output_format, quiet, run_log, show_progress, wait_option,
 )
 from jsocmirror.errors import CatalogError, ConfigError, JsocMirrorError, UsageError
+from jsocmirror.api import refuse_changes
 from jsocmirror.jsoc import JsocClient, SeriesNotFound
 from jsocmirror.publish import publish
 
@@ -74,8 +75,7 @@ def init_mirror(path: Path, *, server: str, email: str | None, data_root: str, c
             try:
                 path.mkdir(parents=True)
             except OSError as exc:
-                raise UsageError(f"cannot create mirror directory {path}: {exc.strerror}; give a directory this user "
-                                 "can create") from None
+                raise JsocMirrorError(f"cannot create mirror directory {path}: {exc.strerror}") from None
             created.append(path)
         _check_writable(path)
         logs = path / "logs"  # the cron line in docs/nightly.md appends to logs/cron.out
@@ -121,8 +121,7 @@ def _check_writable(path: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise UsageError(f"mirror directory {path} is not writable: {exc.strerror}; give a directory this user "
-                         "can write") from None
+        raise JsocMirrorError(f"mirror directory {path} is not writable: {exc.strerror}") from None
 
 
 # -- series ---------------------------------------------------------------------------------------
@@ -487,7 +486,8 @@ def sql_command(mirror_dir, query, fmt, as_json, write, wait):
         from jsocmirror.api import Mirror
 
         with Mirror(config.read_root, config=config) as mirror:
-            _refuse_changes(mirror, query)
+            refuse_changes(mirror.con, query, hint=" (add --write to run it on the writer's catalog)")
+            mirror.sandbox()  # and DuckDB itself refuses what a statement check could miss
             relation = mirror.sql(query)
             names = list(relation.columns) if relation is not None else []
             rows = _fetch_rows(relation)
@@ -503,25 +503,6 @@ def sql_command(mirror_dir, query, fmt, as_json, write, wait):
         if names:
             _echo_table([tuple(names)] + [tuple(_cell(v) for v in r) for r in rows])
         click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-
-
-#: What ``sql`` without --write runs: statements that only read (COPY ... TO, ATTACH, CREATE
-#: and friends write somewhere, and a PREPAREd statement could be any of them, so they need
-#: --write and the run lock).
-_READING_STATEMENTS = ("SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET", "CALL")
-
-
-def _refuse_changes(mirror, query: str) -> None:
-    import duckdb
-
-    try:
-        kinds = [statement.type.name for statement in mirror.con.extract_statements(query)]
-    except duckdb.Error as exc:
-        raise UsageError(f"SQL error: {str(exc).strip().splitlines()[0]}") from None
-    for kind in kinds:
-        if kind not in _READING_STATEMENTS:
-            raise UsageError(f"a {kind} statement changes something, and 'jsocmirror sql' only reads the "
-                             "readers' copy (add --write to run it on the writer's catalog)")
 
 
 def _fetch_rows(relation) -> list[tuple]:

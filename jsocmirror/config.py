@@ -205,6 +205,36 @@ def storage_options(storage: StorageConfig | None = None, environ: dict[str, str
     return out
 
 
+#: The proxy variables requests reads (either case); NO_PROXY is a list of names, anything goes.
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+
+
+def check_proxy_environment(environ: dict[str, str] | None = None) -> None:
+    """ConfigError naming a proxy variable whose value is no proxy URL (``http://proxy:3128``;
+    ``proxy:3128`` counts as http:// as requests reads it): a typo there would otherwise surface
+    as a name-resolution failure blamed on JSOC."""
+    from urllib.parse import urlsplit
+
+    env = os.environ if environ is None else environ
+    for name in PROXY_VARIABLES:
+        for var in (name, name.lower()):
+            text = env.get(var)
+            if not text or not text.strip():
+                continue
+            url = text.strip() if "://" in text else "http://" + text.strip()
+            try:
+                parts = urlsplit(url)
+                port = parts.port
+                host = parts.hostname
+            except ValueError:
+                host, port, parts = None, None, None
+            if parts is None or parts.scheme.lower() not in PROXY_SCHEMES or not host \
+                    or not re.fullmatch(r"[A-Za-z0-9._~%-]+|[0-9A-Fa-f:.]+", host) or (port is not None and not 0 < port < 65536):
+                raise ConfigError(f"{var}={_shown(text)} is not a proxy URL; give e.g. http://proxy.example.org:3128 "
+                                  f"({', '.join(PROXY_SCHEMES)}), or unset it")
+
+
 def _storage_env_value(name: str, text: str) -> Any:
     var = STORAGE_ENV_PREFIX + name.upper()
     if name == "anon":

@@ -372,6 +372,9 @@ def jsoc_server(server: str, mirror_dir: str | Path | None = None) -> Iterator[s
     anything else is taken as a URL. Only the CLI starts the emulator: the library never
     imports it.
     """
+    from jsocmirror.config import check_proxy_environment
+
+    check_proxy_environment()  # a garbage HTTP_PROXY: one line naming it, before any request
     if server == "jsoc":
         yield REAL_JSOC_URL
     elif server == "embedded":

@@ -407,7 +407,7 @@ def sync_command(ctx, mirror_dir, series_names, full, as_json, wait):
     progress = _TqdmProgress(show_progress(ctx))
     screen = bars_on_screen() if progress.enabled else nullcontext()
     with run_log(ctx, config.mirror_dir, "sync"), mirror_lock(config.mirror_dir, "sync", wait=wait):
-        with Catalog(config.catalog_path) as catalog, jsoc_server(config.server, config.mirror_dir) as url:
+        with jsoc_server(config.server, config.mirror_dir) as url, Catalog(config.catalog_path) as catalog:
             client = JsocClient(url, email=config.email)
             try:
                 with screen:

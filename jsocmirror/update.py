@@ -198,12 +198,23 @@ def fetch_mirror(config: MirrorConfig, url: str, options: UpdateOptions | None =
 
 def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, summary: UpdateSummary) -> UpdateSummary:
     started = time.monotonic()
-    command = summary.command
     client = JsocClient(url, email=config.email)
     # readers see each committed step (sync transactions, scan, batches of landed files, the end)
-    with Catalog(config.catalog_path) as catalog, publishing(catalog, config) as publisher:
+    with Catalog(config.catalog_path) as catalog:
+        from jsocmirror.sync import check_entries
+
+        # a hand-edited entry the known definitions refuse: exit 2 before the run leaves a trace
+        # (publishing would hand the entry to the readers)
+        check_entries(catalog, [config.get_series(n) for n in options.series] if options.series else config.series)
+        _run_stages(config, catalog, client, options, progress, summary, started)
+    return summary
+
+
+def _run_stages(config: MirrorConfig, catalog: Catalog, client: JsocClient, options: UpdateOptions, progress: Any,
+                summary: UpdateSummary, started: float) -> None:
+    with publishing(catalog, config) as publisher:
         # the run's row first, so a run killed in any stage is marked 'died' by the next one
-        catalog.start_run(summary.run_id, command)
+        catalog.start_run(summary.run_id, summary.command)
         status = "failed"
         try:
             _stages(config, catalog, publisher, client, options, summary, progress)
@@ -218,7 +229,6 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
                 catalog.finish_run(summary.run_id, status, json.dumps(_short(summary)))
             except Exception:  # bookkeeping must never hide the real outcome
                 log.warning("could not record the end of run %s", summary.run_id)
-    return summary
 
 
 def _stages(config: MirrorConfig, catalog: Catalog, publisher, client: JsocClient, options: UpdateOptions,

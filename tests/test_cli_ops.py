@@ -120,8 +120,8 @@ def test_usage_errors_answer_in_json_with_code_2(tmp_path, emu):
         answer = json.loads(result.stdout)
         assert answer["code"] == 2 and needle in answer["message"], (args, answer)
     plain = jsocmirror("update", "-m", str(config.mirror_dir), "--wait=-1")
-    assert plain.returncode == 2 and plain.stderr.strip().splitlines()[-1] == (
-        "Error: -1 is not accepted: give a number of 0 or more (e.g. --wait 3600)")
+    assert plain.returncode == 2 and plain.stderr.strip().splitlines() == [  # one line, as every error
+        "Error: -1 is not accepted: give a number of 0 or more (e.g. --wait 3600) (see 'jsocmirror update --help')"]
 
 
 def test_every_reporting_command_answers_one_json_object(tmp_path, emu):

@@ -36,7 +36,12 @@ class _Group(click.Group):
         # An error while parsing a subcommand's options comes before --json's own callback runs;
         # the raw arguments still say whether the answer should be JSON.
         ctx.ensure_object(dict)["json_asked"] = "--json" in args
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:  # the group's own options (jsocmirror --log-level nope)
+            if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())) or wants_json(ctx):
+                raise
+            _usage_line(exc)
 
     def invoke(self, ctx):
         try:
@@ -48,10 +53,13 @@ class _Group(click.Group):
                 exc = click.UsageError(f"{exc.option_name} is not accepted: give a number of 0 or more "
                                        "(e.g. --wait 3600)", ctx=exc.ctx)
             if not wants_json(ctx):
-                raise exc from None
+                _usage_line(exc)
             _report_error(ctx, exc.exit_code, "usage", exc.format_message(), None)
         except click.ClickException as exc:
             if not wants_json(ctx):
+                if isinstance(exc, click.UsageError) and not isinstance(
+                        exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+                    _usage_line(exc)
                 raise
             _report_error(ctx, exc.exit_code, "usage", exc.format_message(), None)
         except (click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
@@ -67,6 +75,15 @@ class _Group(click.Group):
                 text = text[:297] + "..."
             _report_error(ctx, 1, "internal", f"unexpected {type(exc).__name__}: {text} "
                           f"(a bug in jsocmirror; {where})", None, traceback_path=crash)
+
+
+def _usage_line(exc: click.UsageError) -> None:
+    """A bad option or argument as one line, like every other error, with where the usage is
+    (click's own form is three lines: the usage, a hint, the error)."""
+    where = exc.ctx.command_path if exc.ctx is not None else "jsocmirror"
+    message = " ".join(exc.format_message().split())
+    click.echo(f"Error: {message} (see '{where} --help')", err=True)
+    sys.exit(exc.exit_code)
 
 
 def _verbosity(ctx: click.Context) -> int:

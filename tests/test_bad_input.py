@@ -442,3 +442,34 @@ def test_two_runs_started_in_the_same_instant_name_the_real_holder(mirror_paths)
 def test_the_corpus_is_large_enough():
     assert len(CASES) >= 60
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_the_python_api_sql_refuses_what_writes_and_sandbox_locks_the_connection(mirror_paths):
+    import jsocmirror
+    from jsocmirror.errors import UsageError
+
+    mirror, pristine = mirror_paths
+    shutil.rmtree(mirror)
+    shutil.copytree(pristine, mirror, symlinks=True)
+    before = fingerprint(mirror)
+    outside = mirror.parent / "api-evil.csv"
+    with jsocmirror.open(str(mirror)) as m:
+        for query in (f"COPY (SELECT 1) TO '{outside}'", f"EXPORT DATABASE '{outside}'", "SET threads = 1",
+                      f"SELECT * FROM enable_logging(storage = 'file', storage_path = '{outside}')",
+                      "INSTALL httpfs", f"ATTACH '{outside}' AS x"):
+            with pytest.raises(UsageError, match="is not accepted"):
+                m.sql(query)
+        assert m.sql("SELECT count(*) FROM hmi_m_720s").fetchall() == [(6,)]
+        mine = mirror.parent / "api-mine.csv"  # a file of the caller's: reading it is fine until sandbox()
+        mine.write_text("a,b\n1,2\n")
+        assert m.sql("SELECT * FROM read_csv($p)", params={"p": str(mine)}).fetchall() == [(1, 2)]
+        m.sandbox()
+        assert m.sql("SELECT count(*) FROM hmi_m_720s_files").fetchall() == [(6,)]
+        with pytest.raises(UsageError, match="api-mine.csv"):
+            m.sql(f"SELECT * FROM read_csv('{mine}')").fetchall()
+        import duckdb
+
+        with pytest.raises(duckdb.Error, match="locked"):
+            m.con.execute("SET enable_external_access = true")
+    assert not outside.exists() and fingerprint(mirror) == before
+    TRIED.append(("python-api-sql", True))

@@ -190,11 +190,11 @@ class Mirror:
         data frames can then no longer be queried by name, hence not the default. Returns self."""
         if self._fs is None:
             roots = sorted({os.path.join(r, "") for r in (self._root, os.path.realpath(self._root))})
-            allowed = "[" + ", ".join(_literal(r) for r in roots) + "]"
-            self.con.execute(f"SET allowed_directories = {allowed}")
-            self.con.execute("SET enable_external_access = false")
-        # an object-storage copy is read through the fsspec filesystem registered on the connection,
-        # which external access covers too: there only the settings are locked
+        else:  # the views name the parts by URL (s3://bucket/read/tables/...), read through the registered fs
+            roots = [self.read_root.rstrip("/") + "/"]
+        allowed = "[" + ", ".join(_literal(r) for r in roots) + "]"
+        self.con.execute(f"SET allowed_directories = {allowed}")
+        self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
         return self
 

@@ -192,6 +192,9 @@ class Mirror:
             roots = sorted({os.path.join(r, "") for r in (self._root, os.path.realpath(self._root))})
         else:  # the views name the parts by URL (s3://bucket/read/tables/...), read through the registered fs
             roots = [self.read_root.rstrip("/") + "/"]
+        (spill,), = self.con.execute("SELECT current_setting('temp_directory')").fetchall()
+        if spill:  # where DuckDB spills a large sort or join
+            roots.append(os.path.join(str(spill), ""))
         allowed = "[" + ", ".join(_literal(r) for r in roots) + "]"
         self.con.execute(f"SET allowed_directories = {allowed}")
         self.con.execute("SET enable_external_access = false")

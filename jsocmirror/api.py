@@ -182,6 +182,25 @@ class Mirror:
         self._close(old)
         return self
 
+    def sandbox(self) -> Mirror:
+        """Lock this Mirror's DuckDB connection down for queries from untrusted hands (``jsocmirror
+        sql`` does this): no file outside the readers' copy can be read or written, no extension
+        installed or loaded, and no setting changed (``enable_external_access = false`` with the
+        readers' copy as the one allowed directory, then ``lock_configuration = true``). Python
+        data frames can then no longer be queried by name, hence not the default. Returns self."""
+        if self._fs is None:
+            roots = sorted({os.path.join(r, "") for r in (self._root, os.path.realpath(self._root))})
+        else:  # the views name the parts by URL (s3://bucket/read/tables/...), read through the registered fs
+            roots = [self.read_root.rstrip("/") + "/"]
+        (spill,), = self.con.execute("SELECT current_setting('temp_directory')").fetchall()
+        if spill:  # where DuckDB spills a large sort or join
+            roots.append(os.path.join(str(spill), ""))
+        allowed = "[" + ", ".join(_literal(r) for r in roots) + "]"
+        self.con.execute(f"SET allowed_directories = {allowed}")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+        return self
+
     def close(self) -> None:
         self._close(self.catalog)
 
@@ -251,9 +270,15 @@ class Mirror:
 
     # -- SQL -------------------------------------------------------------------------------------
     def sql(self, query: str, params: Any = None) -> duckdb.DuckDBPyRelation | None:
-        """Run SQL over the catalog; a relation (``.df()``, ``.arrow()``, ``.pl()``, ``.fetchall()``)."""
+        """Run SQL over the catalog; a relation (``.df()``, ``.arrow()``, ``.pl()``, ``.fetchall()``).
+
+        Only statements that read are run (``refuse_changes``): COPY ... TO, EXPORT, ATTACH, INSTALL,
+        LOAD, SET, CREATE (SECRET or anything else) and the table functions that change the session
+        (``enable_logging``, ``enable_profiling``...) raise UsageError naming the statement.
+        """
         if not isinstance(query, str) or not query.strip():
             raise UsageError("the SQL query is empty (give a statement such as \"SELECT count(*) FROM runs\")")
+        refuse_changes(self.con, query)
         try:
             return self.con.sql(query, params=params)
         except duckdb.CatalogException as exc:  # a table or column: one a pending migration may add
@@ -426,6 +451,81 @@ def _utc_text(value: Any, what: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
+
+
+#: Statements that only read. Every other kind (INSERT, CREATE, COPY, EXPORT, ATTACH, DETACH,
+#: INSTALL/LOAD, SET, PREPARE/EXECUTE, TRANSACTION...) changes something somewhere.
+READING_STATEMENTS = ("SELECT", "EXPLAIN", "PRAGMA", "CALL", "VARIABLE_SET")
+#: PRAGMAs (and their ``CALL pragma_...``/table-function forms) that only report.
+READING_PRAGMAS = frozenset({
+    "table_info", "show", "show_tables", "show_tables_expanded", "show_databases", "database_list",
+    "database_size", "storage_info", "metadata_info", "functions", "collations", "version", "platform",
+    "user_agent", "table_storage_info", "show_databases",
+})
+#: Table functions that change the session or write files (``enable_logging(storage = 'file', ...)``
+#: writes CSV files wherever it is told), whether CALLed or SELECTed from.
+CHANGING_FUNCTIONS = frozenset({
+    "enable_logging", "disable_logging", "truncate_duckdb_logs", "enable_profiling", "disable_profiling",
+    "checkpoint", "force_checkpoint",
+})
+
+
+def refuse_changes(con: duckdb.DuckDBPyConnection, query: str, hint: str = "") -> None:
+    """UsageError unless every statement of ``query`` only reads (``READING_STATEMENTS``, with
+    EXPLAIN's statement checked too, PRAGMAs limited to ``READING_PRAGMAS`` and no
+    ``CHANGING_FUNCTIONS`` called). ``hint`` ends the message (the CLI's ``--write``)."""
+    import re
+
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as exc:
+        raise UsageError(_sql_error(exc)) from None
+    for statement in statements:
+        kind, text = statement.type.name, statement.query.strip().rstrip(";")
+        shown = " ".join(text.split())[:60]
+        if kind not in READING_STATEMENTS:
+            raise UsageError(f"{shown!r} is not accepted: {kind} statements change something, and only statements "
+                             f"that read are run (SELECT, EXPLAIN, PRAGMA show_tables...){hint}")
+        if kind == "EXPLAIN":
+            inner = re.sub(r"^\s*EXPLAIN\s+(\(.*?\)\s*|ANALYZE\s+)?", "", text, flags=re.I | re.S)
+            refuse_changes(con, inner, hint)
+            continue
+        if kind in ("PRAGMA", "CALL"):
+            match = re.match(r"^\s*(?:PRAGMA|CALL)\s+(\w+)", text, re.I)
+            name = match.group(1).lower() if match else ""
+            if name.removeprefix("pragma_") not in READING_PRAGMAS and not name.startswith("duckdb_") \
+                    or name in CHANGING_FUNCTIONS:
+                raise UsageError(f"{shown!r} is not accepted: it may change the session, and only PRAGMAs and "
+                                 f"CALLs that report are run ({', '.join(sorted(READING_PRAGMAS)[:6])}...){hint}")
+            continue
+        if kind == "SELECT":
+            called = _called_functions(con, text)
+            changing = sorted(called & CHANGING_FUNCTIONS)
+            if changing:
+                raise UsageError(f"{shown!r} is not accepted: it calls {changing[0]}(), which changes the session, "
+                                 f"and only queries that read are run{hint}")
+
+
+def _called_functions(con: duckdb.DuckDBPyConnection, query: str) -> set[str]:
+    """Names of the functions a SELECT calls, from DuckDB's own parse tree (json_serialize_sql)."""
+    try:
+        (tree,), = con.execute("SELECT json_serialize_sql(?)", [query]).fetchall()
+    except duckdb.Error:
+        return set()
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "function_name" and isinstance(value, str):
+                    names.add(value.lower())
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(tree))
+    return names
 
 
 def _sql_error(exc: BaseException) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from jsocmirror import drmstime
-from jsocmirror.errors import ConfigError
+from jsocmirror.errors import ConfigError, JsocMirrorError
 from jsocmirror.net import NetPolicy
 
 log = logging.getLogger("jsocmirror.config")
@@ -206,6 +206,36 @@ def storage_options(storage: StorageConfig | None = None, environ: dict[str, str
     return out
 
 
+#: The proxy variables requests reads (either case); NO_PROXY is a list of names, anything goes.
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+
+
+def check_proxy_environment(environ: dict[str, str] | None = None) -> None:
+    """ConfigError naming a proxy variable whose value is no proxy URL (``http://proxy:3128``;
+    ``proxy:3128`` counts as http:// as requests reads it): a typo there would otherwise surface
+    as a name-resolution failure blamed on JSOC."""
+    from urllib.parse import urlsplit
+
+    env = os.environ if environ is None else environ
+    for name in PROXY_VARIABLES:
+        for var in (name, name.lower()):
+            text = env.get(var)
+            if not text or not text.strip():
+                continue
+            url = text.strip() if "://" in text else "http://" + text.strip()
+            try:
+                parts = urlsplit(url)
+                port = parts.port
+                host = parts.hostname
+            except ValueError:
+                host, port, parts = None, None, None
+            if parts is None or parts.scheme.lower() not in PROXY_SCHEMES or not host \
+                    or not re.fullmatch(r"[A-Za-z0-9._~%-]+|[0-9A-Fa-f:.]+", host) or (port is not None and not 0 < port < 65536):
+                raise ConfigError(f"{var}={_shown(text)} is not a proxy URL; give e.g. http://proxy.example.org:3128 "
+                                  f"({', '.join(PROXY_SCHEMES)}), or unset it")
+
+
 def _storage_env_value(name: str, text: str) -> Any:
     var = STORAGE_ENV_PREFIX + name.upper()
     if name == "anon":
@@ -351,6 +381,8 @@ def load_config(mirror_dir: str | Path) -> MirrorConfig:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     config = config_from_dict(raw, mirror_dir)
     config.storage_options()  # a bad JSOCMIRROR_STORAGE_* value fails here, before any work
+    for name in ("data", "read"):
+        check_local_root(getattr(config, f"{name}_root"), f"{name} = {_shown(getattr(config, name))}")
     if config.storage.secret and path.stat().st_mode & 0o077:
         log.warning("%s holds [storage] secret and others can read it: use a profile or the environment "
                     "(AWS_SECRET_ACCESS_KEY), or chmod 600 it", path)
@@ -407,11 +439,24 @@ def _series_from_dict(item: Any, index: int) -> SeriesConfig:
     if "series" not in item:
         raise ConfigError(f"[[series]] entry {index + 1} has no 'series' name")
     values = _take_fields(SeriesConfig, item, f"[[series]] {item.get('series')!r}")
-    values["keys"] = {str(k): list(v) if isinstance(v, list) else [v] for k, v in (values.get("keys") or {}).items()}
+    keys = values.get("keys") or {}
+    if not isinstance(keys, dict):
+        raise ConfigError(f"[[series]] {item.get('series')!r}: keys = {_shown(keys)} is not accepted: give a table of "
+                          "prime key = [values], e.g. keys = {HARPNUM = [11465]}")
+    values["keys"] = {str(k): list(v) if isinstance(v, list) else [v] for k, v in keys.items()}
     for name in ("start", "end", "cadence", "filter", "layout", "method", "protocol", "keep", "orphans"):
         if values.get(name) == "":
             values[name] = None
     return SeriesConfig(**values)
+
+
+def _shown(value: Any) -> str:
+    """A bad value as the TOML a person wrote (``"HARPNUM"``, ``5``), kept short."""
+    try:
+        text = _toml_value(value)
+    except ConfigError:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # -- validation (local: no JSOC needed) --------------------------------------------------------
@@ -426,6 +471,8 @@ def validate_config(config: MirrorConfig) -> None:
     for name in ("catalog", "data", "read"):
         if not isinstance(getattr(config, name), str) or not getattr(config, name):
             raise ConfigError(f"'{name}' must be a non-empty string")
+    for name in ("data", "read"):
+        check_protocol(getattr(config, name), f"{name} = {_shown(getattr(config, name))}")
     validate_sync(config.sync)
     validate_transfer(config.transfer)
     validate_network(config.network)
@@ -439,6 +486,60 @@ def validate_config(config: MirrorConfig) -> None:
         if key in seen:
             raise ConfigError(f"series {entry.series!r} is configured twice; keep one [[series]] entry per series")
         seen[key] = entry.series
+
+
+def check_protocol(value: str, where: str) -> None:
+    """An fsspec URL's protocol must be one fsspec knows (``s3``, ``gcs``, ``memory``...): the
+    typo is a config error, found at load time rather than part way through a run."""
+    match = _URL_RE.match(value)
+    if not match:
+        return
+    protocol = value.split("://", 1)[0].lower()
+    from fsspec.registry import known_implementations, registry
+
+    known = sorted(set(known_implementations) | set(registry))
+    if protocol not in known:
+        near = difflib.get_close_matches(protocol, known, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
+        raise ConfigError(f"{where}: unknown storage protocol {protocol!r}; {hint}use a local path or an fsspec URL "
+                          f"(s3://bucket/sdo, gs://, az://, file://...; fsspec knows {len(known)} protocols)")
+
+
+def check_local_root(root: str, where: str) -> None:
+    """A local root (data, read) must be a directory or not exist yet, and nothing above it may be
+    a file: otherwise every command would fail part way, on its first write."""
+    if _URL_RE.match(root) and not root.startswith("file://"):
+        return
+    path = Path(root[len("file://"):] if root.startswith("file://") else root).expanduser()
+    for above in (path, *path.parents):
+        try:
+            if not above.exists():
+                continue
+        except OSError:  # a name too long, a loop of links: the write would fail the same way
+            raise ConfigError(f"{where}: {path} is not a usable directory path") from None
+        if above.is_dir():
+            return
+        what = "is a file" if above == path else f"lies under {above}, which is a file"
+        raise ConfigError(f"{where}: {path} {what}; give a directory (or a path that does not exist yet)")
+
+
+def check_writable_root(root: str, where: str) -> None:
+    """A local root that a run writes to: created if missing, and a file can be made in it
+    (tried with a temporary file, removed at once). A runtime error (exit 1) naming it otherwise:
+    permissions are the machine's state, not the config's (a path under a file is ConfigError)."""
+    if _URL_RE.match(root) and not root.startswith("file://"):
+        return
+    import tempfile
+
+    path = Path(root[len("file://"):] if root.startswith("file://") else root).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".jsocmirror-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise JsocMirrorError(f"{where}: cannot write in {path} ({exc.strerror or exc}); give a directory this "
+                              "user can write, or change its permissions") from None
 
 
 def validate_sync(sync: SyncConfig) -> None:

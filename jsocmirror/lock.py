@@ -68,6 +68,24 @@ def holder(mirror_dir: str | Path) -> dict | None:
         return None
 
 
+#: How long a run that finds the lock taken waits for the holder's record: a holder writes it just
+#: after its flock succeeds, so two runs started in the same instant would otherwise see an empty
+#: file and name the holder '?' (pid ?).
+RECORD_GRACE = 1.0
+
+
+def settled_holder(mirror_dir: str | Path, grace: float = RECORD_GRACE) -> dict | None:
+    """``holder()``, read again for up to ``grace`` seconds while the file holds no complete
+    record yet (a holder between its flock and its write). None if none appears: a shared
+    holder (a dry run) or a tool outside jsocmirror, which write none."""
+    deadline = time.monotonic() + grace
+    while True:
+        info = holder(mirror_dir)
+        if (info and info.get("pid")) or time.monotonic() >= deadline:
+            return info
+        time.sleep(0.02)
+
+
 def boot_id() -> str:
     """This boot of this host (Linux); empty where the kernel does not say."""
     try:
@@ -175,7 +193,7 @@ def _acquire(path: Path, wait: float, record: bytes) -> int:
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise JsocMirrorError(f"cannot lock {path}: {exc.strerror}") from None
-            info = holder(path.parent)
+            info = settled_holder(path.parent)
             if holder_is_dead(info) and info != dead_seen:
                 dead_seen = info
                 time.sleep(0.5)
@@ -192,8 +210,10 @@ def _acquire(path: Path, wait: float, record: bytes) -> int:
                 announced = True
             time.sleep(min(1.0, max(deadline - time.monotonic(), 0.05)))
             continue
-        os.ftruncate(fd, 0)
+        # the record over the old bytes, then cut to its length: a reader never sees an empty
+        # file between the two (the old record, or the new one; settled_holder waits out a torn one)
         os.pwrite(fd, record, 0)
+        os.ftruncate(fd, len(record))
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
@@ -232,7 +252,7 @@ def reading_lock(mirror_dir: str | Path, *, wait: float = 0.0) -> Iterator[None]
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise LockedError(_locked_message(path, holder(mirror_dir) or {}, wait)) from None
+                    raise LockedError(_locked_message(path, settled_holder(mirror_dir) or {}, wait)) from None
                 time.sleep(min(1.0, max(deadline - time.monotonic(), 0.05)))
         yield
     finally:

@@ -59,7 +59,7 @@ import pyarrow.compute as pc
 
 from jsocmirror import drmstime, recordset
 from jsocmirror.catalog import DRMS_TO_DUCKDB, ROW_GROUP_ROWS, Catalog, Column, keyword_table
-from jsocmirror.config import MirrorConfig, SeriesConfig
+from jsocmirror.config import MirrorConfig, SeriesConfig, validate_series_entry
 from jsocmirror.errors import JsocError, RecordSetError, SyncError
 from jsocmirror.jsoc import RECORD_SPECIALS, JsocClient, decode, rs_list_arrays, rs_list_columns
 from jsocmirror.publish import publishing
@@ -810,6 +810,9 @@ class _SeriesSync:
         interval = struct.get("Interval") or {}
         sdef, struct_json, struct_hash = struct_definition(struct, entry.series)
         self.sdef = sdef
+        # A hand-edited entry naming a prime key or keyword the series lacks is a config error
+        # (exit 2, naming it and the known ones), found before anything of it is stored.
+        validate_series_entry(entry, sdef)
         self._check_definition(sdef)
         with self.catalog.transaction():
             self.catalog.put_series_def(entry.series, struct_json, struct_hash, orjson.dumps(interval).decode())
@@ -1299,10 +1302,26 @@ def sync(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, series: list[
     Readers see each committed chunk within seconds, and the end of the run (``publish.publishing``);
     ``publish=False`` leaves publishing to the caller (``publish.publish`` once after many syncs).
     """
+    # before publishing, which would hand a refused entry to the readers
+    check_entries(catalog, [config.get_series(name) for name in series] if series else list(config.series))
     if not publish:
         return _sync_series(config, catalog, jsoc, series, progress=progress, command=command, full=full)
     with publishing(catalog, config):
         return _sync_series(config, catalog, jsoc, series, progress=progress, command=command, full=full)
+
+
+def check_entries(catalog: Catalog, entries: list[SeriesConfig]) -> None:
+    """Each entry against the definition the mirror knows already (stored by an earlier sync, or
+    built in), before a run starts: a hand-edited prime key or keyword the series lacks is a
+    ConfigError naming it, with nothing written. A series known to neither is checked when its
+    definition arrives (``_SeriesSync._run``)."""
+    from jsocmirror.diff import series_definitions
+
+    registry = series_definitions(catalog)
+    for entry in entries:
+        sdef = registry.get(entry.series)
+        if sdef is not None:
+            validate_series_entry(entry, sdef)
 
 
 def _sync_series(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, series: list[str] | None,
@@ -1312,6 +1331,7 @@ def _sync_series(config: MirrorConfig, catalog: Catalog, jsoc: JsocClient, serie
         from jsocmirror.errors import ConfigError
 
         raise ConfigError(f"no series configured in {config.config_path}; add one with 'jsocmirror series add'")
+    check_entries(catalog, entries)
     run_id = uuid.uuid4().hex[:12]
     result = SyncResult(run_id=run_id)
     # DuckDB imports pandas the first time it scans an Arrow table (~0.5-1 s); do that while

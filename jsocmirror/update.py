@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from jsocmirror import download as dl
 from jsocmirror.catalog import Catalog, keyword_table, quote_ident
-from jsocmirror.config import MirrorConfig
+from jsocmirror.config import MirrorConfig, check_writable_root
 from jsocmirror.download import FileTask, Landed, Results, RetryPolicy
 from jsocmirror.net import NetPolicy
 from jsocmirror.errors import JsocMirrorError
@@ -177,6 +177,8 @@ def update_mirror(config: MirrorConfig, url: str, options: UpdateOptions | None 
     options = options or UpdateOptions()
     if options.dry_run:
         return _dry_run_update(config, url, options, progress, command, wait)
+    for name in ("data", "read"):  # an unwritable root is the config's fault: say so before the run starts
+        check_writable_root(getattr(config, f"{name}_root"), f"{name} = {getattr(config, name)!r}")
     summary = UpdateSummary(run_id=uuid.uuid4().hex[:12], command=command, dry_run=options.dry_run,
                             started_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     with mirror_lock(config.mirror_dir, command, wait=wait):
@@ -197,12 +199,23 @@ def fetch_mirror(config: MirrorConfig, url: str, options: UpdateOptions | None =
 
 def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, summary: UpdateSummary) -> UpdateSummary:
     started = time.monotonic()
-    command = summary.command
     client = JsocClient(url, email=config.email, policy=config.network)
     # readers see each committed step (sync transactions, scan, batches of landed files, the end)
-    with Catalog(config.catalog_path) as catalog, publishing(catalog, config) as publisher:
+    with Catalog(config.catalog_path) as catalog:
+        from jsocmirror.sync import check_entries
+
+        # a hand-edited entry the known definitions refuse: exit 2 before the run leaves a trace
+        # (publishing would hand the entry to the readers)
+        check_entries(catalog, [config.get_series(n) for n in options.series] if options.series else config.series)
+        _run_stages(config, catalog, client, options, progress, summary, started)
+    return summary
+
+
+def _run_stages(config: MirrorConfig, catalog: Catalog, client: JsocClient, options: UpdateOptions, progress: Any,
+                summary: UpdateSummary, started: float) -> None:
+    with publishing(catalog, config) as publisher:
         # the run's row first, so a run killed in any stage is marked 'died' by the next one
-        catalog.start_run(summary.run_id, command)
+        catalog.start_run(summary.run_id, summary.command)
         status = "failed"
         try:
             _stages(config, catalog, publisher, client, options, summary, progress)
@@ -217,7 +230,6 @@ def _run(config: MirrorConfig, url: str, options: UpdateOptions, progress: Any, 
                 catalog.finish_run(summary.run_id, status, json.dumps(_short(summary)))
             except Exception:  # bookkeeping must never hide the real outcome
                 log.warning("could not record the end of run %s", summary.run_id)
-    return summary
 
 
 def _stages(config: MirrorConfig, catalog: Catalog, publisher, client: JsocClient, options: UpdateOptions,

@@ -142,3 +142,13 @@ def fixtures_dir() -> Path:
     if not SHARED_FIXTURES.is_dir():
         pytest.skip(f"shared fixtures not found at {SHARED_FIXTURES}")
     return SHARED_FIXTURES
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The bad-input corpus's figures (tests/test_bad_input.py), when it ran."""
+    import sys
+
+    corpus = sys.modules.get("test_bad_input")
+    line = corpus.summary_line() if corpus is not None else None
+    if line:
+        terminalreporter.write_line(line)

@@ -33,6 +33,13 @@ Exit codes, the same for every command:
 | 3 | another run holds the mirror's lock (after `--wait SECONDS` ran out, if given) |
 | 4 | the source was unreachable or refused us: connection refused or timed out, HTTP 5xx after the retries |
 
+Every error is one line on stderr, `Error: ...`, naming the bad value and what is accepted; a bad
+option or argument too, with the command whose `--help` tells more. An unexpected exception (a bug)
+is one line as well, `Error: unexpected TYPE: MESSAGE (a bug in jsocmirror; traceback in PATH)`,
+exit code 1, its traceback written to `<mirror>/logs/crash-<UTC time>.log` (the system's
+temporary directory when there is no mirror, or its `logs/` cannot be written); `-vv` raises it
+instead.
+
 `--json` (on every command that reports something) prints one JSON object on stdout: the
 result with `"code": 0` (or 1 for a run that finished with failures), or, on an error,
 `{"code": N, "error": KIND, "message": "...", "summary": {...}}` where `summary` is how far a run

@@ -161,6 +161,10 @@ def test_jsocmirror_open_s3_reads_one_generation_and_the_collector_keeps_what_re
     shown = CliRunner().invoke(cli, ["sql", "-m", str(config.mirror_dir), "--format", "csv",
                                      "SELECT count(*) AS n FROM hmi_m_720s"])
     assert shown.exit_code == 0 and shown.output.split() == ["n", "16"], shown.output
+    # sandboxed to the readers' copy: the bucket's other objects are out of reach
+    outside = CliRunner().invoke(cli, ["sql", "-m", str(config.mirror_dir),
+                                       f"SELECT count(*) FROM read_parquet('{DATA}/**/*.parquet')"])
+    assert outside.exit_code == 2 and "disabled by configuration" in outside.stderr, outside.output
 
     old = jsocmirror.open(READ)
     first, before = old.generation, old.sql("SELECT count(*) FROM hmi_m_720s").fetchall()[0][0]

@@ -168,7 +168,7 @@ def test_update_lock_refuses_a_second_run_or_waits(tmp_path, emu):
         assert result.exit_code == 3 and "another jsocmirror run" in result.output
         result = runner.invoke(cli, ["update", "-m", str(config.mirror_dir), "--json", "--wait", "1"])
         assert result.exit_code == 3, result.output
-        error = json.loads(result.output)
+        error = json.loads(result.stdout)  # the wait is announced on stderr
         assert error["code"] == 3 and error["error"] == "locked" and "waited 1 s" in error["message"]
     finally:
         holder.kill()

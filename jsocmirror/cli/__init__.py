@@ -36,7 +36,12 @@ class _Group(click.Group):
         # An error while parsing a subcommand's options comes before --json's own callback runs;
         # the raw arguments still say whether the answer should be JSON.
         ctx.ensure_object(dict)["json_asked"] = "--json" in args
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:  # the group's own options (jsocmirror --log-level nope)
+            if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())) or wants_json(ctx):
+                raise
+            _usage_line(exc)
 
     def invoke(self, ctx):
         try:
@@ -48,10 +53,13 @@ class _Group(click.Group):
                 exc = click.UsageError(f"{exc.option_name} is not accepted: give a number of 0 or more "
                                        "(e.g. --wait 3600)", ctx=exc.ctx)
             if not wants_json(ctx):
-                raise exc from None
+                _usage_line(exc)
             _report_error(ctx, exc.exit_code, "usage", exc.format_message(), None)
         except click.ClickException as exc:
             if not wants_json(ctx):
+                if isinstance(exc, click.UsageError) and not isinstance(
+                        exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+                    _usage_line(exc)
                 raise
             _report_error(ctx, exc.exit_code, "usage", exc.format_message(), None)
         except (click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
@@ -60,20 +68,65 @@ class _Group(click.Group):
             logging.getLogger("jsocmirror").debug("unexpected error", exc_info=True)
             if _verbosity(ctx) >= 2:
                 raise
-            _report_error(ctx, 1, "internal", f"unexpected {type(exc).__name__}: {exc} "
-                          "(this is a bug in jsocmirror; -vv shows the traceback)", None)
+            crash = _write_crash_log(ctx, exc)
+            where = f"traceback in {crash}" if crash else "-vv shows the traceback"
+            text = " ".join(str(exc).split()) or "(no message)"
+            if len(text) > 300:
+                text = text[:297] + "..."
+            _report_error(ctx, 1, "internal", f"unexpected {type(exc).__name__}: {text} "
+                          f"(a bug in jsocmirror; {where})", None, traceback_path=crash)
+
+
+def _usage_line(exc: click.UsageError) -> None:
+    """A bad option or argument as one line, like every other error, with where the usage is
+    (click's own form is three lines: the usage, a hint, the error)."""
+    where = exc.ctx.command_path if exc.ctx is not None else "jsocmirror"
+    message = " ".join(exc.format_message().split())
+    click.echo(f"Error: {message} (see '{where} --help')", err=True)
+    sys.exit(exc.exit_code)
 
 
 def _verbosity(ctx: click.Context) -> int:
     return int(((ctx.find_root().obj or {}).get("verbose")) or 0)
 
 
-def _report_error(ctx: click.Context, code: int, kind: str, message: str, summary) -> None:
+def _write_crash_log(ctx: click.Context, exc: BaseException) -> Path | None:
+    """The traceback of an unexpected exception, in ``<mirror>/logs/crash-<UTC stamp>.log`` (the
+    system's temporary directory when the mirror is unknown or its logs/ cannot be written).
+    None if no file could be written at all."""
+    import tempfile
+    import traceback
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    text = (f"jsocmirror {__version__}: {' '.join(sys.argv)}\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    mirror = ((ctx.find_root().obj or {}).get("mirror_dir"))
+    places = []
+    if mirror and (Path(mirror) / "jsocmirror.toml").is_file():
+        places.append(Path(mirror) / "logs")
+    places.append(Path(tempfile.gettempdir()))
+    for place in places:
+        path = place / (f"crash-{stamp}.log" if place.name == "logs" else f"jsocmirror-crash-{stamp}.log")
+        try:
+            if place.name == "logs":
+                place.mkdir(exist_ok=True)
+            with open(path, "x", encoding="utf-8") as handle:
+                handle.write(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _report_error(ctx: click.Context, code: int, kind: str, message: str, summary, *,
+                  traceback_path: Path | None = None) -> None:
     logging.getLogger("jsocmirror").debug("exit %d (%s): %s", code, kind, message)
     if wants_json(ctx):
         out = {"code": code, "error": kind, "message": message}
         if summary is not None:
             out["summary"] = summary
+        if traceback_path is not None:
+            out["traceback"] = str(traceback_path)
         click.echo(json.dumps(out, indent=2, default=str))
     else:
         click.echo(f"Error: {message}", err=True)
@@ -114,6 +167,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_file: str | None, log
         if getattr(handler, "_jsocmirror_terminal", False):
             handler.setLevel(terminal)
     logger.setLevel(min(terminal, ctx.obj["log_level"]))
+    _own_root_logging(logging.ERROR if quiet else logging.WARNING)
     if log_file:
         try:
             handler = logging.FileHandler(log_file, encoding="utf-8")
@@ -124,6 +178,25 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_file: str | None, log
         handler.setLevel(ctx.obj["log_level"])
         logger.addHandler(handler)
         ctx.call_on_close(lambda: (logger.removeHandler(handler), handler.close()))
+
+
+def _own_root_logging(level: int) -> None:
+    """Other packages' log records reach the terminal at ``level`` (warnings; errors only with -q),
+    through the CLI's own root handler. A package that called ``logging.basicConfig`` at import
+    (drms does: INFO lines on stderr) loses its handler, and one imported later finds the root
+    configured already, so basicConfig does nothing."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if not getattr(handler, "_jsocmirror_terminal", False) and type(handler) is logging.StreamHandler \
+                and getattr(handler, "stream", None) in (sys.stderr, sys.__stderr__):
+            root.removeHandler(handler)
+    mine = [h for h in root.handlers if getattr(h, "_jsocmirror_terminal", False)]
+    if not mine:
+        mine = [_TerminalHandler()]
+        mine[0].setFormatter(logging.Formatter(_LOG_FORMAT))
+        root.addHandler(mine[0])
+    for handler in mine:
+        handler.setLevel(level)
 
 
 class _TerminalHandler(logging.StreamHandler):
@@ -137,6 +210,7 @@ class _TerminalHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "file_only", False):  # the terminal gets the error as its own 'Error:' line
             return
+        self.stream = sys.stderr  # the current one (a test runner swaps it per invocation)
         if _bars_on_screen:
             try:
                 from tqdm import tqdm
@@ -285,11 +359,14 @@ def run_log(ctx: click.Context, mirror_dir: Path, command: str) -> Iterator[Path
 
 def _mirror_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
     """-m, else JSOCMIRROR_MIRROR, else the first directory up from here holding jsocmirror.toml."""
-    if value is not None or ctx.resilient_parsing:
+    if ctx.resilient_parsing:
         return value
-    from jsocmirror.config import find_mirror
+    if value is None:
+        from jsocmirror.config import find_mirror
 
-    return str(find_mirror())
+        value = str(find_mirror())
+    ctx.find_root().ensure_object(dict)["mirror_dir"] = value  # where a crash log goes
+    return value
 
 
 mirror_option = click.option(
@@ -312,6 +389,9 @@ def jsoc_server(server: str, mirror_dir: str | Path | None = None) -> Iterator[s
     anything else is taken as a URL. Only the CLI starts the emulator: the library never
     imports it.
     """
+    from jsocmirror.config import check_proxy_environment
+
+    check_proxy_environment()  # a garbage HTTP_PROXY: one line naming it, before any request
     if server == "jsoc":
         yield REAL_JSOC_URL
     elif server == "embedded":

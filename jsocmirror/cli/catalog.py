@@ -21,6 +21,7 @@ from jsocmirror.cli import (
     output_format, quiet, run_log, show_progress, wait_option,
 )
 from jsocmirror.errors import CatalogError, ConfigError, JsocMirrorError, UsageError
+from jsocmirror.api import refuse_changes
 from jsocmirror.jsoc import JsocClient, SeriesNotFound
 from jsocmirror.publish import publish
 
@@ -62,6 +63,9 @@ def init_mirror(path: Path, *, server: str, email: str | None, data_root: str, c
     config = cfg.MirrorConfig(mirror_dir=path, server=server, email=email, data=data_root,
                               storage=storage or cfg.StorageConfig())
     cfg.validate_config(config)
+    cfg.check_local_root(str(path), f"mirror directory {str(path)!r}")  # under a file: exit 2 before anything is made
+    for name in ("data", "read"):
+        cfg.check_local_root(getattr(config, f"{name}_root"), f"{name} = {getattr(config, name)!r}")
     if email and check_email:
         with jsoc_server(server, path) as url:
             JsocClient(url).require_registered(email)
@@ -403,7 +407,7 @@ def sync_command(ctx, mirror_dir, series_names, full, as_json, wait):
     progress = _TqdmProgress(show_progress(ctx))
     screen = bars_on_screen() if progress.enabled else nullcontext()
     with run_log(ctx, config.mirror_dir, "sync"), mirror_lock(config.mirror_dir, "sync", wait=wait):
-        with Catalog(config.catalog_path) as catalog, jsoc_server(config.server, config.mirror_dir) as url:
+        with jsoc_server(config.server, config.mirror_dir) as url, Catalog(config.catalog_path) as catalog:
             client = JsocClient(url, email=config.email, policy=config.network)
             try:
                 with screen:
@@ -482,7 +486,8 @@ def sql_command(mirror_dir, query, fmt, as_json, write, wait):
         from jsocmirror.api import Mirror
 
         with Mirror(config.read_root, config=config) as mirror:
-            _refuse_changes(mirror, query)
+            refuse_changes(mirror.con, query, hint=" (add --write to run it on the writer's catalog)")
+            mirror.sandbox()  # and DuckDB itself refuses what a statement check could miss
             relation = mirror.sql(query)
             names = list(relation.columns) if relation is not None else []
             rows = _fetch_rows(relation)
@@ -498,25 +503,6 @@ def sql_command(mirror_dir, query, fmt, as_json, write, wait):
         if names:
             _echo_table([tuple(names)] + [tuple(_cell(v) for v in r) for r in rows])
         click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-
-
-#: What ``sql`` without --write runs: statements that only read (COPY ... TO, ATTACH, CREATE
-#: and friends write somewhere, and a PREPAREd statement could be any of them, so they need
-#: --write and the run lock).
-_READING_STATEMENTS = ("SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET", "CALL")
-
-
-def _refuse_changes(mirror, query: str) -> None:
-    import duckdb
-
-    try:
-        kinds = [statement.type.name for statement in mirror.con.extract_statements(query)]
-    except duckdb.Error as exc:
-        raise UsageError(f"SQL error: {str(exc).strip().splitlines()[0]}") from None
-    for kind in kinds:
-        if kind not in _READING_STATEMENTS:
-            raise UsageError(f"a {kind} statement changes something, and 'jsocmirror sql' only reads the "
-                             "readers' copy (add --write to run it on the writer's catalog)")
 
 
 def _fetch_rows(relation) -> list[tuple]:

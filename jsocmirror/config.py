@@ -36,7 +36,7 @@ DEFAULT_READ_ROOT = "read"
 
 METHODS = ("url_quick", "url", "url-tar")
 #: The [section] tables of jsocmirror.toml, each a dataclass field of MirrorConfig, in file order.
-SECTIONS = ("sync", "transfer", "network", "verify", "retention", "storage")
+SECTIONS = ("sync", "transfer", "network", "run", "verify", "retention", "storage")
 PROTOCOLS = ("as-is", "fits")
 ORPHAN_POLICIES = ("keep", "trash", "delete")
 DEFAULT_TRASH = "trash"
@@ -128,9 +128,23 @@ class TransferConfig:
     poll_interval: float = 5.0
     #: Export requests pending at once per email (JSOC allows 1).
     max_pending_exports: int = 1
+    #: Seconds one run waits on one export (its polls, or JSOC's status-7 "busy") before it leaves
+    #: the request pending for the next run.
+    export_wait: float = 3600.0
+    #: Hours after its submission a still-pending export is abandoned and its records asked for again.
+    export_max_hours: float = 48.0
     #: Write the catalog's keywords into the header of as-is FITS files, so that they open as maps
     #: (the header's bytes then differ from JSOC's; DATASUM stays JSOC's). Per series: header_fill.
     header_fill: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Limits of one run of ``update`` or ``fetch``."""
+
+    #: Stop the run after this many hours (a nightly job must end before the day's work starts):
+    #: what it finished is kept, what is left waits for the next run, and it exits 1. Omit = no limit.
+    max_hours: float | None = None
 
 
 @dataclass
@@ -277,6 +291,7 @@ class MirrorConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     #: Timeouts, deadlines and the redirect rule of every request (net.py's NetPolicy).
     network: NetPolicy = field(default_factory=NetPolicy)
+    run: RunConfig = field(default_factory=RunConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -396,6 +411,7 @@ def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfi
     sync_raw = raw.pop("sync", {})
     transfer_raw = raw.pop("transfer", {})
     network_raw = raw.pop("network", {})
+    run_raw = raw.pop("run", {})
     verify_raw = raw.pop("verify", {})
     retention_raw = raw.pop("retention", {})
     storage_raw = raw.pop("storage", {})
@@ -409,6 +425,7 @@ def config_from_dict(raw: dict[str, Any], mirror_dir: str | Path) -> MirrorConfi
         sync=SyncConfig(**_take_fields(SyncConfig, _table(sync_raw, "sync"), "[sync]")),
         transfer=TransferConfig(**_take_fields(TransferConfig, _table(transfer_raw, "transfer"), "[transfer]")),
         network=NetPolicy(**_take_fields(NetPolicy, _table(network_raw, "network"), "[network]")),
+        run=RunConfig(**_take_fields(RunConfig, _table(run_raw, "run"), "[run]")),
         verify=VerifyConfig(**_take_fields(VerifyConfig, _table(verify_raw, "verify"), "[verify]")),
         retention=RetentionConfig(**_take_fields(RetentionConfig, _table(retention_raw, "retention"), "[retention]")),
         storage=StorageConfig(**_take_fields(StorageConfig, _table(storage_raw, "storage"), "[storage]")),
@@ -476,6 +493,7 @@ def validate_config(config: MirrorConfig) -> None:
     validate_sync(config.sync)
     validate_transfer(config.transfer)
     validate_network(config.network)
+    validate_run(config.run)
     validate_verify(config.verify)
     validate_retention(config)
     validate_storage(config.storage)
@@ -567,6 +585,18 @@ def validate_transfer(transfer: TransferConfig) -> None:
         raise ConfigError(f"[transfer] max_pending_exports {transfer.max_pending_exports!r} must be an integer from 1 to 10")
     if not isinstance(transfer.header_fill, bool):
         raise ConfigError(f"[transfer] header_fill {transfer.header_fill!r} must be true or false")
+    _check_number(transfer.export_wait, 1, 7 * 86400, "[transfer] export_wait", "seconds")
+    _check_number(transfer.export_max_hours, 1, 24 * 30, "[transfer] export_max_hours", "hours")
+
+
+def validate_run(run: RunConfig) -> None:
+    if run.max_hours is not None:
+        _check_number(run.max_hours, 0.001, 24 * 7, "[run] max_hours", "hours (omit it for no limit)")
+
+
+def _check_number(value: Any, low: float, high: float, where: str, unit: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high):
+        raise ConfigError(f"{where} {value!r} must be a number from {low:g} to {high:g} {unit}")
 
 
 _NETWORK_BOUNDS = {  # name: (lowest, highest) accepted
@@ -972,6 +1002,7 @@ _EXAMPLES = {
     "storage.profile": '"sdo-mirror"',
     "storage.anon": "false",
     "storage.client_kwargs": '{region_name = "eu-west-1"}',
+    "run.max_hours": "6",
 }
 
 

@@ -93,6 +93,7 @@ class Results:
 
     landed: list[Landed] = field(default_factory=list)
     errors: list[FailedFile] = field(default_factory=list)
+    unstarted: list[FileTask] = field(default_factory=list)  # left when ``stop_at`` passed
 
     @property
     def bytes(self) -> int:
@@ -602,7 +603,8 @@ def download_files(tasks: Iterable[FileTask], root: str | os.PathLike, *, connec
                    on_landed: Callable[[Landed], None] | None = None,
                    on_failed: Callable[[FailedFile], None] | None = None,
                    on_bytes: Callable[[int], None] | None = None,
-                   durability: str = "batch", storage_options: dict | None = None) -> Results:
+                   durability: str = "batch", storage_options: dict | None = None,
+                   stop_at: float | None = None) -> Results:
     """Fetch every task into ``root`` with at most ``connections`` at once.
 
     ``on_landed``/``on_failed`` run in the calling thread (so they may write to the catalog),
@@ -615,6 +617,8 @@ def download_files(tasks: Iterable[FileTask], root: str | os.PathLike, *, connec
     ``"none"`` skips the sync: still verified and renamed atomically, so a killed process never
     leaves a partial file under its final name, but a power loss may (benchmark figures only).
     ``storage_options`` open a root that is not local (fsspec, e.g. ``[storage]`` of the config).
+    ``stop_at`` (a ``time.monotonic()`` value, a run's deadline): no file is started after it; the
+    files in flight finish and the rest are returned in ``results.unstarted``.
     """
     if connections < 1:
         raise ValueError(f"connections must be at least 1, not {connections}")
@@ -656,7 +660,12 @@ def download_files(tasks: Iterable[FileTask], root: str | os.PathLike, *, connec
         while True:
             ready, all_done = finished.take(timeout=committer.seconds)
             for outcome in ready:
+                if isinstance(outcome, FileTask):  # never started: the deadline came first
+                    results.unstarted.append(outcome)
+                    continue
                 _handle(outcome, results, committer, on_landed, on_failed)
+            if stop_at is not None and time.monotonic() >= stop_at:
+                _drain(pending, finished)
             committer.flush_if_due()
             if all_done:
                 break
@@ -670,6 +679,16 @@ def download_files(tasks: Iterable[FileTask], root: str | os.PathLike, *, connec
         committer.flush()
         target.close()
     return results
+
+
+def _drain(pending: deque, finished: _Finished) -> None:
+    """Take every task no worker has started, handing each back as unstarted."""
+    while True:
+        try:
+            task = pending.popleft()
+        except IndexError:
+            return
+        finished.put(task)
 
 
 class _Finished:

@@ -84,6 +84,13 @@ class DownloadError(JsocMirrorError):
     pass
 
 
+class DeadlineError(JsocMirrorError):
+    """The run reached its deadline (``[run] max_hours``) and stopped where it was: what it had
+    finished is kept, what is left (pending exports, unfetched files) waits for the next run."""
+
+    kind = "deadline"
+
+
 class LockedError(JsocMirrorError):
     """Another jsocmirror run holds the mirror's lock."""
 

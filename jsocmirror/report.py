@@ -399,7 +399,7 @@ vertical-align:top}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .cal{overflow-x:auto}.cal svg{display:block;margin:2px 0 8px}.cal text{font-size:10px;fill:#57606a}
 .quota{display:inline-block;width:300px;height:12px;background:#e6e9ee;border-radius:3px;vertical-align:middle;
 overflow:hidden}.quota i{display:block;height:100%;background:#3d5a80}.quota.over i{background:#9a3412}
-.status-ok{color:#1a7f37}.status-failed,.status-died,.status-interrupted{color:#b42318;font-weight:600}
+.status-ok{color:#1a7f37}.status-failed,.status-died,.status-interrupted,.status-deadline{color:#b42318;font-weight:600}
 .status-running{color:#9a6700}
 """
 

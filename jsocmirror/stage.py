@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from jsocmirror.catalog import Catalog
 from jsocmirror.download import FileTask
-from jsocmirror.errors import JsocError, SourceUnavailable
+from jsocmirror.errors import DeadlineError, JsocError, SourceUnavailable
 from jsocmirror.plan import Gap, PlanLimits, PlannedQuery, plan_gaps
 from jsocmirror.series import SeriesDef
 
@@ -61,8 +63,15 @@ class StagePolicy:
 
     #: Seconds between exp_status polls (the server's ``wait`` is honoured when longer).
     poll_interval: float = 5.0
-    #: Give up on one export after this many seconds in this run (it stays pending for the next run).
-    export_timeout: float = 3600.0
+    #: Seconds one run waits on one export (its polls, or its status-7 resubmissions) before it
+    #: leaves the request pending for the next run.
+    export_wait: float = 3600.0
+    #: A request still pending this many hours after it was submitted is abandoned (JSOC lost it or
+    #: it is stuck) and its records are asked for again.
+    export_max_hours: float = 48.0
+    #: Runs in which a stored export's files failed (404, bad checksums) before the request is
+    #: discarded and its records asked for anew.
+    max_file_failures: int = 3
     #: Status 7 ("pending export requests"): resubmissions, first wait, cap on the wait.
     busy_retries: int = 12
     busy_wait: float = 30.0
@@ -106,6 +115,9 @@ class StageResult:
     exports_submitted: int = 0
     exports_resumed: int = 0
     listings: int = 0
+    exports_abandoned: int = 0  # pending past export_max_hours: their records asked for again
+    exports_discarded: int = 0  # files failed in max_file_failures runs: replaced by a new request
+    exports_refused: int = 0  # a finished export's reply failed validation: nothing of it kept
 
 
 @dataclass(frozen=True)
@@ -130,7 +142,8 @@ class Governor:
     def __init__(self, catalog: Catalog, api: ExportAPI, definitions: Mapping[str, SeriesDef] | Any,
                  path_for: PathFor, *, email: str | None, run_id: str | None = None,
                  policy: StagePolicy | None = None, limits: PlanLimits | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 deadline: float | None = None):
         self.catalog = catalog
         self.api = api
         self.definitions = definitions
@@ -141,6 +154,8 @@ class Governor:
         self.limits = limits or PlanLimits()
         self.sleep = sleep
         self.clock = clock
+        #: ``clock()`` value at which the run must stop ([run] max_hours): no wait goes past it
+        self.deadline = deadline
         # catalog RECNUMs of the gaps, for exports that do not say which version they sent (url_quick)
         self._recnums: dict[tuple[str, str], int] = {}
 
@@ -169,6 +184,17 @@ class Governor:
             if not wanted:
                 self._set(row["id"], "downloaded", row["jsoc_status"], None, "no longer needed")
                 continue
+            retired = self._retirement(row)
+            if retired is not None:
+                # its records stay gaps: stage() asks JSOC for them anew
+                status, reason = retired
+                self._set(row["id"], status, row["jsoc_status"], None, reason)
+                log.warning("export %s: %s", row["requestid"] or row["id"], reason)
+                if status == "abandoned":
+                    result.exports_abandoned += 1
+                else:
+                    result.exports_discarded += 1
+                continue
             result.exports_resumed += 1
             for item in wanted:
                 gaps.pop(item, None)
@@ -189,6 +215,25 @@ class Governor:
 
     def mark_downloaded(self, export_id: int) -> None:
         self._set(export_id, "downloaded", 0, None, None)
+
+    def count_file_failures(self, export_id: int) -> None:
+        """This run's download of the export's files had failures: after ``max_file_failures``
+        such runs the next one discards the request instead of trusting its answer again."""
+        self.catalog.q("export_count_file_failure", id=export_id)
+
+    def _retirement(self, row: dict) -> tuple[str, str] | None:
+        """('abandoned' | 'discarded', why) for a journaled request no longer worth waiting on."""
+        if row["status"] in ("submitting", "pending") and row["submitted_at"] is not None:
+            hours = (_utc_now() - row["submitted_at"]).total_seconds() / 3600
+            if hours >= self.policy.export_max_hours:
+                return "abandoned", (f"still pending {hours:.1f} h after it was submitted (more than "
+                                     f"export_max_hours = {self.policy.export_max_hours:g}); its records are asked "
+                                     "for again")
+        failures = row.get("file_failures") or 0
+        if row["status"] == "done" and failures >= self.policy.max_file_failures:
+            return "discarded", (f"its files failed in {failures} runs; its records are asked for again in a "
+                                 "new request")
+        return None
 
     # -- direct: rs_list seg= gives SUMS paths --------------------------------------------------
     def _direct(self, query: PlannedQuery, transfer: Transfer, result: StageResult) -> Iterable[Batch]:
@@ -246,20 +291,24 @@ class Governor:
             if row["requestid"] and row["run_id"] != self.run_id:
                 # Finished in an earlier run: make sure JSOC still has it (results expire after ~7 days).
                 try:
-                    code = _status(self._call(self.api.exp_status, row["requestid"]))
+                    reply = self._call(self.api.exp_status, row["requestid"])
                 except JsocError:
-                    code = 0  # cannot tell; the downloads will say
+                    reply = {"status": 0}  # cannot tell; the downloads will say
+                code = _status(reply)
                 if code == 5 or (code not in (0, *PENDING_STATUSES) and code != -1):
                     return self._expired(row, transfer, result, wanted, depth)
-            return [self._batch(row, json.loads(row["result"]), wanted, result)]
+                if code == 0 and reply.get("data"):
+                    # asked again: JSOC's answer of tonight (checked) replaces the stored one
+                    return self._accept(row, reply, wanted, result)
+            # the stored answer is checked again too: a catalog from before the checks may hold a bad one
+            return self._accept(row, json.loads(row["result"]), wanted, result)
         if status in ("planned", "submitting"):
             reply = self._submit(row, result)
             if reply is None:
                 return []
             code = _status(reply)
             if code == 0:
-                self._result(export_id, reply)
-                return [self._batch(self._row(export_id), reply, wanted, result)]
+                return self._accept(self._row(export_id), reply, wanted, result)
             if code == 3:
                 return self._split(row, transfer, result, wanted, depth, reply)
             if code not in PENDING_STATUSES:
@@ -271,6 +320,7 @@ class Governor:
     def _submit(self, row: dict, result: StageResult) -> dict | None:
         """exp_request, waiting out status 7 (busy) politely. None if it never got in."""
         wait = self.policy.busy_wait
+        began = self.clock()
         for attempt in range(self.policy.busy_retries + 1):
             if not self._email_slot_free(row["id"]):
                 result.problems.extend(self._row_problems(
@@ -294,10 +344,11 @@ class Governor:
                 self._set(row["id"], "planned", 4, None, reply.get("error"))
                 raise SourceUnavailable(f"JSOC refused exports for {self.email!r}: {reply.get('error')} "
                                         "(register it at http://jsoc.stanford.edu/ajax/register_email.html)")
-            if code == 7 and attempt < self.policy.busy_retries:
+            # status 7 is retried within export_wait: a blocked email must not hold the night for hours
+            if code == 7 and attempt < self.policy.busy_retries and self.clock() - began + wait <= self.policy.export_wait:
                 self._set(row["id"], "planned", 7, None, reply.get("error"))
                 log.info("export %d: JSOC says busy (status 7); waiting %.0f s", row["id"], wait)
-                self.sleep(wait)
+                self._nap(wait, f"export {row['id']} waiting out JSOC's status 7")
                 wait = min(self.policy.max_busy_wait, wait * 2)
                 continue
             if code == 7:
@@ -330,8 +381,7 @@ class Governor:
             first = False
             code = _status(reply)
             if code == 0:
-                self._result(export_id, reply)
-                return [self._batch(self._row(export_id), reply, wanted, result)]
+                return self._accept(row, reply, wanted, result)
             if code == 6:
                 notfound += 1
                 if notfound > self.policy.notfound_retries:
@@ -346,13 +396,14 @@ class Governor:
                 return []
             else:
                 self._set(export_id, "pending", code, None, None)
-            if self.clock() - started >= self.policy.export_timeout:
-                msg = f"export {requestid} still pending after {self.policy.export_timeout:.0f} s; resumed next run"
+            if self.clock() - started >= self.policy.export_wait:
+                msg = (f"export {requestid} still pending after {self.policy.export_wait:g} s (export_wait); "
+                       "resumed next run")
                 log.warning(msg)
                 result.problems.extend(self._keys_problems(row, wanted, msg, kind="pending"))
                 return []
             server_wait = _float(reply.get("wait"))
-            self.sleep(max(self.policy.poll_interval, min(server_wait, 600.0)))
+            self._nap(max(self.policy.poll_interval, min(server_wait, 600.0)), f"waiting on export {requestid}")
 
     def _split(self, row: dict, transfer: Transfer, result: StageResult, wanted: set, depth: int,
                reply: dict) -> list[Batch]:
@@ -398,8 +449,32 @@ class Governor:
             if busy - own < self.policy.max_pending_per_email:
                 return True
             if attempt == 0:
-                self.sleep(self.policy.poll_interval)
+                self._nap(self.policy.poll_interval, "waiting for the email's export slot")
         return False
+
+    def _accept(self, row: dict, reply: dict, wanted: set, result: StageResult) -> list[Batch]:
+        """A finished export's answer: checked before any of it is stored or used. A refused one
+        leaves its records gaps, so the next run asks JSOC again."""
+        problem = check_export_reply(reply, self._definition(row["series"]))
+        if problem is not None:
+            source = row["requestid"] or "url_quick"
+            self._set(row["id"], "refused", 0, None, f"reply refused: {problem}")
+            result.exports_refused += 1
+            log.warning("export %s: reply refused: %s", source, problem)
+            result.problems.extend(self._keys_problems(
+                row, wanted, f"export {source}: JSOC's reply refused ({problem}); asked again next run"))
+            return []
+        self._result(row["id"], reply)
+        return [self._batch(self._row(row["id"]), reply, wanted, result)]
+
+    def _nap(self, seconds: float, doing: str) -> None:
+        """Sleep, but never past the run's deadline: there, stop the run (DeadlineError)."""
+        if self.deadline is not None:
+            left = self.deadline - self.clock()
+            if left <= seconds:
+                self.sleep(max(0.0, left))
+                raise DeadlineError(doing)
+        self.sleep(seconds)
 
     # -- results -> download tasks -------------------------------------------------------------------
     def _batch(self, row: dict, reply: dict, wanted: set[tuple[str, str, str]], result: StageResult) -> Batch:
@@ -488,7 +563,7 @@ class Governor:
             except JsocError as exc:
                 last = exc
                 if attempt + 1 < self.policy.call_retries:
-                    self.sleep(min(60.0, self.policy.poll_interval * (2 ** attempt)))
+                    self._nap(min(60.0, self.policy.poll_interval * (2 ** attempt)), "retrying a JSOC call")
         assert last is not None
         raise last
 
@@ -597,3 +672,98 @@ def _int(value: Any) -> int | None:
         return int(str(value), 0)
     except (TypeError, ValueError):
         return None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)  # the journal's TIMESTAMPs are naive UTC
+
+
+# -- checking a finished export's answer ---------------------------------------------------------
+#: Longest file name component and whole name accepted in an export's answer (POSIX NAME_MAX, and
+#: well past any SUMS path).
+NAME_MAX = 255
+PATH_MAX = 1024
+#: Largest export size (MB) believed: 100 TB, far past JSOC's own request limit.
+MAX_EXPORT_MB = 10**8
+_SUMS_PATH = re.compile(r"^/SUM\d*/")
+_UNSAFE = set("\\?#:") | {chr(c) for c in range(32)} | {"\x7f"}
+
+
+def check_export_reply(reply: Mapping[str, Any], definition: SeriesDef) -> str | None:
+    """Why a status-0 export answer cannot be trusted, or None. Names must be plain relative file
+    names or SUMS paths that stay where they are put, counts must agree, sizes must be sizes."""
+    data = reply.get("data")
+    data = [] if data is None else data
+    if not isinstance(data, list):
+        return f"'data' is a {type(data).__name__}, not a list of files"
+    for name in ("dir", "tarfile"):
+        value = reply.get(name)
+        if value not in (None, ""):
+            problem = _path_problem(value, absolute=True)
+            if problem:
+                return f"{name} {_short(value)} {problem}"
+    size = reply.get("size")
+    if size not in (None, ""):
+        try:
+            mb = float(str(size))
+        except ValueError:
+            return f"size {_short(size)} is not a number of MB"
+        if not 0 <= mb <= MAX_EXPORT_MB:
+            return f"size {_short(size)} MB is not a believable export size (0 to {MAX_EXPORT_MB} MB)"
+    count = reply.get("count")
+    if count not in (None, ""):
+        try:
+            records = int(str(count))
+        except ValueError:
+            return f"count {_short(count)} is not an integer"
+        files = sum(1 for item in data if not (isinstance(item, dict) and item.get("filename") == "NoDataFile"))
+        most = max(records, 0) * max(len(definition.segments), 1)
+        if records < 0 or files > most:
+            return (f"{files} files listed for count {records} (at most {most} for "
+                    f"{len(definition.segments)} segments a record)")
+    seen: set[str] = set()
+    series = definition.name.lower()
+    for item in data:
+        if not isinstance(item, dict):
+            return f"a 'data' entry is a {type(item).__name__}, not an object"
+        record, filename = item.get("record"), item.get("filename")
+        if not isinstance(record, str) or not record.lower().startswith(series + "[") or len(record) > PATH_MAX \
+                or any(c in _UNSAFE and c != ":" for c in record):
+            return f"record {_short(record)} is not a record of {definition.name}"
+        if filename == "NoDataFile":
+            continue
+        problem = _path_problem(filename, absolute=False)
+        if problem:
+            return f"file name {_short(filename)} {problem}"
+        if filename in seen:
+            return f"file name {_short(filename)} is listed twice"
+        seen.add(filename)
+    return None
+
+
+def _path_problem(value: Any, *, absolute: bool) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "is not a name"
+    if len(value) > PATH_MAX:
+        return f"is longer than {PATH_MAX} characters"
+    bad = next((c for c in value if c in _UNSAFE), None)
+    if bad is not None:
+        return f"holds {bad!r}"
+    if absolute and not value.startswith("/"):
+        return "is not an absolute path"
+    if value.startswith("/") and not _SUMS_PATH.match(value):
+        return "is not a SUMS path (/SUM<n>/...)"
+    parts = value.split("/")
+    for i, part in enumerate(parts):
+        if part in (".", ".."):
+            return f"climbs with {part!r}"
+        if not part and not (i == 0 and value.startswith("/")):
+            return "has an empty component"
+        if len(part.encode("utf-8", "surrogatepass")) > NAME_MAX:
+            return f"has a component longer than {NAME_MAX} bytes"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -30,7 +30,7 @@ from jsocmirror.catalog import Catalog, keyword_table, quote_ident
 from jsocmirror.config import MirrorConfig, check_writable_root
 from jsocmirror.download import FileTask, Landed, Results, RetryPolicy
 from jsocmirror.net import NetPolicy
-from jsocmirror.errors import JsocMirrorError
+from jsocmirror.errors import DeadlineError, JsocMirrorError
 from jsocmirror.jsoc import ExportClient, JsocClient
 from jsocmirror.layout import Layout, relative_path
 from jsocmirror.lock import mirror_lock, reading_lock
@@ -88,6 +88,9 @@ class UpdateSummary:
     listings: int = 0
     exports_submitted: int = 0
     exports_resumed: int = 0
+    exports_abandoned: int = 0  # pending past [transfer] export_max_hours: their records asked for again
+    exports_discarded: int = 0  # their files failed in too many runs: replaced by a new request
+    exports_refused: int = 0  # a finished export's answer failed the checks: nothing of it kept
     files_downloaded: int = 0
     bytes_downloaded: int = 0  # bytes of the files that landed
     bytes_transferred: int = 0  # bytes read from the network, retries and failed attempts included
@@ -135,8 +138,11 @@ class UpdateSummary:
             for item in self.plan:
                 lines.append(f"    {item['recordset']}  ({item['records']} records, ~{human_bytes(item['est_bytes'])})")
         else:
+            retired = ", ".join(f"{n} {what}" for n, what in ((self.exports_abandoned, "abandoned"),
+                                                               (self.exports_discarded, "discarded"),
+                                                               (self.exports_refused, "refused")) if n)
             lines.append(f"  staged: {self.listings} listings, {self.exports_submitted} exports submitted, "
-                         f"{self.exports_resumed} resumed")
+                         f"{self.exports_resumed} resumed" + (f", {retired}" if retired else ""))
             lines.append(f"  downloaded: {self.files_downloaded} files, {human_bytes(self.bytes_downloaded)}")
         if self.retention:
             lines.append("  retention: " + self.retention.get("summary", ""))
@@ -217,9 +223,15 @@ def _run_stages(config: MirrorConfig, catalog: Catalog, client: JsocClient, opti
         # the run's row first, so a run killed in any stage is marked 'died' by the next one
         catalog.start_run(summary.run_id, summary.command)
         status = "failed"
+        hours = config.run.max_hours
+        deadline = started + hours * 3600 if hours else None
         try:
-            _stages(config, catalog, publisher, client, options, summary, progress)
+            _stages(config, catalog, publisher, client, options, summary, progress, deadline)
             status = "ok" if not summary.failures else "failed"
+        except DeadlineError as exc:
+            status = "deadline"
+            raise DeadlineError(f"{summary.command} stopped at its deadline, [run] max_hours = {hours:g}, while "
+                                f"{exc}: what it finished is kept, the rest waits for the next run") from None
         except KeyboardInterrupt:
             status = "interrupted"
             raise
@@ -233,12 +245,13 @@ def _run_stages(config: MirrorConfig, catalog: Catalog, client: JsocClient, opti
 
 
 def _stages(config: MirrorConfig, catalog: Catalog, publisher, client: JsocClient, options: UpdateOptions,
-            summary: UpdateSummary, progress: Any) -> None:
+            summary: UpdateSummary, progress: Any, deadline: float | None = None) -> None:
     command = summary.command
     phase = time.monotonic()
     if options.sync:
         _sync(config, catalog, client, options, summary, progress)
         phase = _lap(summary, "sync", phase)
+        _check_deadline(deadline, "starting the scan after the sync")
     from jsocmirror import diff as diff_mod
 
     registry = diff_mod.series_definitions(catalog)
@@ -246,15 +259,18 @@ def _stages(config: MirrorConfig, catalog: Catalog, publisher, client: JsocClien
     _scan(config, catalog, layout, summary, progress)
     publisher.step()
     phase = _lap(summary, "scan", phase)
+    _check_deadline(deadline, "starting the verification after the scan")
     if _verify_enabled(config, options, command):
         _verify(config, catalog, layout, options, summary)
         publisher.step()
         phase = _lap(summary, "verify", phase)
     gaps = _gaps(config, catalog, options, summary, registry)
     phase = _lap(summary, "diff", phase)
+    _check_deadline(deadline, "starting the downloads after the diff")
     options = replace(options, limits=_planning_limits(catalog, registry, gaps, options.limits))
-    _stage_and_download(config, catalog, client, layout, registry, gaps, options, summary, progress)
+    _stage_and_download(config, catalog, client, layout, registry, gaps, options, summary, progress, deadline)
     phase = _lap(summary, "stage_download", phase)
+    _check_deadline(deadline, "starting retention after the downloads")
     if summary.verify:  # the files landed tonight count as verified at landing
         _coverage(catalog, summary)
     # retention is the nightly job's: a fetch (or the sunpy client's fetch of a few gaps) never deletes
@@ -263,6 +279,11 @@ def _stages(config: MirrorConfig, catalog: Catalog, publisher, client: JsocClien
                                           run_id=summary.run_id, registry=registry, layout=layout)
         if summary.retention:
             _lap(summary, "retention", phase)
+
+
+def _check_deadline(deadline: float | None, doing: str) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise DeadlineError(doing)
 
 
 def _lap(summary: UpdateSummary, name: str, since: float) -> float:
@@ -351,14 +372,17 @@ def _record_plan(plan, summary: UpdateSummary) -> None:
 
 
 def _stage_and_download(config, catalog, client, layout: Layout, definitions, gaps: list[Gap],
-                        options: UpdateOptions, summary: UpdateSummary, progress) -> None:
+                        options: UpdateOptions, summary: UpdateSummary, progress, deadline: float | None = None) -> None:
     transfers = _transfers(config)
     header_fill = _fill_series(config, options.header_fill)
     connections = options.connections or config.transfer.max_connections
-    policy = options.stage_policy or StagePolicy(poll_interval=float(config.transfer.poll_interval),
-                                                 max_pending_per_email=config.transfer.max_pending_exports)
+    transfer = config.transfer
+    policy = options.stage_policy or StagePolicy(poll_interval=float(transfer.poll_interval),
+                                                 max_pending_per_email=transfer.max_pending_exports,
+                                                 export_wait=float(transfer.export_wait),
+                                                 export_max_hours=float(transfer.export_max_hours))
     governor = Governor(catalog, ExportClient(client), definitions, _path_for(config), email=config.email,
-                        run_id=summary.run_id, policy=policy, limits=options.limits)
+                        run_id=summary.run_id, policy=policy, limits=options.limits, deadline=deadline)
     plan = plan_gaps(gaps, definitions, options.limits)
     summary.planned_queries, summary.planned_records = len(plan.queries), plan.n_records
     _record_plan(plan, summary)  # what a dry run would have shown: the run log and --json keep it
@@ -401,15 +425,18 @@ def _stage_and_download(config, catalog, client, layout: Layout, definitions, ga
         batches = list(governor.resume(pending, transfers, stage))
         for batch in batches:
             _download_batch(batch, governor, root, connections, retry, header_fill, catalog,
-                            on_landed, on_bytes, summary, config, recorder)
+                            on_landed, on_bytes, summary, config, recorder, deadline)
         for batch in governor.stage(list(pending.values()), transfers, stage):
             _download_batch(batch, governor, root, connections, retry, header_fill, catalog,
-                            on_landed, on_bytes, summary, config, recorder)
+                            on_landed, on_bytes, summary, config, recorder, deadline)
     finally:
         recorder.flush()
-    summary.listings += stage.listings
-    summary.exports_submitted += stage.exports_submitted
-    summary.exports_resumed += stage.exports_resumed
+        summary.listings += stage.listings
+        summary.exports_submitted += stage.exports_submitted
+        summary.exports_resumed += stage.exports_resumed
+        summary.exports_abandoned += stage.exports_abandoned
+        summary.exports_discarded += stage.exports_discarded
+        summary.exports_refused += stage.exports_refused
     summary.records_downloaded = len(landed_records)
     for problem in stage.problems:
         entry = {"series": problem.series, "record_key": problem.record_key, "segment": problem.segment,
@@ -437,14 +464,16 @@ def summary_failed_tasks(summary: UpdateSummary) -> list:
 
 def _download_batch(batch, governor: Governor, root: str, connections: int, policy: RetryPolicy,
                     header_fill: set[str], catalog: Catalog, on_landed, on_bytes, summary: UpdateSummary,
-                    config: MirrorConfig, recorder: _LandedRecorder) -> None:
+                    config: MirrorConfig, recorder: _LandedRecorder, deadline: float | None = None) -> None:
+    _check_deadline(deadline, f"about to download the files of {batch.source}")
     if header_fill:
         _with_headers(catalog, batch, header_fill)
     if batch.tar_url:
         results = _download_tar(batch, root, policy, on_landed, on_bytes, config)
     else:
         results = dl.download_files(batch.tasks, root, connections=connections, policy=policy,
-                                    on_landed=on_landed, on_bytes=on_bytes, storage_options=config.storage_options())
+                                    on_landed=on_landed, on_bytes=on_bytes, storage_options=config.storage_options(),
+                                    stop_at=deadline)
     for failed in results.errors:
         summary.failures.append({"series": failed.task.series, "record_key": failed.task.record_key,
                                  "segment": failed.task.segment, "reason": failed.error, "kind": "download"})
@@ -453,8 +482,13 @@ def _download_batch(batch, governor: Governor, root: str, connections: int, poli
     # waits an hour on an export; and the inventory before the export is marked downloaded: a
     # crash in between re-lists the export, never loses files.
     recorder.flush()
-    if batch.export_id is not None and not results.errors:
-        governor.mark_downloaded(batch.export_id)
+    if batch.export_id is not None:
+        if results.errors:
+            governor.count_file_failures(batch.export_id)  # a few such runs and the request is replaced
+        elif not results.unstarted:
+            governor.mark_downloaded(batch.export_id)
+    if results.unstarted:
+        raise DeadlineError(f"downloading ({len(results.unstarted)} files of {batch.source} not started)")
 
 
 def _download_tar(batch, root: str, policy: RetryPolicy, on_landed, on_bytes, config: MirrorConfig) -> Results:

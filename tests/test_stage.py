@@ -19,7 +19,7 @@ from jsocmirror.stage import Governor, StagePolicy, StageResult, Transfer
 
 REGISTRY = builtin_series()
 EMAIL = "mirror@example.org"
-FAST = StagePolicy(poll_interval=0.02, export_timeout=5.0, busy_wait=0.02, max_busy_wait=0.05, busy_retries=50)
+FAST = StagePolicy(poll_interval=0.02, export_wait=5.0, busy_wait=0.02, max_busy_wait=0.05, busy_retries=50)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_stage_export_journals_before_submit_and_resumes_by_id(tmp_path, emu):
 def test_stage_resume_pending_request_uses_export_from_id(tmp_path, emu):
     gaps = gaps_for(emu, "hmi.M_720s[2024.06.27_00:00_TAI/1h]", "hmi.M_720s", ["magnetogram"])
     emu.faults.stuck_exports = 1.0
-    gov = governor(tmp_path, emu, policy=StagePolicy(poll_interval=0.02, export_timeout=0.3))
+    gov = governor(tmp_path, emu, policy=StagePolicy(poll_interval=0.02, export_wait=0.3))
     result = StageResult()
     assert list(gov.stage(gaps, {"hmi.m_720s": Transfer("url", "fits")}, result)) == []
     assert {p.kind for p in result.problems} == {"pending"} and len(result.problems) == len(gaps)

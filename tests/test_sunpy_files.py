@@ -64,7 +64,7 @@ def _options(**kw) -> UpdateOptions:
     from jsocmirror.stage import StagePolicy
 
     return UpdateOptions(retry_policy=RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, net=NetPolicy(idle_timeout=10)),
-                         stage_policy=StagePolicy(poll_interval=0.02, export_timeout=3.0, busy_wait=0.02), **kw)
+                         stage_policy=StagePolicy(poll_interval=0.02, export_wait=3.0, busy_wait=0.02), **kw)
 
 
 def _make_mirror(path: Path, url: str, series: dict, **transfer) -> cfg.MirrorConfig:

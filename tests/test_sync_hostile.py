@@ -31,7 +31,7 @@ SERIES = "hmi.M_720s"
 START = "2024.06.30_21:00:00_TAI"  # 3 hours up to the emulator's "now": 16 slots x cameras
 FULL_FETCH = "%2Aonline%2A"  # in the query of sync's full-row rs_list requests only (not the head or RECNUM ones)
 OPTIONS = dict(retry_policy=RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.05, net=NetPolicy(idle_timeout=10)),
-               stage_policy=StagePolicy(poll_interval=0.02, export_timeout=3.0, busy_wait=0.02, max_busy_wait=0.1,
+               stage_policy=StagePolicy(poll_interval=0.02, export_wait=3.0, busy_wait=0.02, max_busy_wait=0.1,
                                         busy_retries=40))
 
 

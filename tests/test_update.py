@@ -22,7 +22,7 @@ from jsocmirror.update import UpdateOptions, update_mirror
 
 EMAIL = "mirror@example.org"
 FAST_RETRY = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05, net=NetPolicy(idle_timeout=10))
-FAST_STAGE = StagePolicy(poll_interval=0.02, export_timeout=3.0, busy_wait=0.02, max_busy_wait=0.1, busy_retries=40)
+FAST_STAGE = StagePolicy(poll_interval=0.02, export_wait=3.0, busy_wait=0.02, max_busy_wait=0.1, busy_retries=40)
 HMI_START = "2024.06.30_21:00:00_TAI"  # 3 hours of hmi.M_720s up to the emulator's "now": 16 slots
 AIA_START = "2024-06-30T23:45:00Z"  # 15 minutes of aia.lev1_euv_12s 171, every minute
 
@@ -208,7 +208,7 @@ def test_update_converges_under_transient_fault(tmp_path, emu, name, switches):
     config = make_mirror(tmp_path / "m", emu.url)
     emu.faults.update(**switches)
     summary = update_mirror(config, emu.url, options(stage_policy=StagePolicy(
-        poll_interval=0.02, export_timeout=3.0, busy_wait=0.02, max_busy_wait=0.05, busy_retries=60, call_retries=6)))
+        poll_interval=0.02, export_wait=3.0, busy_wait=0.02, max_busy_wait=0.05, busy_retries=60, call_retries=6)))
     fired = sum(emu.faults.counts.values())
     emu.faults.clear()
     assert fired > 0, f"fault {name} never fired"
@@ -238,7 +238,7 @@ def test_update_stuck_export_is_reported_then_resumed(tmp_path, emu):
     config = make_mirror(tmp_path / "m", emu.url)
     emu.faults.stuck_exports = 1.0
     summary = update_mirror(config, emu.url, options(stage_policy=StagePolicy(poll_interval=0.02,
-                                                                              export_timeout=0.3)))
+                                                                              export_wait=0.3)))
     emu.faults.stuck_exports = 0.0
     pending = {(f["series"], f["record_key"]) for f in summary.failures}
     assert summary.exit_code == 1 and {f["kind"] for f in summary.failures} == {"pending"}

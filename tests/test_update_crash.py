@@ -28,7 +28,7 @@ from test_update import make_mirror, mirror_files, options, temp_files
 
 TRIALS = int(os.environ.get("JSOCMIRROR_CRASH_TRIALS", "20"))
 # quick polls, but patient with an export the killed run left pending on a loaded machine
-PATIENT = StagePolicy(poll_interval=0.02, export_timeout=60.0, busy_wait=0.02, max_busy_wait=0.1, busy_retries=100)
+PATIENT = StagePolicy(poll_interval=0.02, export_wait=60.0, busy_wait=0.02, max_busy_wait=0.1, busy_retries=100)
 HMI_START = "2024.06.30_23:00:00_TAI"  # 6 HMI records
 AIA_START = "2024-06-30T23:54:00Z"  # 6 AIA records, one a minute
 

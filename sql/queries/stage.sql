@@ -15,7 +15,8 @@ WHERE id = $id;
 UPDATE export_requests
 SET status = $status, jsoc_status = $jsoc_status, requestid = coalesce($requestid, requestid),
     error = $error, updated_at = (now() AT TIME ZONE 'UTC'),
-    finished_at = CASE WHEN $status IN ('done', 'failed', 'expired', 'split', 'downloaded')
+    finished_at = CASE WHEN $status IN ('done', 'failed', 'expired', 'split', 'downloaded', 'refused',
+                                        'abandoned', 'discarded')
                        THEN coalesce(finished_at, (now() AT TIME ZONE 'UTC')) ELSE finished_at END,
     expires_at = CASE WHEN $status = 'done' AND expires_at IS NULL
                       THEN (now() AT TIME ZONE 'UTC') + INTERVAL 7 DAY ELSE expires_at END
@@ -31,14 +32,19 @@ WHERE id = $id;
 -- name: export_get
 SELECT id, run_id, series, query, method, protocol, email, n_records, est_bytes, status, jsoc_status, requestid,
        error, attempts, parent_id, record_keys, segments, result, created_at, submitted_at, updated_at,
-       finished_at, expires_at
+       finished_at, expires_at, file_failures
 FROM export_requests WHERE id = $id;
+
+-- name: export_count_file_failure
+UPDATE export_requests
+SET file_failures = coalesce(file_failures, 0) + 1, updated_at = (now() AT TIME ZONE 'UTC')
+WHERE id = $id;
 
 -- name: export_unfinished
 -- Requests a crashed or interrupted run left behind: resume these before asking JSOC anything new.
 SELECT id, run_id, series, query, method, protocol, email, n_records, est_bytes, status, jsoc_status, requestid,
        error, attempts, parent_id, record_keys, segments, result, created_at, submitted_at, updated_at,
-       finished_at, expires_at
+       finished_at, expires_at, file_failures
 FROM export_requests
 WHERE status IN ('planned', 'submitting', 'pending', 'done')
 ORDER BY id;

@@ -111,6 +111,11 @@ def main() -> int:
                         kills += 1
                     emu.faults.clear()
                     proxy.clear()
+                # a stuck export stays stuck at JSOC until staff free it (and JSOC hands the same request
+                # back for 24 h): free it, as the morning would; the abandonment after export_max_hours is
+                # tests/test_stage_hostile.py's
+                for request in emu.exports.store.all():
+                    request.stuck = False
                 summary = update_mirror(config, proxy.url, options())
                 # a second clean night, as a mirror gets: a run may end in failures the next one repairs
                 if summary.exit_code:

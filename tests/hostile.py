@@ -58,6 +58,7 @@ class Upstream:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    announced: int | None = None  # the upstream's Content-Length when it sent less (a fault of its own)
 
 
 class _Server(ThreadingHTTPServer):
@@ -130,9 +131,13 @@ class HostileProxy(_Background):
             sent = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
             connection.request(method, target, body=body, headers=sent)
             reply = connection.getresponse()
-            data = reply.read()
+            announced = None
+            try:
+                data = reply.read()
+            except http.client.IncompleteRead as exc:  # the emulator's truncate_body: passed on as it came
+                data, announced = exc.partial, len(exc.partial) + (exc.expected or 0)
             kept = [(k, v) for k, v in reply.getheaders() if k.lower() not in _HOP_HEADERS]
-            return Upstream(reply.status, kept, data)
+            return Upstream(reply.status, kept, data, announced)
         finally:
             connection.close()
 
@@ -195,6 +200,8 @@ class HostileProxy(_Background):
                     data = rule.arg(data, target)
                 action = rule.action if rule is not None else None
                 announced = int(rule.arg) if action == "length" else len(data)
+                if action is None and up.announced is not None:
+                    announced = up.announced
                 self._head(up.status, up.headers, announced)
                 if self.command == "HEAD":
                     return

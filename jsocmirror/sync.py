@@ -67,6 +67,9 @@ from jsocmirror.series import SeriesDef
 
 log = logging.getLogger("jsocmirror.sync")
 
+#: How far past this machine's clock a series' newest record may be dated and still be believed.
+HEAD_LEAD_SECONDS = 86400.0
+
 # Fields of series_struct that change with every record and so are not part of the definition.
 _VOLATILE = ("Interval", "runtime", "status")
 _PROBE_FIELDS = ("FirstRecnum", "LastRecnum", "MaxRecnum", "LastRecord")
@@ -952,7 +955,24 @@ class _SeriesSync:
             self._deep_check(lo, head_from, stored_probe, probe)
 
     def _head_slot(self, interval) -> int | None:
-        """Slot of the series' newest record (for an open window end)."""
+        """Slot of the series' newest record (for an open window end), never past what this
+        machine's clock allows: a head the server dates years ahead would put the watermark there."""
+        slot = self._reported_head_slot(interval)
+        latest = self._latest_believable_slot()
+        if slot is not None and latest is not None and slot > latest:
+            log.warning("%s: JSOC dates its newest record more than a day past this machine's clock; "
+                        "syncing up to the clock's day instead", self.sdef.name)
+            return latest
+        return slot
+
+    def _latest_believable_slot(self) -> int | None:
+        """The slot of this machine's clock plus a day: no observation is newer than that."""
+        try:
+            return recordset.slot_of_value(self.sdef, self.sel.time_key, drmstime.now() + HEAD_LEAD_SECONDS)
+        except (RecordSetError, ValueError):
+            return None  # a time key that is no time: nothing to compare with
+
+    def _reported_head_slot(self, interval) -> int | None:
         sdef, key = self.sdef, self.sel.time_key
         brackets = ["" for _ in sdef.primekeys]
         brackets[list(sdef.primekeys).index(key)] = "$"

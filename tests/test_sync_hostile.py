@@ -441,3 +441,23 @@ def test_a_bad_reply_in_the_deep_phase_is_refused_too(tmp_path):
         prev = names.index("_prev_recnum")
         strip = lambda rows: [r[:prev] + r[prev + 1:] for r in rows]  # noqa: E731 (the re-sync keeps the old RECNUM there)
         assert strip(table_rows(config)) == strip(table_rows(fresh))
+
+
+def test_a_head_dated_centuries_ahead_does_not_move_the_watermark_there(tmp_path):
+    """The newest-record lookup ([$]) is believed only up to this machine's clock plus a day."""
+    from datetime import datetime, timedelta
+
+    def future(reply: dict) -> None:
+        for keyword in reply.get("keywords") or ():
+            if keyword["name"] == "T_REC":
+                keyword["values"] = ["2990.01.01_00:00:00_TAI"] * len(keyword["values"])
+
+    with quick_emulator() as emu, HostileProxy(emu.url) as proxy:
+        config = make_mirror(tmp_path / "m", proxy.url)
+        proxy.add("%24%5D", "json", rewrite(future))  # ds=...[$]: the head query only
+        summary = update_mirror(config, proxy.url, UpdateOptions(**OPTIONS))
+        assert summary.exit_code == 0 and summary.sync["new"] > 0
+        with Catalog(config.catalog_path, read_only=True) as catalog:
+            (watermark,), = catalog.execute("SELECT watermark_time FROM sync_state").fetchall()
+        assert watermark <= datetime.utcnow() + timedelta(days=1, minutes=30), watermark  # a slot (12 min) and TAI past it
+        assert any("%24%5D" in r for r in proxy.requests)  # the lie was told

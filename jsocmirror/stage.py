@@ -696,31 +696,48 @@ def check_export_reply(reply: Mapping[str, Any], definition: SeriesDef) -> str |
     data = [] if data is None else data
     if not isinstance(data, list):
         return f"'data' is a {type(data).__name__}, not a list of files"
+    return (_folders_problem(reply) or _size_problem(reply.get("size"))
+            or _count_problem(reply.get("count"), data, definition) or _entries_problem(data, definition))
+
+
+def _folders_problem(reply: Mapping[str, Any]) -> str | None:
     for name in ("dir", "tarfile"):
         value = reply.get(name)
-        if value not in (None, ""):
-            problem = _path_problem(value, absolute=True)
-            if problem:
-                return f"{name} {_short(value)} {problem}"
-    size = reply.get("size")
-    if size not in (None, ""):
-        try:
-            mb = float(str(size))
-        except ValueError:
-            return f"size {_short(size)} is not a number of MB"
-        if not 0 <= mb <= MAX_EXPORT_MB:
-            return f"size {_short(size)} MB is not a believable export size (0 to {MAX_EXPORT_MB} MB)"
-    count = reply.get("count")
-    if count not in (None, ""):
-        try:
-            records = int(str(count))
-        except ValueError:
-            return f"count {_short(count)} is not an integer"
-        files = sum(1 for item in data if not (isinstance(item, dict) and item.get("filename") == "NoDataFile"))
-        most = max(records, 0) * max(len(definition.segments), 1)
-        if records < 0 or files > most:
-            return (f"{files} files listed for count {records} (at most {most} for "
-                    f"{len(definition.segments)} segments a record)")
+        problem = _path_problem(value, absolute=True) if value not in (None, "") else None
+        if problem:
+            return f"{name} {_short(value)} {problem}"
+    return None
+
+
+def _size_problem(size: Any) -> str | None:
+    if size in (None, ""):
+        return None
+    try:
+        mb = float(str(size))
+    except ValueError:
+        return f"size {_short(size)} is not a number of MB"
+    if not 0 <= mb <= MAX_EXPORT_MB:
+        return f"size {_short(size)} MB is not a believable export size (0 to {MAX_EXPORT_MB} MB)"
+    return None
+
+
+def _count_problem(count: Any, data: list, definition: SeriesDef) -> str | None:
+    """JSOC's count is the records': at most one file per segment of each."""
+    if count in (None, ""):
+        return None
+    try:
+        records = int(str(count))
+    except ValueError:
+        return f"count {_short(count)} is not an integer"
+    files = sum(1 for item in data if not (isinstance(item, dict) and item.get("filename") == "NoDataFile"))
+    most = max(records, 0) * max(len(definition.segments), 1)
+    if records < 0 or files > most:
+        return (f"{files} files listed for count {records} (at most {most} for "
+                f"{len(definition.segments)} segments a record)")
+    return None
+
+
+def _entries_problem(data: list, definition: SeriesDef) -> str | None:
     seen: set[str] = set()
     series = definition.name.lower()
     for item in data:

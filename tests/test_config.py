@@ -108,3 +108,18 @@ def test_with_series_replaces_in_place_and_without_series_removes(tmp_path):
 def test_config_to_toml_escapes_strings(tmp_path):
     config = with_series(MirrorConfig(mirror_dir=tmp_path), SeriesConfig("hmi.M_45s", filter='INSTRUME = \'a"b\\\\c\''))
     assert tomllib.loads(config_to_toml(config))["series"][0]["filter"] == config.series[0].filter
+
+
+def test_every_toml_example_of_docs_config_md_is_a_valid_config(tmp_path):
+    """docs/config.md's examples are what the loader accepts (and its [run]/[transfer] values load as shown)."""
+    import re
+    from pathlib import Path
+
+    from jsocmirror.config import config_from_dict
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "config.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    configs = [config_from_dict(tomllib.loads(block), tmp_path) for block in blocks]
+    assert configs[0].transfer.export_wait == 3600 and configs[0].transfer.export_max_hours == 48
+    assert any(c.run.max_hours == 6 for c in configs)

@@ -625,8 +625,7 @@ class Exports:
         exptime = drmstime.format_time(request.created_emu, "UTC")[:-4] + "_UT"
         out: dict[str, Any] = {
             "version": "0.5", "requestid": request.requestid, "method": request.method,
-            # count is the records' (JSOC's index of 302 AIA records, two segments each, lists 604 files)
-            "protocol": request.protocol, "count": str(request.rcount), "size": str(request.size_mb),
+            "protocol": request.protocol, "count": str(len(request.files)), "size": str(request.size_mb),
             "exptime": exptime, "dir": request.dir, "status": "0",
             "keywords": "**IN FITS FILES**" if request.protocol == "fits"
             else f"{filegen.sums_dir(request.sunum)}/{request.requestid}.keywords.txt",

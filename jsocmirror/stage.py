@@ -491,8 +491,12 @@ class Governor:
                 continue
             key, seg_hint = _parse_record(record)
             entries.append((key, seg_hint, filename))
-        for key, seg_hint, filename in entries:
-            segment, recnum = _segment_and_recnum(filename, seg_hint, definition)
+        named = [(key, filename, *_segment_and_recnum(filename, seg_hint, definition))
+                 for key, seg_hint, filename in entries]
+        # files whose name says their segment first: a record's one file left unnamed is then the
+        # one segment left (JSOC's default names of AIA's image are "...image_lev1.fits")
+        named.sort(key=lambda entry: entry[2] is None)
+        for key, filename, segment, recnum in named:
             if segment is None:
                 options = [s for (_, k, s) in wanted if k == key and (definition.name, k, s) not in landed]
                 pending_link.setdefault(key, [])
@@ -634,7 +638,8 @@ def _segment_and_recnum(filename: str, seg_hint: str | None, definition: SeriesD
     if seg_hint and definition.segment(seg_hint):
         return definition.segment(seg_hint).name, recnum
     stem = segfile.rsplit(".", 1)[0] if "." in segfile else segfile
-    seg = definition.segment(stem)
+    # our own names end in the segment; JSOC's default ones (series.T_REC.WAVELNTH.spikes) too
+    seg = definition.segment(stem) or definition.segment(stem.rsplit(".", 1)[-1])
     return (seg.name if seg else None), recnum
 
 

@@ -177,3 +177,14 @@ def test_a_refusing_proxy_is_named_as_the_proxys_fault(hostile, monkeypatch):
                                             ("nan", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
 def test_retry_after_is_capped(value, seconds):
     assert net._retry_after(value, net.DEFAULT_POLICY) == seconds
+
+
+def test_the_user_agent_names_the_version_and_the_url_pyproject_names():
+    import tomllib
+    from pathlib import Path
+
+    import jsocmirror
+    from jsocmirror.net import USER_AGENT
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    assert USER_AGENT == f"jsocmirror/{jsocmirror.__version__} (+{project['urls']['Homepage']})"

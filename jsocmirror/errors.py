@@ -12,6 +12,8 @@
 ``kind`` names the error in ``--json`` output (``{"code": 3, "error": "locked", ...}``).
 """
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -96,3 +98,10 @@ class LockedError(JsocMirrorError):
 
     exit_code = EXIT_LOCKED
     kind = "locked"
+
+
+def quoted(value: Any, width: int = 60) -> str:
+    """A value as an error message quotes it: its repr, cut short if it is long (a server may send
+    megabytes where a name belongs)."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 4] + "...'"

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from jsocmirror.catalog import Catalog
 from jsocmirror.download import FileTask
-from jsocmirror.errors import DeadlineError, JsocError, SourceUnavailable
+from jsocmirror.errors import DeadlineError, JsocError, SourceUnavailable, quoted
 from jsocmirror.plan import Gap, PlanLimits, PlannedQuery, plan_gaps
 from jsocmirror.series import SeriesDef
 
@@ -710,7 +710,7 @@ def _folders_problem(reply: Mapping[str, Any]) -> str | None:
         value = reply.get(name)
         problem = _path_problem(value, absolute=True) if value not in (None, "") else None
         if problem:
-            return f"{name} {_short(value)} {problem}"
+            return f"{name} {quoted(value)} {problem}"
     return None
 
 
@@ -720,9 +720,9 @@ def _size_problem(size: Any) -> str | None:
     try:
         mb = float(str(size))
     except ValueError:
-        return f"size {_short(size)} is not a number of MB"
+        return f"size {quoted(size)} is not a number of MB"
     if not 0 <= mb <= MAX_EXPORT_MB:
-        return f"size {_short(size)} MB is not a believable export size (0 to {MAX_EXPORT_MB} MB)"
+        return f"size {quoted(size)} MB is not a believable export size (0 to {MAX_EXPORT_MB} MB)"
     return None
 
 
@@ -733,7 +733,7 @@ def _count_problem(count: Any, data: list) -> str | None:
     try:
         said = int(str(count))
     except ValueError:
-        return f"count {_short(count)} is not an integer"
+        return f"count {quoted(count)} is not an integer"
     files = sum(1 for item in data if not (isinstance(item, dict) and item.get("filename") == "NoDataFile"))
     if said < 0 or files > said:
         return f"{files} files listed for a count of {said}"
@@ -749,14 +749,14 @@ def _entries_problem(data: list, definition: SeriesDef) -> str | None:
         record, filename = item.get("record"), item.get("filename")
         if not isinstance(record, str) or not record.lower().startswith(series + "[") or len(record) > PATH_MAX \
                 or any(c in _UNSAFE and c != ":" for c in record):
-            return f"record {_short(record)} is not a record of {definition.name}"
+            return f"record {quoted(record)} is not a record of {definition.name}"
         if filename == "NoDataFile":
             continue
         problem = _path_problem(filename, absolute=False)
         if problem:
-            return f"file name {_short(filename)} {problem}"
+            return f"file name {quoted(filename)} {problem}"
         if filename in seen:
-            return f"file name {_short(filename)} is listed twice"
+            return f"file name {quoted(filename)} is listed twice"
         seen.add(filename)
     return None
 
@@ -782,8 +782,3 @@ def _path_problem(value: Any, *, absolute: bool) -> str | None:
         if len(part.encode("utf-8", "surrogatepass")) > NAME_MAX:
             return f"has a component longer than {NAME_MAX} bytes"
     return None
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

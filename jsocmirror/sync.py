@@ -60,7 +60,7 @@ import pyarrow.compute as pc
 from jsocmirror import drmstime, recordset
 from jsocmirror.catalog import DRMS_TO_DUCKDB, ROW_GROUP_ROWS, Catalog, Column, keyword_table
 from jsocmirror.config import MirrorConfig, SeriesConfig, validate_series_entry
-from jsocmirror.errors import JsocError, RecordSetError, SyncError
+from jsocmirror.errors import JsocError, RecordSetError, SyncError, quoted
 from jsocmirror.jsoc import RECORD_SPECIALS, JsocClient, decode, rs_list_arrays, rs_list_columns
 from jsocmirror.publish import publishing
 from jsocmirror.series import SeriesDef
@@ -367,11 +367,6 @@ _STRING_KEY_ACCEPTS = "text without '/', '\\', '[', ']' or control characters, a
 _TIME_ACCEPTS = "a JSOC time such as 2024.06.30_00:00:00_TAI or 2024-06-30T00:00:00Z"
 
 
-def _clip(value: Any, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[:width - 4] + "...'"
-
-
 def refused(series: str, detail: str) -> JsocError:
     """The one-line error of a refused rs_list reply (nothing of it is stored)."""
     return JsocError(f"refused JSOC's rs_list reply for {series}, nothing of it stored: {detail}")
@@ -535,26 +530,26 @@ def _check_prime_keys(sdef: SeriesDef, columns: list[Column], prime_raw: list[pa
             i = bad_chars if bad_chars is not None else dots
             if i is not None:
                 if sql_type == "VARCHAR":
-                    raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} (accepted: {_STRING_KEY_ACCEPTS})")
+                    raise refused(sdef.name, f"{what} {quoted(_value_at(raw, i))} (accepted: {_STRING_KEY_ACCEPTS})")
                 accepted = _TIME_ACCEPTS if sql_type == "TIMESTAMP" else f"a {kw.type} value"
-                raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} is not a {kw.type} (accepted: {accepted})")
+                raise refused(sdef.name, f"{what} {quoted(_value_at(raw, i))} is not a {kw.type} (accepted: {accepted})")
         if sql_type == "TIMESTAMP":
             i = _time_bad(raw, tai_of(kw.name), missing_ok=sdef.slotting(kw.name) is None)
             if i is not None:
-                raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} is not a time (accepted: {_TIME_ACCEPTS})")
+                raise refused(sdef.name, f"{what} {quoted(_value_at(raw, i))} is not a time (accepted: {_TIME_ACCEPTS})")
         elif sql_type in _SQL_INT_BITS:
             bits = _SQL_INT_BITS[sql_type]
             i = _first(pc.invert(pc.match_substring_regex(raw, _CANONICAL_INT)))
             if i is None:
                 _, i = _int_checked(raw, bits)
             if i is not None:
-                raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} (accepted: {_int_accepts(bits, False)})")
+                raise refused(sdef.name, f"{what} {quoted(_value_at(raw, i))} (accepted: {_int_accepts(bits, False)})")
         elif sql_type == "DOUBLE":
             values, i = _float_checked(raw)
             if i is None:
                 i = _first(pc.is_null(values))
             if i is not None:
-                raise refused(sdef.name, f"{what} {_clip(_value_at(raw, i))} (accepted: a finite number)")
+                raise refused(sdef.name, f"{what} {quoted(_value_at(raw, i))} (accepted: a finite number)")
 
 
 def _check_unique_keys(series: str, keys: pa.Array) -> None:
@@ -562,7 +557,7 @@ def _check_unique_keys(series: str, keys: pa.Array) -> None:
         return
     counts = pc.value_counts(keys)
     twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]
-    raise refused(series, f"prime-key values {_clip(twice['values'].as_py())} occur "
+    raise refused(series, f"prime-key values {quoted(twice['values'].as_py())} occur "
                           f"{twice['counts'].as_py()} times (accepted: each record once)")
 
 
@@ -604,15 +599,15 @@ def rows_to_arrow(keywords: dict[str, Any], columns: list[Column], sdef: SeriesD
         if bad is None and not nullable:
             bad = _first(pc.is_null(out))
         if bad is not None:
-            raise refused(series, f"{name} value {_clip(_value_at(strings, bad))} "
+            raise refused(series, f"{name} value {quoted(_value_at(strings, bad))} "
                                   f"(accepted: {_int_accepts(64, nullable)})")
         return out
 
     n = len(next(iter(keywords.values()))) if keywords else 0
     for name, values in keywords.items():
         if len(values) != n:
-            raise refused(series, f"keyword {_clip(name)} has {len(values)} values, "
-                                  f"{_clip(next(iter(keywords)))} has {n} (accepted: one value per record)")
+            raise refused(series, f"keyword {quoted(name)} has {len(values)} values, "
+                                  f"{quoted(next(iter(keywords)))} has {n} (accepted: one value per record)")
     out: dict[str, pa.Array] = {}
     time_cache: dict[str, np.ndarray] = {}
 
@@ -659,7 +654,7 @@ def rows_to_arrow(keywords: dict[str, Any], columns: list[Column], sdef: SeriesD
             else:
                 out[col.name] = strings
             if bad is not None:
-                raise refused(series, f"{col.keyword} value {_clip(_value_at(strings, bad))} does not fit "
+                raise refused(series, f"{col.keyword} value {quoted(_value_at(strings, bad))} does not fit "
                                       f"its {t} column (accepted: {accepted})")
         elif col.kind == "time_str":
             out[col.name] = raw(col.keyword)
@@ -691,7 +686,7 @@ def _check_window(sdef: SeriesDef, rows: pa.Table, window: Window) -> None:
                 continue  # a list the column's type cannot hold (a time key listed by text): JSOC filtered it
             outside = _first(pc.invert(pc.is_in(rows[column], value_set=listed)))
     if outside is not None:
-        raise refused(sdef.name, f"record {_clip(rows['_key'][outside].as_py())} lies outside the record set "
+        raise refused(sdef.name, f"record {quoted(rows['_key'][outside].as_py())} lies outside the record set "
                                  "asked for (accepted: records of the requested slots and key values)")
 
 
@@ -699,24 +694,24 @@ def check_reply_shape(series: str, keywords: dict[str, Any], count: int, body: b
     """Refuse an rs_list reply whose lists disagree with its ``count``: every keyword's values, and
     each segment's and link's per-record lists (segments and links are small unless asked for)."""
     if not isinstance(count, int) or count < 0:
-        raise refused(series, f"count {_clip(count)} (accepted: a whole number of records)")
+        raise refused(series, f"count {quoted(count)} (accepted: a whole number of records)")
     for name, values in keywords.items():
         if len(values) != count:
-            raise refused(series, f"keyword {_clip(name)} has {len(values)} values for a count of {count} "
+            raise refused(series, f"keyword {quoted(name)} has {len(values)} values for a count of {count} "
                                   "(accepted: one value per record)")
     for part in ("segments", "links"):
         items = _reply_part(body, part)
         if items is None:
             continue
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise refused(series, f"{part} {_clip(items)} (accepted: a list of objects)")
+            raise refused(series, f"{part} {quoted(items)} (accepted: a list of objects)")
         for item in items:
             for field_name, values in item.items():
                 if not isinstance(values, list):
                     continue
                 if len(values) == count or (field_name != "values" and not values):
                     continue  # per-record lists have a value per record (cparms, bzeros... may be empty)
-                raise refused(series, f"{part[:-1]} {_clip(item.get('name'))} "
+                raise refused(series, f"{part[:-1]} {quoted(item.get('name'))} "
                                       f"has {len(values)} {field_name} for a count of {count} "
                                       "(accepted: one per record)")
 
@@ -876,12 +871,12 @@ class _SeriesSync:
             return
         problem = None
         if [k.lower() for k in old_keys] != [k.lower() for k in sdef.primekeys]:
-            problem = f"prime keys {_clip(list(sdef.primekeys))} instead of {_clip(old_keys)}"
+            problem = f"prime keys {quoted(list(sdef.primekeys))} instead of {quoted(old_keys)}"
         else:
             for kw in sdef.primekey_keywords:
                 have, want = existing.get(kw.name.lower()), DRMS_TO_DUCKDB.get(kw.type, "VARCHAR")
                 if have is not None and have != want:
-                    problem = f"prime key {kw.name} of type {_clip(kw.type)} where the catalog's column is {have}"
+                    problem = f"prime key {kw.name} of type {quoted(kw.type)} where the catalog's column is {have}"
                     break
         if problem is not None:
             raise JsocError(
@@ -1234,20 +1229,20 @@ class _SeriesSync:
         tai, _ = parse_times(values)
         bad = _time_bad(values, tai, missing_ok=False)
         if bad is not None:
-            raise refused(series, f"prime key {key} value {_clip(_value_at(values, bad))} is not a time "
+            raise refused(series, f"prime key {key} value {quoted(_value_at(values, bad))} is not a time "
                                   f"(accepted: {_TIME_ACCEPTS})")
         slotting = self.sdef.slotting(key)
         rounding = slotting.step if slotting.kind == "ts_eq" else slotting.round
         slots = np.floor((tai - slotting.epoch + rounding / 2.0) / slotting.step + 1e-9).astype(np.int64)
         outside = _first((slots < window.lo) | (slots >= window.hi))
         if outside is not None:
-            raise refused(series, f"prime key {key} value {_clip(_value_at(values, outside))} lies outside the "
+            raise refused(series, f"prime key {key} value {quoted(_value_at(values, outside))} lies outside the "
                                   "record set asked for (accepted: records of the requested slots)")
         recnum_values, bad = _int_checked(recnums, 64)
         if bad is None:
             bad = _first(pc.is_null(recnum_values))
         if bad is not None:
-            raise refused(series, f"*recnum* value {_clip(_value_at(recnums, bad))} "
+            raise refused(series, f"*recnum* value {quoted(_value_at(recnums, bad))} "
                                   f"(accepted: {_int_accepts(64, False)})")
         return slots, recnum_values, count
 
